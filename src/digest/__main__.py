@@ -1,0 +1,6 @@
+"""``python -m digest`` runs the same CLI as the ``digest`` console script."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""``config.toml`` read once into typed, validated settings.
+
+Why pydantic: every key is declared once here with its type, default and description, a typo'd
+or unknown key is an error instead of being silently ignored, and a bad value comes back with its
+location, which becomes the one line the CLI prints ("config.toml: [issue] min_items: ...").
+The README's key reference is checked against these models by a test.
+
+Relative paths in the file are resolved against the file's own directory, so a config works the
+same whichever directory the command is run from. Secrets never live here: they come from the
+environment (see ``secret``).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SUBJECT_FIELDS = frozenset({"newsletter", "lead_title", "issue", "start", "end", "count"})
+UTM_FIELDS = frozenset({"issue", "newsletter"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_line_breaks(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be a single line (it goes into a mail header)")
+    return value
+
+
+def _check_format(template: str, allowed: frozenset[str]) -> str:
+    """Reject a ``{field}`` the template can never be filled with, at load time not at send time."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template: {exc}") from exc
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"uses unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return template
+
+
+class Newsletter(_Model):
+    """Who sends the newsletter and how it presents itself."""
+
+    name: str = Field(description="The newsletter's name, shown in the header and the subject.")
+    from_address: str = Field(
+        alias="from", description='The From header, e.g. "Weekly <news@example.org>".'
+    )
+    reply_to: str = Field(default="", description="Reply-To address; empty for none.")
+    timezone: str = Field(
+        default="UTC", description="IANA zone for the issue key, the dates shown and schedules."
+    )
+    base_url: str = Field(
+        description="Public URL of the web app: the archive, view-in-browser and unsubscribe links."
+    )
+    list_id: str = Field(
+        default="", description="List-Id header value; defaults to a name derived from From."
+    )
+    postal_address: str = Field(description="Postal address in the footer (required by law).")
+    why: str = Field(
+        default="You are receiving this because you subscribed to our weekly round-up.",
+        description="Footer line telling the reader why they get this email.",
+    )
+    subject: str = Field(
+        default="{newsletter}: {lead_title}",
+        description="Subject template; fields: " + ", ".join(sorted(SUBJECT_FIELDS)) + ".",
+    )
+    logo_url: str = Field(default="", description="Optional header logo image URL.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _single_line = field_validator("name", "from_address", "reply_to", "list_id")(_no_line_breaks)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/London')") from exc
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return _check_format(_no_line_breaks(value), SUBJECT_FIELDS)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class FeedSource(_Model):
+    """One feed to read: an http(s) URL or a local file path."""
+
+    url: str = Field(description="http(s) URL or local path (relative to the config file).")
+    name: str = Field(default="", description="Label used in messages; defaults to the URL.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url.startswith(("http://", "https://"))
+
+
+class Fetch(_Model):
+    """How feeds are fetched over HTTP."""
+
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a connection.")
+    read_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for data.")
+    max_bytes: int = Field(default=10_000_000, gt=0, description="Largest feed body accepted, in bytes.")
+    retries: int = Field(default=3, ge=0, le=10, description="Retries on 5xx, 429 and connection errors.")
+    backoff: float = Field(default=1.0, ge=0, description="First retry delay in seconds; doubles each time.")
+    user_agent: str = Field(default="digest/0.1 (+newsletter digest)", description="User-Agent sent with requests.")
+
+
+class Section(_Model):
+    """A section of the issue, fed by one or more feed categories."""
+
+    name: str = Field(description="Heading shown in the email.")
+    categories: list[str] = Field(default_factory=list, description="Feed categories (case-insensitive) that feed it.")
+    limit: int = Field(default=5, ge=1, description="Most articles shown in this section.")
+
+
+class IssueSettings(_Model):
+    """What goes into an issue and in which order."""
+
+    window_days: int = Field(default=7, ge=1, le=62, description="Days before the run time an issue covers.")
+    min_items: int = Field(default=3, ge=1, description="Fewer articles than this is a thin week: not sent.")
+    excerpt_chars: int = Field(default=280, ge=40, description="Excerpts are cut at a word boundary to this length.")
+    featured_category: str = Field(default="Featured", description="Feed category that ranks an article above the newest.")
+    catch_all: str = Field(default="", description="Section name for articles no section claims; empty leaves them out.")
+    catch_all_limit: int = Field(default=5, ge=1, description="Most articles shown in the catch-all section.")
+    pins: list[str] = Field(default_factory=list, description="Article URLs shown first in their section, in this order.")
+
+
+class Utm(_Model):
+    """UTM parameters added to every article link."""
+
+    enabled: bool = Field(default=True, description="Add UTM parameters to article links.")
+    source: str = Field(default="newsletter", description="utm_source value.")
+    medium: str = Field(default="email", description="utm_medium value.")
+    campaign: str = Field(default="{issue}", description="utm_campaign template; fields: issue, newsletter.")
+
+    @field_validator("campaign")
+    @classmethod
+    def _campaign(cls, value: str) -> str:
+        return _check_format(value, UTM_FIELDS)
+
+
+class Render(_Model):
+    """How the email is rendered."""
+
+    templates: str = Field(default="", description="Directory of your own templates; empty uses the bundled ones.")
+    size_warning_kb: int = Field(default=90, ge=1, description="Warn when the HTML part passes this many KB.")
+    image_width: int = Field(default=560, ge=100, le=600, description="Display width of article images, in px.")
+    image_aspect: float = Field(default=16 / 9, gt=0, description="Width/height assumed when a feed gives no image size.")
+
+
+class Store(_Model):
+    """Where digest keeps its state."""
+
+    data_dir: str = Field(default=".digest", description="Directory for state (feed cache); relative to the config file.")
+
+
+class Settings(_Model):
+    """The whole config file."""
+
+    newsletter: Newsletter
+    feeds: Annotated[list[FeedSource], Field(min_length=1)] = Field(description="The feeds to read ([[feeds]]).")
+    sections: Annotated[list[Section], Field(min_length=1)] = Field(description="Sections in display order ([[sections]]).")
+    issue: IssueSettings = Field(default_factory=IssueSettings)
+    fetch: Fetch = Field(default_factory=Fetch)
+    utm: Utm = Field(default_factory=Utm)
+    render: Render = Field(default_factory=Render)
+    store: Store = Field(default_factory=Store)
+
+    # Set by ``load``: the directory relative paths are resolved against, and the file itself.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_sections(self) -> Settings:
+        names = [s.name.casefold() for s in self.sections]
+        if self.issue.catch_all:
+            names.append(self.issue.catch_all.casefold())
+        if len(names) != len(set(names)):
+            raise ValueError("section names must be unique (catch_all included)")
+        return self
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config against the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.store.data_dir)
+
+
+# Keys a user may write that are not model fields (``from`` is an alias), for the docs check.
+def documented_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Every key a config file may contain, dotted (``issue.min_items``, ``sections[].limit``)."""
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        key = prefix + (info.alias or name)
+        sub = _submodel(info.annotation)
+        if sub is None:
+            keys.append(key)
+        else:
+            many = "list[" in str(info.annotation)
+            keys.extend(documented_keys(sub, key + ("[]." if many else ".")))
+    return keys
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for inner in list(candidates):
+        candidates.extend(getattr(inner, "__args__", ()))
+        meta = getattr(inner, "__origin__", None)
+        if meta is not None:
+            candidates.append(meta)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a config file; every failure is a ConfigError naming the file and key."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: no such config file", hint="pass --config with the path to config.toml") from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: config file is not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}", hint="fix the syntax at that line") from exc
+    return parse(raw, source=file)
+
+
+def parse(raw: dict[str, Any], *, source: Path | None = None) -> Settings:
+    """Validate an already-parsed TOML document (used by ``load`` and by tests)."""
+    label = str(source) if source else "config"
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {_describe(exc)}", hint="fix that key and run again") from exc
+    base = source.resolve().parent if source else Path.cwd()
+    return settings.model_copy(update={"base_dir": base, "source": source})
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as ``[table] key: problem`` — one line, the one to fix first."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    where = _location(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key (check its spelling against the README's config reference)"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) else ""
+    return f"{where}: {msg}{shown}"
+
+
+def _location(loc: list[str]) -> str:
+    if not loc:
+        return "(top level)"
+    table: list[str] = []
+    for part in loc[:-1]:
+        if part.isdigit() and table:
+            table[-1] = f"{table[-1]}[{int(part) + 1}]"
+        else:
+            table.append(part)
+    key = loc[-1]
+    if key.isdigit():
+        return f"[{'.'.join(table)}] item {int(key) + 1}" if table else f"item {int(key) + 1}"
+    return f"[{'.'.join(table)}] {key}" if table else key
+
+
+def secret(name: str) -> str | None:
+    """Secrets (API keys, passwords, signing keys) come from the environment, never the file."""
+    value = os.environ.get(name, "").strip()
+    return value or None

@@ -1,0 +1,130 @@
+"""Choosing and ranking: pure functions from articles and settings to an ``Issue``.
+
+Nothing here does I/O, so the editorial rules (window, sections, pins, featured, lead) are
+tested with hand-made articles and the same rules serve build, preview and send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .config import Settings
+from .errors import EmptyIssueError
+from .links import canonical_url
+from .models import Article, Issue, Section, Window
+
+
+def issue_key(now: datetime, zone: ZoneInfo) -> str:
+    """The ISO week of the run time in the newsletter's zone, e.g. ``2026-W48``.
+
+    The ISO year is used (not the calendar year), so 29 December 2025 is ``2026-W01``.
+    """
+    year, week, _ = now.astimezone(zone).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def issue_window(now: datetime, days: int) -> Window:
+    """The ``days`` before the run time, as a half-open interval ending at the run time."""
+    return Window(start=now - timedelta(days=days), end=now)
+
+
+def _matches(article: Article, categories: Iterable[str]) -> bool:
+    wanted = {c.casefold() for c in categories}
+    return any(c.casefold() in wanted for c in article.categories)
+
+
+def assign_sections(articles: Sequence[Article], settings: Settings) -> dict[str, list[Article]]:
+    """Put each article in the first configured section it matches, else the catch-all (if any).
+
+    Returns every section name (in display order, catch-all last) mapped to its articles; an
+    article is never in two sections.
+    """
+    groups: dict[str, list[Article]] = {s.name: [] for s in settings.sections}
+    catch_all = settings.issue.catch_all
+    if catch_all:
+        groups[catch_all] = []
+    for article in articles:
+        home = next((s.name for s in settings.sections if _matches(article, s.categories)), catch_all)
+        if home:
+            groups[home].append(article)
+    return groups
+
+
+RankKey = Callable[[Article], tuple[int, int, float]]
+
+
+def rank_key(pins: Sequence[str], featured: str) -> RankKey:
+    """Sort key: editor pins first (in pin order), then featured articles, then newest first."""
+    pin_order = {canonical_url(url): i for i, url in enumerate(pins)}
+    featured_cf = featured.casefold()
+    unpinned = len(pin_order)
+
+    def key(article: Article) -> tuple[int, int, float]:
+        pinned = pin_order.get(article.canonical_url, unpinned)
+        is_featured = 0 if featured_cf and any(c.casefold() == featured_cf for c in article.categories) else 1
+        return (pinned, is_featured, -article.when.timestamp())
+
+    return key
+
+
+def choose_lead(sections: Sequence[Section], key: RankKey) -> Article | None:
+    """The top-ranked article that has an image opens the issue; None if no article has one."""
+    candidates = [a for s in sections for a in s.articles if a.image is not None]
+    return min(candidates, key=key) if candidates else None
+
+
+def build_issue(
+    articles: Sequence[Article],
+    settings: Settings,
+    now: datetime,
+    *,
+    pins: Sequence[str] = (),
+    exclude: Iterable[str] = (),
+) -> Issue:
+    """Select the window's articles, group them into sections, rank, cap and pick the lead.
+
+    ``pins`` and ``exclude`` are editors' choices for this issue (URLs, compared canonically);
+    the config's ``[issue] pins`` come first. Raises EmptyIssueError when nothing is left: an
+    empty issue is never built.
+    """
+    cfg = settings.issue
+    window = issue_window(now, cfg.window_days)
+    excluded = {canonical_url(u) for u in exclude}
+    in_window = [a for a in articles if a.when in window and a.canonical_url not in excluded]
+    if not in_window:
+        raise EmptyIssueError(
+            f"no articles published between {window.start:%Y-%m-%d %H:%M} and {window.end:%Y-%m-%d %H:%M} UTC "
+            f"in {len(settings.feeds)} feed(s): nothing to build",
+            hint="check the feeds, or pass --now for the week you mean",
+        )
+    key = rank_key([*cfg.pins, *pins], cfg.featured_category)
+    limits = {s.name: s.limit for s in settings.sections}
+    if cfg.catch_all:
+        limits[cfg.catch_all] = cfg.catch_all_limit
+    sections = tuple(
+        Section(name, tuple(sorted(group, key=key)[: limits[name]]))
+        for name, group in assign_sections(in_window, settings).items()
+        if group
+    )
+    if not sections:
+        raise EmptyIssueError(
+            f"{len(in_window)} article(s) in the window but none matches a section's categories",
+            hint="add their categories to a [[sections]] entry or set [issue] catch_all",
+        )
+    count = sum(len(s.articles) for s in sections)
+    thin = count < cfg.min_items
+    warnings = (
+        (f"thin week: {count} article(s), fewer than [issue] min_items = {cfg.min_items}; it will not be sent",)
+        if thin
+        else ()
+    )
+    return Issue(
+        key=issue_key(now, settings.newsletter.zone),
+        window=window,
+        sections=sections,
+        lead=choose_lead(sections, key),
+        thin=thin,
+        warnings=warnings,
+    )

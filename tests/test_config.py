@@ -1,0 +1,87 @@
+"""The config file: a working example, and one clear line for each kind of mistake."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from digest import config
+from digest.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[newsletter]
+name = "T"
+from = "T <t@example.org>"
+base_url = "https://example.org/"
+postal_address = "1 Main St"
+
+[[feeds]]
+url = "feed.xml"
+
+[[sections]]
+name = "A"
+categories = ["a"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_bundled_config_is_valid_and_resolves_paths_against_its_directory():
+    s = config.load(ROOT / "config.toml")
+    assert s.newsletter.name
+    assert s.path(s.feeds[0].url).is_file()
+    assert s.data_dir == ROOT / ".digest"
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    s = config.load(write(tmp_path, MINIMAL))
+    assert s.issue.window_days == 7
+    assert s.newsletter.base_url == "https://example.org"  # trailing slash dropped
+    assert s.newsletter.timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("[[sections]]", "[[sections]]\nlimt = 3"), r"config.toml: \[sections\[1\]\] limt: unknown key"),
+        (('name = "T"\n', ""), r"config.toml: \[newsletter\] name: required key is missing"),
+        (('categories = ["a"]', 'categories = ["a"]\nlimit = "five"'), r"\[sections\[1\]\] limit: .*integer.*'five'"),
+        (("[[feeds]]", '[issue]\nmin_items = 0\n[[feeds]]'), r"\[issue\] min_items: .*greater than or equal to 1"),
+        (('base_url = "https://example.org/"', 'base_url = "example.org"\ntimezone = "Mars/Base"'),
+         r"\[newsletter\] (base_url|timezone)"),
+        (('name = "T"', 'name = "T"\nsubject = "{newsletter} {title}"'), r"subject: uses unknown field\(s\) \['title'\]"),
+    ],
+)
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, change, expected):
+    old, new = change
+    path = write(tmp_path, MINIMAL.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(expected, message), message
+    assert info.value.exit_code == 2
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 3"):
+        config.load(write(tmp_path, '[newsletter]\nname = "x"\nfrom = \n'))
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    reference = readme.split("## Configuration reference", 1)
+    assert len(reference) == 2, "README.md has no '## Configuration reference' section"
+    missing = [key for key in config.documented_keys() if f"`{key}`" not in reference[1]]
+    assert not missing, f"config keys not documented in README.md: {missing}"
