@@ -1,0 +1,122 @@
+"""One issue from feeds to files: the pipeline that ``build``, ``preview`` and ``send`` share.
+
+feeds -> articles (feed.py) -> issue (rank.py) -> rendered variant (render.py) -> files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import rank
+from .config import Settings
+from .feed import load_articles
+from .message import build_message
+from .models import Article, Issue
+from .render import Rendered, Renderer, fill
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """An issue and its rendering, with every warning met on the way."""
+
+    issue: Issue
+    rendered: Rendered
+    warnings: tuple[str, ...]
+
+
+def build(
+    settings: Settings,
+    now: datetime,
+    *,
+    client: httpx.Client | None = None,
+    renderer: Renderer | None = None,
+    pins: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Build:
+    """Fetch, choose, rank and render the issue for the run time ``now``."""
+    feeds = load_articles(settings, now, client=client)
+    issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude)
+    rendered = (renderer or Renderer(settings)).render(issue)
+    return Build(issue=issue, rendered=rendered, warnings=(*feeds.warnings, *rendered.warnings))
+
+
+def preview_values(settings: Settings) -> dict[str, str]:
+    """Recipient values for copies nobody subscribed to receive (files, previews).
+
+    The links lead to the web app's pages without a token, which explain that they came from a
+    preview; they never unsubscribe anyone.
+    """
+    base = settings.newsletter.base_url
+    return {
+        "name": "",
+        "email": "",
+        "unsubscribe_url": f"{base}/unsubscribe",
+        "preferences_url": f"{base}/preferences",
+    }
+
+
+def write_files(result: Build, settings: Settings, out_dir: Path, now: datetime) -> dict[str, Path]:
+    """Write ``<issue>.html``, ``.txt`` and ``.eml``; each appears whole or not at all."""
+    values = preview_values(settings)
+    key = result.issue.key
+    message = build_message(settings, result.rendered, values, now=now)
+    contents = {
+        "html": fill(result.rendered.html, values, "html").encode("utf-8"),
+        "txt": fill(result.rendered.text, values, "text").encode("utf-8"),
+        "eml": message.as_bytes(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext, data in contents.items():
+        paths[ext] = out_dir / f"{key}.{ext}"
+        atomic_write(paths[ext], data)
+    return paths
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: no half-written file ever."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summary(result: Build) -> dict[str, Any]:
+    """The ``build --json`` object: what was chosen, for scripts and for the editor's checks."""
+    issue = result.issue
+    return {
+        "issue": issue.key,
+        "subject": result.rendered.subject,
+        "window": {"start": issue.window.start.isoformat(), "end": issue.window.end.isoformat()},
+        "thin": issue.thin,
+        "lead": issue.lead.url if issue.lead else None,
+        "sections": [
+            {"name": s.name, "articles": [_article_json(a) for a in s.articles]} for s in issue.sections
+        ],
+        "html_bytes": result.rendered.html_bytes,
+        "warnings": list(result.warnings),
+    }
+
+
+def _article_json(article: Article) -> dict[str, Any]:
+    return {
+        "title": article.title,
+        "url": article.url,
+        "published": article.published.isoformat() if article.published else None,
+        "authors": list(article.authors),
+        "image": article.image.url if article.image else None,
+    }

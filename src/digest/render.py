@@ -1,0 +1,281 @@
+"""Rendering an issue: jinja2 templates -> HTML with inlined CSS, plus a plain-text part.
+
+An issue is rendered (and, the expensive part, CSS-inlined) once per variant. Values that
+differ per recipient (unsubscribe link, name, address) are written as placeholders and filled
+afterwards by ``fill``, a plain string replacement, so sending to 100,000 people never runs the
+template engine or the inliner 100,000 times. The HTML and text parts use different placeholders
+because a value must be HTML-escaped in one and left alone in the other.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+
+from .config import Settings
+from .errors import TemplateError
+from .links import add_utm
+from .models import Article, Issue
+from .text import excerpt, join_names, one_line
+
+HTML_TEMPLATE = "issue.html.j2"
+TEXT_TEMPLATE = "issue.txt.j2"
+RECIPIENT_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url")
+Part = Literal["html", "text"]
+
+
+def placeholder(field: str, part: Part) -> str:
+    """The marker standing for a per-recipient value in one part of the message."""
+    return f"%%{field}%%" if part == "html" else f"%%{field}:text%%"
+
+
+def fill(rendered_part: str, values: Mapping[str, str], part: Part) -> str:
+    """Put one recipient's values into a rendered part (escaping them for HTML)."""
+    out = rendered_part
+    for field in RECIPIENT_FIELDS:
+        value = values.get(field, "")
+        out = out.replace(placeholder(field, part), html_lib.escape(value) if part == "html" else value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One variant of an issue, ready to be filled per recipient."""
+
+    subject: str
+    html: str
+    text: str
+    warnings: tuple[str, ...]
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    url: str
+    alt: str
+    width: int
+    height: int
+    credit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleView:
+    """What a template sees of an article: display-ready strings, links already tagged."""
+
+    title: str
+    url: str
+    excerpt: str
+    authors: tuple[str, ...]
+    byline: str
+    section: str
+    published: str
+    image: ImageView | None
+
+
+@dataclass(frozen=True, slots=True)
+class SectionView:
+    name: str
+    articles: tuple[ArticleView, ...]
+
+
+def bundled_templates() -> Path:
+    """The templates shipped with digest: inside the installed package, or the source checkout's
+    top-level ``templates/email`` when running from an editable install."""
+    packaged = Path(str(resources.files("digest"))) / "templates" / "email"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "templates" / "email"
+
+
+def template_dirs(settings: Settings) -> list[Path]:
+    """The user's template directory first (if set), so a user may override only some files."""
+    dirs = [bundled_templates()]
+    if settings.render.templates:
+        custom = settings.path(settings.render.templates)
+        if not custom.is_dir():
+            raise TemplateError(
+                f"{settings.source or 'config'}: [render] templates: {custom} is not a directory",
+                hint="point it at a folder of templates, or remove the key to use the bundled ones",
+            )
+        dirs.insert(0, custom)
+    return dirs
+
+
+def format_dates(start: datetime, end: datetime) -> str:
+    """Human dates covered: '20–26 November 2026', '28 November – 4 December 2026'."""
+    last = end - timedelta(microseconds=1)
+    if start.year != last.year:
+        return f"{start:%-d %B %Y} \u2013 {last:%-d %B %Y}"
+    if start.month != last.month:
+        return f"{start:%-d %B} \u2013 {last:%-d %B %Y}"
+    if start.day == last.day:
+        return f"{last:%-d %B %Y}"
+    return f"{start:%-d}\u2013{last:%-d %B %Y}"
+
+
+class Renderer:
+    """Renders issues for one configuration; keeps the jinja2 environment between renders."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def env(self) -> jinja2.Environment:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(self.settings)]),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=True,
+        )
+        return env
+
+    def render(self, issue: Issue) -> Rendered:
+        """Render both parts and the subject of one issue variant, with recipient placeholders."""
+        context = self._context(issue)
+        html = inline_css(self._render(HTML_TEMPLATE, context, "html"))
+        text = self._render(TEXT_TEMPLATE, context, "text")
+        subject = self.subject(issue)
+        warnings = list(issue.warnings)
+        size = len(html.encode("utf-8"))
+        limit = self.settings.render.size_warning_kb * 1024
+        if size > limit:
+            warnings.append(
+                f"HTML part is {size / 1024:.0f} KB, over [render] size_warning_kb = "
+                f"{self.settings.render.size_warning_kb}: Gmail clips messages past about 102 KB; "
+                "lower section limits or [issue] excerpt_chars"
+            )
+        return Rendered(subject=subject, html=html, text=text, warnings=tuple(warnings))
+
+    def subject(self, issue: Issue) -> str:
+        """The subject line from ``[newsletter] subject``, always a single line."""
+        zone = self.settings.newsletter.zone
+        first = issue.lead or (issue.articles[0] if issue.articles else None)
+        fields = {
+            "newsletter": self.settings.newsletter.name,
+            "lead_title": first.title if first else "",
+            "issue": issue.key,
+            "start": f"{issue.window.start.astimezone(zone):%-d %B %Y}",
+            "end": f"{(issue.window.end - timedelta(microseconds=1)).astimezone(zone):%-d %B %Y}",
+            "count": str(len(issue.articles)),
+        }
+        return one_line(self.settings.newsletter.subject.format_map(fields))
+
+    def _render(self, name: str, context: dict[str, object], part: Part) -> str:
+        recipient = {field: placeholder(field, part) for field in RECIPIENT_FIELDS}
+        try:
+            return self.env.get_template(name).render(context, recipient=recipient)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(
+                f"template {exc.name!r} not found in {', '.join(map(str, template_dirs(self.settings)))}"
+            ) from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from exc
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"template {name}: {exc.message}", hint="see the README's template guide") from exc
+
+    def _context(self, issue: Issue) -> dict[str, object]:
+        s = self.settings
+        zone = s.newsletter.zone
+        utm = self._utm(issue.key)
+        views = {}
+        sections = []
+        for section in issue.sections:
+            shown = []
+            for article in section.articles:
+                view = self._article(article, section.name, utm)
+                views[article.id] = view
+                if article is not issue.lead:
+                    shown.append(view)
+            if shown:
+                sections.append(SectionView(section.name, tuple(shown)))
+        lead = views[issue.lead.id] if issue.lead else None
+        first = lead or sections[0].articles[0]
+        base = s.newsletter.base_url
+        return {
+            "newsletter": s.newsletter,
+            "issue": {
+                "key": issue.key,
+                "dates": format_dates(issue.window.start.astimezone(zone), issue.window.end.astimezone(zone)),
+                "count": len(issue.articles),
+            },
+            "lead": lead,
+            "sections": sections,
+            "preheader": first.excerpt,
+            "links": {
+                "view_in_browser": f"{base}/issues/{issue.key}",
+                "archive": f"{base}/issues/",
+            },
+        }
+
+    def _utm(self, key: str) -> dict[str, str]:
+        u = self.settings.utm
+        if not u.enabled:
+            return {}
+        campaign = u.campaign.format_map({"issue": key, "newsletter": self.settings.newsletter.name})
+        return {"utm_source": u.source, "utm_medium": u.medium, "utm_campaign": campaign}
+
+    def _article(self, article: Article, section: str, utm: dict[str, str]) -> ArticleView:
+        zone = self.settings.newsletter.zone
+        return ArticleView(
+            title=article.title,
+            url=add_utm(article.url, utm),
+            excerpt=excerpt(article.summary_text, self.settings.issue.excerpt_chars),
+            authors=article.authors,
+            byline=join_names(article.authors),
+            section=section,
+            published=f"{article.published.astimezone(zone):%-d %B %Y}" if article.published else "",
+            image=self._image(article),
+        )
+
+    def _image(self, article: Article) -> ImageView | None:
+        image = article.image
+        if image is None:
+            return None
+        width = self.settings.render.image_width
+        if image.width and image.height:
+            height = round(width * image.height / image.width)
+        else:
+            height = round(width / self.settings.render.image_aspect)
+        return ImageView(
+            url=image.url, alt=image.alt or article.title, width=width, height=height, credit=image.credit
+        )
+
+
+def inline_css(html: str) -> str:
+    """Inline the template's CSS into style attributes, keeping ``@media`` rules for phones.
+
+    ``strip_important=False`` keeps ``!important`` inside the media queries (they must beat the
+    inlined styles); ``allow_network=False`` means a template can never make a build fetch CSS.
+    Width and height attributes are written by the template itself, so premailer must not
+    derive them from CSS.
+    """
+    from premailer import Premailer  # imported here: it is slow to import and only build needs it
+
+    return str(
+        Premailer(
+            html,
+            strip_important=False,
+            allow_network=False,
+            disable_validation=True,
+            cssutils_logging_level=logging.CRITICAL,
+            disable_basic_attributes=["width", "height"],
+            remove_classes=False,
+        ).transform(pretty_print=False)
+    )
