@@ -268,7 +268,7 @@ def inline_css(html: str) -> str:
     """
     from premailer import Premailer  # imported here: it is slow to import and only build needs it
 
-    return str(
+    inlined = str(
         Premailer(
             html,
             strip_important=False,
@@ -279,3 +279,4 @@ def inline_css(html: str) -> str:
             remove_classes=False,
         ).transform(pretty_print=False)
     )
+    return inlined if inlined.endswith("\n") else inlined + "\n"

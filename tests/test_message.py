@@ -1,0 +1,79 @@
+"""The .eml parsed back with Python's email package, part by part, as a mail client would."""
+
+from email import message_from_bytes, policy
+
+from digest import rank
+from digest.message import build_message, list_id
+from digest.render import Rendered, Renderer, fill
+from factories import NOW, article, settings
+
+VALUES = {
+    "name": "Zoë Example",
+    "email": "zoe@example.net",
+    "unsubscribe_url": "https://news.example.org/unsubscribe?t=tok",
+    "preferences_url": "https://news.example.org/preferences?t=tok",
+}
+
+
+def parse(raw: bytes):
+    return message_from_bytes(raw, policy=policy.default)
+
+
+def rendered(tmp_path) -> tuple[Rendered, object]:
+    s = settings(tmp_path)
+    issue = rank.build_issue([article("a"), article("b", hours_ago=30)], s, NOW)
+    return Renderer(s).render(issue), s
+
+
+def test_multipart_alternative_text_then_html_utf8_quoted_printable(tmp_path):
+    r, s = rendered(tmp_path)
+    raw = build_message(s, r, VALUES, now=NOW, to="zoe@example.net").as_bytes()
+    msg = parse(raw)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for part in parts:
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert b"base64" not in raw
+    # On the wire every line ends in CRLF; decoded, the parts are exactly what was rendered.
+    assert parts[0].get_content().replace("\r\n", "\n") == fill(r.text, VALUES, "text")
+    assert parts[1].get_content().replace("\r\n", "\n") == fill(r.html, VALUES, "html")
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_headers_a_mailbox_provider_expects(tmp_path):
+    r, s = rendered(tmp_path)
+    msg = parse(build_message(s, r, VALUES, now=NOW, to="zoe@example.net").as_bytes())
+    assert msg["Subject"] == "Statecraft Weekly: Title of a"
+    assert msg["From"] == "Statecraft Weekly <news@example.org>"
+    assert msg["To"] == "Zoë Example <zoe@example.net>"
+    assert msg["Reply-To"] == "editors@example.org"
+    assert msg["Date"].datetime == NOW
+    assert msg["Message-ID"].endswith("@example.org>")
+    assert msg["List-Id"] == "Statecraft Weekly <statecraft-weekly.example.org>" == list_id(s)
+    assert msg["List-Unsubscribe"] == "<https://news.example.org/unsubscribe?t=tok>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_message_ids_are_unique(tmp_path):
+    r, s = rendered(tmp_path)
+    ids = {build_message(s, r, VALUES, now=NOW)["Message-ID"] for _ in range(50)}
+    assert len(ids) == 50
+
+
+def test_no_value_can_add_a_header(tmp_path):
+    r, s = rendered(tmp_path)
+    evil = Rendered(subject="Hi\r\nBcc: all@example.org", html=r.html, text=r.text, warnings=())
+    values = {**VALUES, "name": "Eve\nBcc: all@example.org", "unsubscribe_url": "https://x/u\r\nX-Evil: 1"}
+    raw = build_message(s, evil, values, now=NOW, to="zoe@example.net").as_bytes()
+    msg = parse(raw)
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["Subject"] == "Hi Bcc: all@example.org"
+    assert msg["List-Unsubscribe"] == "<https://x/u X-Evil: 1>"
+
+
+def test_without_recipient_the_copy_is_addressed_to_nobody(tmp_path):
+    r, s = rendered(tmp_path)
+    msg = parse(build_message(s, r, VALUES, now=NOW).as_bytes())
+    assert msg["To"] == "undisclosed-recipients:;"
