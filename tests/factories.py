@@ -62,6 +62,9 @@ def article(
         categories=categories,
         summary_html=f"<p>{summary or 'Summary of ' + slug}</p>",
         summary_text=summary or f"Summary of {slug}",
-        image=Image(url=f"https://example.org/{slug}.jpg", alt=f"Alt {slug}", credit=f"Credit {slug}",
-                    width=1200, height=675) if image else None,
+        image=Image(
+            url=f"https://example.org/{slug}.jpg", alt=f"Alt {slug}", credit=f"Credit {slug}", width=1200, height=675
+        )
+        if image
+        else None,
     )

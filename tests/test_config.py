@@ -52,10 +52,15 @@ def test_minimal_config_gets_defaults(tmp_path):
         (("[[sections]]", "[[sections]]\nlimt = 3"), r"config.toml: \[sections\[1\]\] limt: unknown key"),
         (('name = "T"\n', ""), r"config.toml: \[newsletter\] name: required key is missing"),
         (('categories = ["a"]', 'categories = ["a"]\nlimit = "five"'), r"\[sections\[1\]\] limit: .*integer.*'five'"),
-        (("[[feeds]]", '[issue]\nmin_items = 0\n[[feeds]]'), r"\[issue\] min_items: .*greater than or equal to 1"),
-        (('base_url = "https://example.org/"', 'base_url = "example.org"\ntimezone = "Mars/Base"'),
-         r"\[newsletter\] (base_url|timezone)"),
-        (('name = "T"', 'name = "T"\nsubject = "{newsletter} {title}"'), r"subject: uses unknown field\(s\) \['title'\]"),
+        (("[[feeds]]", "[issue]\nmin_items = 0\n[[feeds]]"), r"\[issue\] min_items: .*greater than or equal to 1"),
+        (
+            ('base_url = "https://example.org/"', 'base_url = "example.org"\ntimezone = "Mars/Base"'),
+            r"\[newsletter\] (base_url|timezone)",
+        ),
+        (
+            ('name = "T"', 'name = "T"\nsubject = "{newsletter} {title}"'),
+            r"subject: uses unknown field\(s\) \['title'\]",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, change, expected):

@@ -91,9 +91,7 @@ def test_thin_week_is_flagged_with_a_plain_warning(tmp_path):
     s = settings(tmp_path, issue={"min_items": 3})
     issue = rank.build_issue([article("a"), article("b")], s, NOW)
     assert issue.thin
-    assert issue.warnings == (
-        "thin week: 2 article(s), fewer than [issue] min_items = 3; it will not be sent",
-    )
+    assert issue.warnings == ("thin week: 2 article(s), fewer than [issue] min_items = 3; it will not be sent",)
 
 
 def test_empty_window_raises_instead_of_building_an_empty_issue(tmp_path):

@@ -118,8 +118,13 @@ def test_text_part_is_written_from_the_same_data(renderer, issue):
 
 
 def test_subject_from_template_is_one_line(tmp_path):
-    s = settings(tmp_path, newsletter={**settings(tmp_path).newsletter.model_dump(by_alias=True),
-                                       "subject": "{newsletter} #{issue}: {lead_title} (+{count})"})
+    s = settings(
+        tmp_path,
+        newsletter={
+            **settings(tmp_path).newsletter.model_dump(by_alias=True),
+            "subject": "{newsletter} #{issue}: {lead_title} (+{count})",
+        },
+    )
     evil = replace(article("x"), title="Big news\r\nBcc: everyone@example.org")
     issue = rank.build_issue([evil, article("y", hours_ago=30)], s, NOW)
     subject = Renderer(s).render(issue).subject

@@ -104,9 +104,7 @@ def summary(result: Build) -> dict[str, Any]:
         "window": {"start": issue.window.start.isoformat(), "end": issue.window.end.isoformat()},
         "thin": issue.thin,
         "lead": issue.lead.url if issue.lead else None,
-        "sections": [
-            {"name": s.name, "articles": [_article_json(a) for a in s.articles]} for s in issue.sections
-        ],
+        "sections": [{"name": s.name, "articles": [_article_json(a) for a in s.articles]} for s in issue.sections],
         "html_bytes": result.rendered.html_bytes,
         "warnings": list(result.warnings),
     }

@@ -45,9 +45,7 @@ def _check_format(template: str, allowed: frozenset[str]) -> str:
         raise ValueError(f"is not a valid template: {exc}") from exc
     unknown = names - allowed
     if unknown:
-        raise ValueError(
-            f"uses unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
+        raise ValueError(f"uses unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
     return template
 
 
@@ -55,19 +53,11 @@ class Newsletter(_Model):
     """Who sends the newsletter and how it presents itself."""
 
     name: str = Field(description="The newsletter's name, shown in the header and the subject.")
-    from_address: str = Field(
-        alias="from", description='The From header, e.g. "Weekly <news@example.org>".'
-    )
+    from_address: str = Field(alias="from", description='The From header, e.g. "Weekly <news@example.org>".')
     reply_to: str = Field(default="", description="Reply-To address; empty for none.")
-    timezone: str = Field(
-        default="UTC", description="IANA zone for the issue key, the dates shown and schedules."
-    )
-    base_url: str = Field(
-        description="Public URL of the web app: the archive, view-in-browser and unsubscribe links."
-    )
-    list_id: str = Field(
-        default="", description="List-Id header value; defaults to a name derived from From."
-    )
+    timezone: str = Field(default="UTC", description="IANA zone for the issue key, the dates shown and schedules.")
+    base_url: str = Field(description="Public URL of the web app: the archive, view-in-browser and unsubscribe links.")
+    list_id: str = Field(default="", description="List-Id header value; defaults to a name derived from From.")
     postal_address: str = Field(description="Postal address in the footer (required by law).")
     why: str = Field(
         default="You are receiving this because you subscribed to our weekly round-up.",
@@ -149,10 +139,16 @@ class IssueSettings(_Model):
     window_days: int = Field(default=7, ge=1, le=62, description="Days before the run time an issue covers.")
     min_items: int = Field(default=3, ge=1, description="Fewer articles than this is a thin week: not sent.")
     excerpt_chars: int = Field(default=280, ge=40, description="Excerpts are cut at a word boundary to this length.")
-    featured_category: str = Field(default="Featured", description="Feed category that ranks an article above the newest.")
-    catch_all: str = Field(default="", description="Section name for articles no section claims; empty leaves them out.")
+    featured_category: str = Field(
+        default="Featured", description="Feed category that ranks an article above the newest."
+    )
+    catch_all: str = Field(
+        default="", description="Section name for articles no section claims; empty leaves them out."
+    )
     catch_all_limit: int = Field(default=5, ge=1, description="Most articles shown in the catch-all section.")
-    pins: list[str] = Field(default_factory=list, description="Article URLs shown first in their section, in this order.")
+    pins: list[str] = Field(
+        default_factory=list, description="Article URLs shown first in their section, in this order."
+    )
 
 
 class Utm(_Model):
@@ -175,13 +171,17 @@ class Render(_Model):
     templates: str = Field(default="", description="Directory of your own templates; empty uses the bundled ones.")
     size_warning_kb: int = Field(default=90, ge=1, description="Warn when the HTML part passes this many KB.")
     image_width: int = Field(default=560, ge=100, le=600, description="Display width of article images, in px.")
-    image_aspect: float = Field(default=16 / 9, gt=0, description="Width/height assumed when a feed gives no image size.")
+    image_aspect: float = Field(
+        default=16 / 9, gt=0, description="Width/height assumed when a feed gives no image size."
+    )
 
 
 class Store(_Model):
     """Where digest keeps its state."""
 
-    data_dir: str = Field(default=".digest", description="Directory for state (feed cache); relative to the config file.")
+    data_dir: str = Field(
+        default=".digest", description="Directory for state (feed cache); relative to the config file."
+    )
 
 
 class Settings(_Model):
@@ -189,7 +189,9 @@ class Settings(_Model):
 
     newsletter: Newsletter
     feeds: Annotated[list[FeedSource], Field(min_length=1)] = Field(description="The feeds to read ([[feeds]]).")
-    sections: Annotated[list[Section], Field(min_length=1)] = Field(description="Sections in display order ([[sections]]).")
+    sections: Annotated[list[Section], Field(min_length=1)] = Field(
+        description="Sections in display order ([[sections]])."
+    )
     issue: IssueSettings = Field(default_factory=IssueSettings)
     fetch: Fetch = Field(default_factory=Fetch)
     utm: Utm = Field(default_factory=Utm)

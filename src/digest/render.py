@@ -253,9 +253,7 @@ class Renderer:
             height = round(width * image.height / image.width)
         else:
             height = round(width / self.settings.render.image_aspect)
-        return ImageView(
-            url=image.url, alt=image.alt or article.title, width=width, height=height, credit=image.credit
-        )
+        return ImageView(url=image.url, alt=image.alt or article.title, width=width, height=height, credit=image.credit)
 
 
 def inline_css(html: str) -> str:

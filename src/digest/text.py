@@ -38,7 +38,7 @@ def excerpt(text: str, limit: int) -> str:
 
 
 def join_names(names: tuple[str, ...] | list[str]) -> str:
-    """"A", "A and B", "A, B and C": how bylines read in English."""
+    """ "A", "A and B", "A, B and C": how bylines read in English."""
     names = [n for n in names if n]
     if len(names) <= 1:
         return "".join(names)

@@ -1,0 +1,129 @@
+"""Build benchmarks: the bundled sample, a generated 2,000-item feed, and CLI start-up.
+
+Run:  .venv/bin/python bench/bench_build.py [--repeat N]
+
+Each build runs in a fresh process (so import costs and caches count as a user would see them)
+and reports the best and median wall time and the peak resident memory of that process.
+Goals (issue 2): the 2,000-item feed builds in under 2 s on 2 cores; `digest --help` under 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2026-11-27T09:00"
+SECTIONS = ["Asia-Pacific", "Military Industrial Complex", "Middle East", "Europe", "Africa"]
+WORDS = [
+    "security",
+    "deterrence",
+    "alliance",
+    "treaty",
+    "sanctions",
+    "diplomacy",
+    "congress",
+    "pentagon",
+    "budget",
+    "missile",
+    "summit",
+    "ceasefire",
+    "region",
+    "strategy",
+    "escalation",
+    "policy",
+    "analysis",
+    "reporting",
+    "officials",
+]
+
+
+def generated_feed(path: Path, items: int, seed: int = 7) -> None:
+    """An RSS 2.0 feed of ``items`` items spread over ten weeks before the sample's run time."""
+    rng = random.Random(seed)
+    end = datetime(2026, 11, 27, 14, tzinfo=UTC)
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>',
+        "<title>Generated</title><link>https://bench.example/</link><description>bench</description>",
+    ]
+    for i in range(items):
+        when = end - timedelta(minutes=rng.randrange(70 * 24 * 60))
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(40, 120)))
+        description = escape(f'<p>{words}</p><p><a href="/x/{i}">more</a></p>')
+        title = " ".join(rng.choice(WORDS) for _ in range(8)).capitalize()
+        out.append(
+            f"<item><title>{escape(title)} {i}</title><link>https://bench.example/{i}</link>"
+            f'<guid isPermaLink="false">bench-{i}</guid><pubDate>{format_datetime(when)}</pubDate>'
+            f"<dc:creator>Author {i % 37}</dc:creator><category>{rng.choice(SECTIONS)}</category>"
+            f"<description>{description}</description>"
+            f'<media:content url="https://bench.example/img/{i}.jpg" medium="image" width="1200" height="675">'
+            f"<media:credit>Photographer {i % 11}</media:credit></media:content></item>"
+        )
+    out.append("</channel></rss>")
+    path.write_text("\n".join(out), encoding="utf-8")
+
+
+def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
+    """Best and median wall seconds over ``repeat`` runs, and the largest peak RSS in MB."""
+    times, peaks = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak memory
+        times.append(time.perf_counter() - start)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}")
+        peaks.append(usage.ru_maxrss / 1024)
+    return min(times), statistics.median(times), max(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--items", type=int, default=2000)
+    args = parser.parse_args()
+    digest = str(Path(sys.executable).with_name("digest"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copy(ROOT / "config.toml", work / "config.toml")
+        shutil.copytree(ROOT / "examples", work / "examples")
+        big = work / "big"
+        big.mkdir()
+        generated_feed(big / "feed.xml", args.items)
+        config = (ROOT / "config.toml").read_text(encoding="utf-8")
+        head, _, _ = config.partition("# One [[feeds]] table per feed")
+        rest = config[config.index("# Sections in the order") :]
+        (big / "config.toml").write_text(head + '[[feeds]]\nurl = "feed.xml"\n\n' + rest, encoding="utf-8")
+        rows = [
+            ("`digest --help` start-up", [digest, "--help"]),
+            (
+                "build the bundled sample",
+                [digest, "build", "--config", str(work / "config.toml"), "--now", NOW, "--out", str(work / "out")],
+            ),
+            (
+                f"build a {args.items}-item feed",
+                [digest, "build", "--config", str(big / "config.toml"), "--now", NOW, "--out", str(big / "out")],
+            ),
+        ]
+        print(f"| case | best (s) | median (s) | peak RSS (MB) |  ({args.repeat} runs each)")
+        print("| --- | --- | --- | --- |")
+        for label, cmd in rows:
+            best, median, peak = timed(cmd, args.repeat)
+            print(f"| {label} | {best:.3f} | {median:.3f} | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
