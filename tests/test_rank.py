@@ -26,8 +26,10 @@ def test_window_is_the_days_before_the_run(tmp_path):
     too_old = article("old", hours_ago=24 * 7 + 1)
     future = article("future", hours_ago=-1)
     other = article("other", hours_ago=2)
-    issue = rank.build_issue([inside, too_old, future, other], s, NOW)
-    assert {a.id for a in issue.articles} == {"id-inside", "id-other"}
+    at_start = article("at-start", hours_ago=24 * 7)  # belongs to the previous week's issue
+    at_run = article("at-run", hours_ago=0)  # e.g. an undated item first seen by this run
+    issue = rank.build_issue([inside, too_old, future, other, at_start, at_run], s, NOW)
+    assert {a.id for a in issue.articles} == {"id-inside", "id-other", "id-at-run"}
     assert issue.window.end == NOW
 
 

@@ -5,8 +5,6 @@ feeds -> articles (feed.py) -> issue (rank.py) -> rendered variant (render.py) -
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +16,7 @@ import httpx
 from . import rank
 from .config import Settings
 from .feed import load_articles
+from .files import atomic_write
 from .message import build_message
 from .models import Article, Issue
 from .render import Rendered, Renderer, fill
@@ -79,20 +78,6 @@ def write_files(result: Build, settings: Settings, out_dir: Path, now: datetime)
         paths[ext] = out_dir / f"{key}.{ext}"
         atomic_write(paths[ext], data)
     return paths
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: no half-written file ever."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def summary(result: Build) -> dict[str, Any]:

@@ -50,13 +50,17 @@ class Article:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The half-open interval [start, end) an issue covers, in aware datetimes."""
+    """The interval (start, end] an issue covers, in aware datetimes.
+
+    Open at the start and closed at the end, so weekly windows tile without overlap and an item
+    first seen at the very moment of a run (an undated item on its first fetch) is in that run.
+    """
 
     start: datetime
     end: datetime
 
     def __contains__(self, moment: datetime) -> bool:
-        return self.start <= moment < self.end
+        return self.start < moment <= self.end
 
 
 @dataclass(frozen=True, slots=True)

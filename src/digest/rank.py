@@ -26,7 +26,7 @@ def issue_key(now: datetime, zone: ZoneInfo) -> str:
 
 
 def issue_window(now: datetime, days: int) -> Window:
-    """The ``days`` before the run time, as a half-open interval ending at the run time."""
+    """The ``days`` before the run time, up to and including the run time itself."""
     return Window(start=now - timedelta(days=days), end=now)
 
 

@@ -1,0 +1,125 @@
+"""The command line as a user meets it: files written, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2026-11-27T09:00"
+
+
+@pytest.fixture
+def sample(tmp_path) -> Path:
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    return tmp_path / "config.toml"
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def edit(config: Path, old: str, new: str) -> None:
+    text = config.read_text(encoding="utf-8")
+    assert old in text
+    config.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_build_writes_html_text_and_eml(sample, tmp_path):
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Built 2026-W48: ")
+    assert "Subject: Statecraft Weekly: " in result.stdout
+    for ext in ("html", "txt", "eml"):
+        assert (tmp_path / "out" / f"2026-W48.{ext}").stat().st_size > 1000
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_build_json_prints_one_object(sample, tmp_path):
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["issue"] == "2026-W48"
+    assert data["subject"].startswith("Statecraft Weekly: ")
+
+
+def test_a_different_week_is_a_different_issue(sample, tmp_path):
+    result = run("build", "--config", str(sample), "--now", "2026-11-20T09:00", "--out", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["issue"] == "2026-W47"
+    later = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path), "--json")
+    titles_47 = {a["title"] for s in data["sections"] for a in s["articles"]}
+    titles_48 = {a["title"] for s in json.loads(later.stdout)["sections"] for a in s["articles"]}
+    assert titles_47 and titles_48 and not titles_47 & titles_48
+
+
+def test_bad_config_key_is_one_line_and_exit_2(sample, tmp_path):
+    edit(sample, "min_items = 3", "min_itmes = 3")
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "config.toml: [issue] min_itmes: unknown key" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_feed_file_names_the_feed(sample, tmp_path):
+    edit(sample, 'url = "examples/feeds/analysis.atom"', 'url = "examples/feeds/missing.atom"')
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("digest: error: ")
+    assert "missing.atom" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_week_is_an_error_not_an_empty_issue(sample, tmp_path):
+    # A first run remembers when it first saw the sample's undated item (in week 48).
+    assert run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "w48")).exit_code == 0
+    result = run("build", "--config", str(sample), "--now", "2027-06-01T09:00", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "no articles published between" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_thin_week_is_built_with_a_plain_warning(sample, tmp_path):
+    edit(sample, "min_items = 3", "min_items = 50")
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0
+    assert "(thin week)" in result.stdout
+    assert "digest: warning: thin week: " in result.stderr
+
+
+def test_bad_now_is_a_usage_error(sample):
+    result = run("build", "--config", str(sample), "--now", "next friday")
+    assert result.exit_code == 2
+    assert "'next friday' is not an ISO-8601 time" in result.stderr
+
+
+def test_debug_shows_the_traceback(sample, tmp_path):
+    edit(sample, "min_items = 3", "min_itmes = 3")
+    result = run("--debug", "build", "--config", str(sample), "--now", NOW)
+    assert result.exit_code != 0
+    assert result.exc_info is not None and result.exc_info[0].__name__ == "ConfigError"
+
+
+def test_console_script_and_module_entry_points(sample, tmp_path):
+    for prefix in ([sys.executable, "-m", "digest"], [str(Path(sys.executable).with_name("digest"))]):
+        proc = subprocess.run(
+            [*prefix, "build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "o"), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["issue"] == "2026-W48"
