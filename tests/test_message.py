@@ -39,7 +39,10 @@ def test_multipart_alternative_text_then_html_utf8_quoted_printable(tmp_path):
     # On the wire every line ends in CRLF; decoded, the parts are exactly what was rendered.
     assert parts[0].get_content().replace("\r\n", "\n") == fill(r.text, VALUES, "text")
     assert parts[1].get_content().replace("\r\n", "\n") == fill(r.html, VALUES, "html")
-    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))  # RFC 2045 quoted-printable
+    assert b"\nSubject: Statecraft Weekly: Title of a\r\n" in b"\n" + raw  # never folded after the colon
 
 
 def test_headers_a_mailbox_provider_expects(tmp_path):

@@ -86,8 +86,9 @@ def load_settings(path: Path) -> Settings:
     return load(path)
 
 
-def parse_now(text: str | None, settings: Settings) -> datetime:
-    """``--now`` as an aware datetime; a time without an offset is in the newsletter's zone."""
+def parse_now(text: str | None, settings: Settings | None) -> datetime:
+    """``--now`` as an aware datetime; a time without an offset is in the newsletter's zone
+    (left naive when ``settings`` is None, for a caller that reads the config itself)."""
     if not text:
         return datetime.now(UTC)
     try:
@@ -97,7 +98,9 @@ def parse_now(text: str | None, settings: Settings) -> datetime:
             f"{text!r} is not an ISO-8601 time (e.g. 2026-11-27T09:00 or 2026-11-27T14:00:00Z)",
             param_hint="--now",
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=settings.newsletter.zone)
+    if moment.tzinfo or settings is None:
+        return moment
+    return moment.replace(tzinfo=settings.newsletter.zone)
 
 
 def warn(lines: tuple[str, ...] | list[str]) -> None:
@@ -150,8 +153,9 @@ def preview(config_path: Path, now_text: str | None, host: str, port: int, open_
     """Serve the issue locally and rebuild it when the config, a template or a local feed changes."""
     from .preview import serve
 
-    settings = load_settings(config_path)
-    now = parse_now(now_text, settings) if now_text else None
+    # The config is read (and re-read) by the preview itself: a bad key is shown on its page,
+    # and a --now without an offset follows the newsletter's zone as configured at each rebuild.
+    now = parse_now(now_text, None) if now_text else None
     serve(config_path, host=host, port=port, now=now, open_browser=open_browser)
 
 

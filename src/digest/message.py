@@ -20,6 +20,13 @@ from .render import Rendered, fill
 from .text import one_line
 
 UNDISCLOSED = "undisclosed-recipients:;"
+# Serialising policy: CRLF line ends as on the wire, and headers folded only past 998 characters.
+# Python's folder breaks a long Subject straight after "Subject:", legal but shown with a leading
+# space by some clients. Bodies are encoded before this policy is set, so QP lines stay at 76.
+WIRE = policy.SMTP.clone(max_line_length=998)
+# Encoding policy: RFC 2045 caps quoted-printable lines at 76 characters, soft break included
+# (the default 78 gives 77).
+ENCODE = policy.SMTP.clone(max_line_length=76)
 
 
 def sender_domain(settings: Settings) -> str:
@@ -51,7 +58,7 @@ def build_message(
     ``values`` are the recipient's placeholder values (see ``render.fill``); ``unsubscribe_url``
     also becomes ``List-Unsubscribe`` with RFC 8058 one-click.
     """
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=ENCODE)
     msg["Subject"] = one_line(f"{subject_prefix}{rendered.subject}")
     msg["From"] = one_line(settings.newsletter.from_address)
     msg["To"] = _to_header(to, values.get("name", "")) if to else UNDISCLOSED
@@ -66,6 +73,7 @@ def build_message(
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(fill(rendered.text, values, "text"), subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(fill(rendered.html, values, "html"), subtype="html", charset="utf-8", cte="quoted-printable")
+    msg.policy = WIRE  # the parts are encoded (76-column QP); from here on only headers are folded
     return msg
 
 

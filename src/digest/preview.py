@@ -1,0 +1,501 @@
+"""``digest preview``: this week's issue served locally, rebuilt whenever one of its inputs changes.
+
+Three small parts, each testable on its own:
+
+- ``PreviewState`` re-reads the config and rebuilds the issue (``rebuild()``). It keeps the last
+  good build and the last error side by side, so an editor mid-edit (a typo'd key, a template
+  syntax error, a broken feed) sees the error line above the last issue that did build, never a
+  blank page or a traceback. Every rebuild, good or bad, bumps ``generation``: that is what the
+  editor's page polls to know when to reload.
+- ``create_app(state)`` is the Starlette app: the editor's page ``/``, the issue as the reader gets
+  it (``/issue.html``, ``/issue.txt``, ``/issue.eml``) and ``/api/state``.
+- ``Watcher`` runs watchfiles in a thread over the config file, the template directories and the
+  local feed files (the set is recomputed from the config after each rebuild, so adding a feed or
+  a ``[render] templates`` folder is picked up) and calls ``rebuild()`` on a change.
+
+``serve`` wires them together with uvicorn. It binds 127.0.0.1 unless told otherwise, prints one
+line with the real address (``--port 0`` picks a free port) and one line per rebuild, and returns
+normally on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html as html_lib
+import logging
+import re
+import secrets
+import socket
+import threading
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import click
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from watchfiles import Change, DefaultFilter, watch
+
+from . import build as pipeline
+from .config import Settings, load
+from .errors import ConfigError, DigestError
+from .message import build_message
+from .rank import issue_key
+from .render import bundled_templates, fill, format_dates, template_dirs
+
+log = logging.getLogger(__name__)
+
+PAGE_TEMPLATES = Path(__file__).resolve().parent / "preview_templates"
+# The desktop frame is wider than the 600 px column so the email's phone rules (its @media
+# breakpoint is 620 px) do not apply: it shows what a desktop mail client shows.
+DESKTOP_WIDTH = 680
+PHONE_WIDTH = 375
+GMAIL_CLIP_BYTES = 102 * 1024
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+# --- State ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One good build, with everything the pages show, filled with the preview recipient values."""
+
+    key: str
+    subject: str
+    preheader: str
+    from_name: str
+    from_email: str
+    dates: str
+    count: int
+    sections: tuple[tuple[str, int], ...]
+    lead_title: str
+    thin: bool
+    warnings: tuple[str, ...]
+    html: str
+    text: str
+    eml: bytes
+    built_at: datetime
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the preview shows right now. Replaced whole on every change, never mutated."""
+
+    generation: int = 0
+    good: Snapshot | None = None
+    error: str | None = None
+    error_at: datetime | None = None
+    key: str | None = None
+    building: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.generation > 0 and self.error is None
+
+    def as_json(self, instance: str) -> dict[str, Any]:
+        good = self.good
+        return {
+            "instance": instance,
+            "generation": self.generation,
+            "building": self.building,
+            "ok": self.ok,
+            "error": self.error,
+            "error_at": self.error_at.isoformat() if self.error_at else None,
+            "issue": self.key,
+            "stale": bool(self.error and good),
+            "subject": good.subject if good else None,
+            "built_at": good.built_at.isoformat() if good else None,
+            "articles": good.count if good else None,
+            "html_bytes": good.html_bytes if good else None,
+            "warnings": list(good.warnings) if good else [],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSet:
+    """The inputs of a build: files whose change matters, and directories whose every file does."""
+
+    files: frozenset[Path] = frozenset()
+    trees: frozenset[Path] = frozenset()
+
+    def directories(self) -> list[Path]:
+        """Existing directories to watch (non-recursively) so every input's change is seen, even
+        when an editor saves by writing a new file and renaming it over the old one."""
+        dirs: set[Path] = {f.parent for f in self.files}
+        for tree in self.trees:
+            if tree.is_dir():
+                dirs.add(tree)
+                dirs.update(p for p in tree.rglob("*") if p.is_dir() and not p.name.startswith("."))
+            else:
+                dirs.add(tree.parent)  # e.g. a [render] templates folder not created yet
+        return sorted(d for d in dirs if d.is_dir())
+
+    def matches(self, path: str | Path) -> bool:
+        p = Path(path)
+        return p in self.files or any(p == t or p.is_relative_to(t) for t in self.trees)
+
+
+def watch_set(settings: Settings) -> WatchSet:
+    """The config file, every template directory and every local feed file of ``settings``."""
+    files = {settings.source.resolve()} if settings.source else set()
+    for feed in settings.feeds:
+        if not feed.is_remote:
+            files.add(local_feed_path(settings, feed.url))
+    try:
+        trees = {d.resolve() for d in template_dirs(settings)}
+    except DigestError:  # [render] templates names a missing folder: watch for it to appear
+        trees = {bundled_templates().resolve(), settings.path(settings.render.templates).resolve()}
+    return WatchSet(frozenset(files), frozenset(trees))
+
+
+def local_feed_path(settings: Settings, url: str) -> Path:
+    """Where a local feed lives, read the way feed.py reads it (a path, or a file:// URL)."""
+    path = Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
+    return path.resolve()
+
+
+Builder = Callable[[Settings, datetime], pipeline.Build]
+
+
+class PreviewState:
+    """The preview's model: rebuilds on demand and remembers the last good issue and last error.
+
+    ``now`` is the run time to build for; None means the real time at each rebuild, and a time
+    without an offset is in the newsletter's zone (as configured at each rebuild).
+    ``rebuild`` is thread-safe (the watcher calls it from its thread); readers take ``status``,
+    an immutable value, without locking.
+    """
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        now: datetime | None = None,
+        builder: Builder | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.now = now
+        self.instance = secrets.token_hex(6)  # a restarted server is a new page, whatever the generation
+        self.status = Status()
+        self.last_exception: BaseException | None = None
+        self._builder: Builder = builder or pipeline.build
+        self._lock = threading.Lock()
+        self._watch = WatchSet(files=frozenset({self.config_path.resolve()}))
+
+    def watch_set(self) -> WatchSet:
+        """What to watch: from the last config that loaded (the config file alone before that)."""
+        return self._watch
+
+    def rebuild(self) -> Status:
+        """Re-read the config and rebuild the issue; returns the new status, never raises for a
+        problem the editor can fix (it becomes ``status.error``)."""
+        with self._lock:
+            self.status = dataclasses.replace(self.status, building=True)
+            key = self.status.key
+            try:
+                settings = load(self.config_path)
+                self._watch = watch_set(settings)
+                now = self._run_time(settings)
+                key = issue_key(now, settings.newsletter.zone)
+                snapshot = _snapshot(settings, self._builder(settings, now), now)
+            except DigestError as exc:
+                return self._failed(str(exc), key, exc)
+            except Exception as exc:  # a bug, not the editor's doing: still no traceback on the page
+                log.debug("preview rebuild failed", exc_info=True)
+                return self._failed(f"unexpected error: {type(exc).__name__}: {exc}", key, exc)
+            self.last_exception = None
+            self.status = Status(generation=self.status.generation + 1, good=snapshot, key=snapshot.key)
+            return self.status
+
+    def _failed(self, message: str, key: str | None, exc: BaseException) -> Status:
+        self.last_exception = exc
+        self.status = Status(
+            generation=self.status.generation + 1,
+            good=self.status.good,
+            error=" ".join(message.split()),
+            error_at=datetime.now(UTC),
+            key=key,
+        )
+        return self.status
+
+    def _run_time(self, settings: Settings) -> datetime:
+        if self.now is None:
+            return datetime.now(UTC)
+        return self.now if self.now.tzinfo else self.now.replace(tzinfo=settings.newsletter.zone)
+
+
+_PREHEADER = re.compile(r'<div class="preheader"[^>]*>(.*?)</div>', re.S)
+
+
+def _snapshot(settings: Settings, result: pipeline.Build, now: datetime) -> Snapshot:
+    values = pipeline.preview_values(settings)
+    issue, rendered = result.issue, result.rendered
+    zone = settings.newsletter.zone
+    page = fill(rendered.html, values, "html")
+    found = _PREHEADER.search(page)
+    first = issue.lead or (issue.articles[0] if issue.articles else None)
+    from_name, from_email = parseaddr(settings.newsletter.from_address)
+    return Snapshot(
+        key=issue.key,
+        subject=rendered.subject,
+        preheader=" ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split()) if found else "",
+        from_name=from_name or settings.newsletter.name,
+        from_email=from_email,
+        dates=format_dates(issue.window.start.astimezone(zone), issue.window.end.astimezone(zone)),
+        count=len(issue.articles),
+        sections=tuple((s.name, len(s.articles)) for s in issue.sections),
+        lead_title=first.title if first else "",
+        thin=issue.thin,
+        warnings=result.warnings,
+        html=page,
+        text=fill(rendered.text, values, "text"),
+        eml=build_message(settings, rendered, values, now=now).as_bytes(),
+        built_at=datetime.now(UTC),
+    )
+
+
+# --- Watching ---------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Calls ``state.rebuild()`` when an input of the issue changes, from a background thread.
+
+    Directories are watched non-recursively and events filtered against the state's ``WatchSet``,
+    so the feed cache the build itself writes (or anything else beside the config) never
+    triggers a rebuild. When a rebuild changes the watch set (a feed or template folder added),
+    watching restarts with the new set.
+    """
+
+    def __init__(
+        self,
+        state: PreviewState,
+        *,
+        on_rebuild: Callable[[Status], None] | None = None,
+        step_ms: int = 50,
+        debounce_ms: int = 1_600,
+    ) -> None:
+        self.state = state
+        self.on_rebuild = on_rebuild
+        self.step_ms = step_ms
+        self.debounce_ms = debounce_ms
+        self.ready = threading.Event()  # set once the current watch set is being watched
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="digest-preview-watcher", daemon=True)
+
+    def start(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        default = DefaultFilter()
+        while not self._stop.is_set():
+            current = self.state.watch_set()
+
+            def wanted(change: Change, path: str, current: WatchSet = current) -> bool:
+                return default(change, path) and current.matches(path)
+
+            try:
+                changes_seen = watch(
+                    *current.directories(),
+                    watch_filter=wanted,
+                    stop_event=self._stop,
+                    recursive=False,
+                    step=self.step_ms,
+                    debounce=self.debounce_ms,
+                    rust_timeout=500,
+                    yield_on_timeout=True,
+                    raise_interrupt=False,
+                )
+                for changes in changes_seen:
+                    self.ready.set()
+                    if not changes:
+                        continue
+                    status = self.state.rebuild()
+                    if self.on_rebuild:
+                        self.on_rebuild(status)
+                    if self.state.watch_set() != current:
+                        break
+            except Exception:  # an unwatchable directory must not end the preview
+                log.warning("watching for changes failed; retrying", exc_info=True)
+                self._stop.wait(1.0)
+
+
+# --- The web app ------------------------------------------------------------------------------
+
+
+def _page_env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PAGE_TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def create_app(state: PreviewState) -> Starlette:
+    """The preview's ASGI app; it only reads ``state``, so it never builds anything itself."""
+    env = _page_env()
+
+    async def index(request: Request) -> Response:
+        status = state.status
+        page = env.get_template("editor.html.j2").render(
+            status=status,
+            good=status.good,
+            instance=state.instance,
+            config=str(state.config_path),
+            desktop_width=DESKTOP_WIDTH,
+            phone_width=PHONE_WIDTH,
+            clip_bytes=GMAIL_CLIP_BYTES,
+            clock=_clock,
+        )
+        return HTMLResponse(page, headers=NO_STORE)
+
+    async def issue_html(request: Request) -> Response:
+        good = state.status.good
+        if good is None:
+            return HTMLResponse(_no_issue_page(state.status), status_code=503, headers=NO_STORE)
+        return HTMLResponse(good.html, headers=NO_STORE)
+
+    async def issue_txt(request: Request) -> Response:
+        good = state.status.good
+        if good is None:
+            return PlainTextResponse(_no_issue_text(state.status), status_code=503, headers=NO_STORE)
+        return PlainTextResponse(good.text, headers=NO_STORE)
+
+    async def issue_eml(request: Request) -> Response:
+        good = state.status.good
+        if good is None:
+            return PlainTextResponse(_no_issue_text(state.status), status_code=503, headers=NO_STORE)
+        return Response(
+            good.eml,
+            media_type="message/rfc822",
+            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{good.key}.eml"'},
+        )
+
+    async def api_state(request: Request) -> Response:
+        return JSONResponse(state.status.as_json(state.instance), headers=NO_STORE)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/issue.html", issue_html),
+            Route("/issue.txt", issue_txt),
+            Route("/issue.eml", issue_eml),
+            Route("/api/state", api_state),
+        ]
+    )
+
+
+def _clock(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%H:%M:%S") if moment else ""
+
+
+def _no_issue_text(status: Status) -> str:
+    return f"No issue has been built yet: {status.error or 'building...'}\n"
+
+
+def _no_issue_page(status: Status) -> str:
+    message = html_lib.escape(status.error or "building...")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>No issue yet</title></head>'
+        '<body style="font-family:system-ui,sans-serif;margin:0;padding:32px 20px;color:#444;background:#fff">'
+        f"<p><strong>No issue has been built yet.</strong></p><p>{message}</p></body></html>"
+    )
+
+
+# --- Serving ----------------------------------------------------------------------------------
+
+
+def serve(config_path: Path, *, host: str, port: int, now: datetime | None, open_browser: bool) -> None:
+    """Build, serve and keep rebuilding the issue until Ctrl-C (which returns normally)."""
+    import uvicorn
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: no such config file", hint="pass --config with the path to config.toml")
+    try:
+        state = PreviewState(config_path, now=now)
+        status = state.rebuild()
+        sock = _listen(host, port)
+        url = _url(host, sock.getsockname()[1])
+        click.echo(f"Previewing {status.key or 'the issue'} at {url} (Ctrl-C to stop)")
+        _report(status, first=True)
+        watcher = Watcher(state, on_rebuild=_report).start()
+        config = uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        if open_browser:
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            watcher.stop()
+            sock.close()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a preview ends: not an error
+
+
+def _report(status: Status, *, first: bool = False) -> None:
+    """One line per rebuild on the terminal; the page shows the details."""
+    if status.error:
+        click.echo(f"digest: rebuild failed: {status.error}", err=True)
+        return
+    good = status.good
+    if good is None:
+        return
+    if not first:
+        click.echo(f"Rebuilt {good.key}: {good.count} article(s) (generation {status.generation})")
+    for line in good.warnings:
+        click.echo(f"digest: warning: {line}", err=True)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one), or one clear error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise DigestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise DigestError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pass another --port, or --port 0 to pick a free one",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+

@@ -1,0 +1,540 @@
+"""``digest preview``: the rebuild/state logic, the web app, the watcher, the CLI and, in a real
+headless Chromium, how the issue and the editor's page look at desktop and phone widths."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from browser import Browser, BrowserRoutes, browser, image_url, is_blank, right_edge_clear, serve_app
+from digest.errors import DigestError
+from digest.preview import (
+    DESKTOP_WIDTH,
+    PHONE_WIDTH,
+    PreviewState,
+    Snapshot,
+    Watcher,
+    create_app,
+    serve,
+    watch_set,
+)
+from digest.render import bundled_templates
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 11, 27, 9, 0)  # no offset: the newsletter's zone (America/New_York)
+SHOTS = Path("/tmp/preview-shots")
+SAMPLE_MEDIA = "https://responsiblestatecraft.example/media/"
+
+
+def copy_sample(dest: Path, *, templates: bool = False) -> Path:
+    """The sample config and feeds under ``dest``; state (feed cache) stays inside ``dest``.
+
+    With ``templates``, a ``my-templates`` folder holding a copy of the HTML template is set as
+    ``[render] templates``, so a test can break and fix a template without touching the repo.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "examples", dest / "examples")
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text, n = re.subn(r'(?m)^data_dir = .*$', 'data_dir = "state"', text)
+    assert n == 1, "the sample config should set [store] data_dir"
+    if templates:
+        (dest / "my-templates").mkdir()
+        shutil.copy(bundled_templates() / "issue.html.j2", dest / "my-templates" / "issue.html.j2")
+        text, n = re.subn(r"(?m)^\[render\]$", '[render]\ntemplates = "my-templates"', text)
+        assert n == 1
+    config = dest / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def last_good(state: PreviewState) -> Snapshot:
+    """The last good build, which the test expects to exist."""
+    snapshot = state.status.good
+    assert snapshot is not None, state.status.error
+    return snapshot
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return copy_sample(tmp_path / "site", templates=True)
+
+
+@pytest.fixture
+def state(config: Path) -> PreviewState:
+    state = PreviewState(config, now=NOW)
+    assert state.rebuild().ok, state.status.error
+    return state
+
+
+@pytest.fixture
+def client(state: PreviewState) -> Iterator[TestClient]:
+    with TestClient(create_app(state)) as c:
+        yield c
+
+
+# --- The state and the app --------------------------------------------------------------------
+
+
+def test_first_build_fills_the_snapshot(state: PreviewState) -> None:
+    status = state.status
+    good = status.good
+    assert good is not None
+    assert (status.generation, status.key, good.key) == (1, "2026-W48", "2026-W48")
+    assert good.count == sum(n for _, n in good.sections) > 0
+    assert good.lead_title and good.lead_title in good.subject
+    assert good.preheader and "<" not in good.preheader
+    assert "%%" not in good.html and "%%" not in good.text  # preview recipient values are filled in
+
+
+def test_index_shows_the_issue_both_frames_and_the_text_part(client: TestClient, state: PreviewState) -> None:
+    good = state.status.good
+    assert good is not None
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-store"
+    page = r.text
+    assert _escaped(good.subject) in page
+    frames = re.findall(r'<iframe src="/issue.html"[^>]*width="(\d+)"', page)
+    assert frames == [str(DESKTOP_WIDTH), str(PHONE_WIDTH)]
+    assert "2026-W48" in page and _escaped(good.dates) in page
+    assert f"{good.count} in {len(good.sections)} sections" in page
+    text_part = re.search(r'<pre id="text">(.*?)</pre>', page, re.S)
+    assert text_part and _escaped(good.lead_title) in text_part.group(1)
+    assert 'role="alert"' not in page  # no error, no warning box
+    assert 'id="warnings"' not in page
+
+
+def test_issue_html_is_the_inlined_email(client: TestClient, state: PreviewState) -> None:
+    r = client.get("/issue.html")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.text == last_good(state).html
+    assert re.search(r'<td class="header" style="[^"]*padding', r.text), "CSS is inlined"
+    assert "@media only screen" in r.text, "the phone rules stay in a <style> block"
+    assert "https://newsletter.responsiblestatecraft.example/unsubscribe" in r.text
+    assert "<script" not in r.text  # the reader's email, untouched: nothing of the preview in it
+
+
+def test_text_eml_and_api_state(client: TestClient, state: PreviewState) -> None:
+    good = state.status.good
+    assert good is not None
+    txt = client.get("/issue.txt")
+    assert txt.status_code == 200 and txt.text == good.text
+    assert txt.headers["content-type"].startswith("text/plain")
+
+    eml = client.get("/issue.eml")
+    assert eml.status_code == 200
+    assert eml.headers["content-type"] == "message/rfc822"
+    assert eml.headers["content-disposition"] == 'attachment; filename="2026-W48.eml"'
+    msg = email.message_from_bytes(eml.content, policy=email.policy.default)
+    assert msg["Subject"] == good.subject
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert [p.get_content_type() for p in msg.walk()][1:] == ["text/plain", "text/html"]
+
+    api = client.get("/api/state").json()
+    assert api["generation"] == 1 and api["ok"] is True and api["error"] is None
+    assert api["issue"] == "2026-W48" and api["subject"] == good.subject
+    assert api["instance"] == state.instance and api["stale"] is False
+    state.rebuild()
+    assert client.get("/api/state").json()["generation"] == 2
+
+
+def test_template_syntax_error_shows_the_error_and_keeps_the_last_good_issue(
+    client: TestClient, state: PreviewState, config: Path
+) -> None:
+    template = config.parent / "my-templates" / "issue.html.j2"
+    good_html = client.get("/issue.html").text
+    edit(template, "{% if lead %}", "{% if lead %\n}")
+
+    status = state.rebuild()
+    assert status.generation == 2 and not status.ok
+    assert status.error is not None
+    assert "issue.html.j2:" in status.error and "template syntax error" in status.error
+    assert "\n" not in status.error
+    assert status.good is not None and status.good.html == good_html
+
+    page = client.get("/").text
+    assert 'role="alert"' in page and "The last rebuild failed" in page
+    assert _escaped(status.error) in page
+    assert _escaped(status.good.subject) in page and page.count('<iframe src="/issue.html"') == 2
+    assert client.get("/issue.html").text == good_html
+    api = client.get("/api/state").json()
+    assert api["ok"] is False and api["stale"] is True and api["error"] == status.error
+
+    edit(template, "{% if lead %\n}", "{% if lead %}<!-- fixed -->")
+    status = state.rebuild()
+    assert status.ok and status.error is None and status.generation == 3
+    assert "<!-- fixed -->" in client.get("/issue.html").text
+    assert 'role="alert"' not in client.get("/").text
+
+
+def test_a_bad_config_key_is_shown_until_it_is_fixed(client: TestClient, state: PreviewState, config: Path) -> None:
+    edit(config, "min_items = 3", "min_itemz = 3")
+    status = state.rebuild()
+    assert status.error is not None and "[issue] min_itemz: unknown key" in status.error
+    assert status.key == "2026-W48" and status.good is not None
+    assert "[issue] min_itemz: unknown key" in client.get("/").text
+    assert len(state.watch_set().files) == 3, "a config that does not load keeps the last watch set"
+
+    edit(config, "min_itemz = 3", "min_items = 30")  # config edits apply on the next rebuild
+    status = state.rebuild()
+    assert status.ok and status.good is not None and status.good.thin
+    page = client.get("/").text
+    assert 'id="warnings"' in page and "thin week" in page and "this issue will not be sent" in page
+
+
+def test_a_broken_feed_is_a_warning_or_an_error_never_a_crash(
+    client: TestClient, state: PreviewState, config: Path
+) -> None:
+    feed = config.parent / "examples" / "feeds" / "analysis.atom"
+    text = feed.read_text(encoding="utf-8")
+    feed.write_text(text[: len(text) // 2], encoding="utf-8")  # cut off mid-document
+    status = state.rebuild()
+    problems = [status.error or "", *(status.good.warnings if status.good else ())]
+    assert any("Statecraft Analysis" in p for p in problems), problems
+    page = client.get("/").text
+    assert "Statecraft Analysis" in page
+
+    feed.write_text("this is not a feed", encoding="utf-8")
+    status = state.rebuild()
+    assert status.error is not None and "Statecraft Analysis" in status.error
+    assert client.get("/").status_code == 200 and client.get("/issue.html").status_code == 200
+
+
+def test_a_first_build_that_fails_still_serves_a_page_with_the_error(config: Path) -> None:
+    edit(config.parent / "my-templates" / "issue.html.j2", "{% endif %}", "{% endiff %}")
+    state = PreviewState(config, now=NOW)
+    status = state.rebuild()
+    assert status.good is None and status.error and "template" in status.error
+    with TestClient(create_app(state)) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "No issue to show yet" in page.text and _escaped(status.error) in page.text
+        for path in ("/issue.html", "/issue.txt", "/issue.eml"):
+            r = client.get(path)
+            assert r.status_code == 503 and "No issue has been built yet" in r.text
+        assert client.get("/api/state").json()["ok"] is False
+
+
+def test_an_unexpected_failure_is_one_line_too(config: Path) -> None:
+    def broken(settings: object, now: object) -> NoReturn:
+        raise RuntimeError("boom\nsecond line")
+
+    state = PreviewState(config, now=NOW, builder=broken)
+    status = state.rebuild()
+    assert status.error == "unexpected error: RuntimeError: boom second line"
+    assert isinstance(state.last_exception, RuntimeError)
+
+
+def test_a_time_without_offset_is_in_the_newsletters_zone(config: Path) -> None:
+    # 23:30 on Sunday 29 November in New York is already Monday (ISO week 49) in UTC.
+    state = PreviewState(config, now=datetime(2026, 11, 29, 23, 30))
+    assert state.rebuild().key == "2026-W48"
+
+
+def test_the_watch_set_follows_the_config(config: Path, state: PreviewState) -> None:
+    ws = state.watch_set()
+    site = config.parent.resolve()
+    assert ws.files == {
+        site / "config.toml",
+        site / "examples/feeds/statecraft.rss",
+        site / "examples/feeds/analysis.atom",
+    }
+    assert ws.trees == {site / "my-templates", bundled_templates().resolve()}
+    assert ws.matches(site / "my-templates" / "_article.html.j2")
+    assert not ws.matches(site / "state" / "feeds" / "x.json")  # the build's own cache
+    assert not ws.matches(site / "README.md")
+    assert set(ws.directories()) >= {site, site / "examples/feeds", site / "my-templates"}
+
+    # A remote feed is fetched on each rebuild, not watched; a missing templates folder is
+    # watched for from its parent so creating it rebuilds.
+    from digest.config import load
+
+    edit(config, 'url = "examples/feeds/analysis.atom"', 'url = "https://feeds.example/analysis.atom"')
+    edit(config, 'templates = "my-templates"', 'templates = "later"')
+    ws = watch_set(load(config))
+    assert site / "examples/feeds/analysis.atom" not in ws.files
+    assert not any("feeds.example" in str(f) for f in ws.files)
+    assert site / "later" in ws.trees and ws.matches(site / "later")
+    assert site in ws.directories()
+
+
+# --- The watcher ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def watcher(state: PreviewState) -> Iterator[Watcher]:
+    w = Watcher(state, step_ms=30, debounce_ms=300).start()
+    assert w.ready.wait(5), "the watcher did not start"
+    yield w
+    w.stop()
+
+
+def test_editing_a_local_feed_rebuilds(watcher: Watcher, state: PreviewState, config: Path) -> None:
+    feed = config.parent / "examples" / "feeds" / "statecraft.rss"
+    shown = last_good(state).text
+    titles = re.findall(r"<item>.*?<title>(.*?)</title>", feed.read_text(encoding="utf-8"), re.S)
+    in_issue = next(t for t in titles if html.unescape(t) in shown)
+    edit(feed, f"<title>{in_issue}</title>", "<title>A title edited in the feed</title>")
+    wait_for(lambda: state.status.generation >= 2)
+    assert state.status.ok
+    assert "A title edited in the feed" in last_good(state).html
+    # The rebuild wrote the feed cache beside the config: that must not trigger another one.
+    time.sleep(0.8)
+    assert state.status.generation == 2
+
+
+def test_editing_a_template_or_the_config_rebuilds(watcher: Watcher, state: PreviewState, config: Path) -> None:
+    edit(config.parent / "my-templates" / "issue.html.j2", "{% endif %}", "{% endiff %}")
+    wait_for(lambda: state.status.generation >= 2)
+    assert state.status.error and "endiff" in state.status.error
+
+    edit(config.parent / "my-templates" / "issue.html.j2", "{% endiff %}", "{% endif %}<!-- again -->")
+    wait_for(lambda: state.status.generation >= 3)
+    assert state.status.ok and "<!-- again -->" in last_good(state).html
+
+    edit(config, 'subject = "{newsletter}: {lead_title}"', 'subject = "{issue} - {lead_title}"')
+    wait_for(lambda: state.status.generation >= 4)
+    assert last_good(state).subject.startswith("2026-W48 - ")
+
+
+def test_an_editor_saving_by_rename_is_seen(watcher: Watcher, state: PreviewState, config: Path) -> None:
+    template = config.parent / "my-templates" / "issue.html.j2"
+    tmp = template.with_name(".issue.html.j2.swp")
+    tmp.write_text(template.read_text(encoding="utf-8").replace("</body>", "<!-- renamed --></body>"))
+    os.replace(tmp, template)
+    wait_for(lambda: state.status.generation >= 2)
+    assert "<!-- renamed -->" in last_good(state).html
+
+
+# --- serve and the CLI ------------------------------------------------------------------------
+
+
+def test_cli_preview_serves_on_a_free_port_and_stops_cleanly_on_ctrl_c(config: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "preview", "--config", str(config), "--now", "2026-11-27T09:00",
+         "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"Previewing 2026-W48 at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\)\n", line)
+        assert match, line
+        assert int(match.group(2)) != 0
+        url = match.group(1)
+        state = httpx.get(url + "api/state", timeout=5).json()
+        assert state["ok"] is True and state["issue"] == "2026-W48"
+        assert httpx.get(url, timeout=5).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "interrupted" not in err
+    assert "INFO" not in err  # uvicorn stays quiet
+
+
+def test_cli_preview_with_a_broken_config_serves_the_error(config: Path) -> None:
+    edit(config, "min_items = 3", "min_itemz = 3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "preview", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = re.search(r"http://\S+/", proc.stdout.readline())
+        assert url
+        assert "min_itemz" in httpx.get(url.group(0), timeout=5).text
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    errors = [line for line in err.splitlines() if "min_itemz" in line]
+    assert len(errors) == 1 and errors[0].startswith("digest: rebuild failed: ")
+
+
+def test_serve_reports_a_port_in_use_as_one_error(config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DigestError, match=rf"cannot listen on 127\.0\.0\.1:{port}"):
+            serve(config, host="127.0.0.1", port=port, now=NOW, open_browser=False)
+
+
+def test_serve_needs_an_existing_config(tmp_path: Path) -> None:
+    with pytest.raises(DigestError, match="no such config file"):
+        serve(tmp_path / "nope.toml", host="127.0.0.1", port=0, now=None, open_browser=False)
+
+
+# --- In a real browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, PreviewState]]:
+    """The preview app on a free 127.0.0.1 port serving the sample issue, plus its state.
+
+    The sample's images live on a host that does not exist; the copied feeds point them at
+    placeholder images from the test server instead, so the browser lays out loaded images.
+    """
+    config = copy_sample(tmp_path_factory.mktemp("live") / "site")
+    state = PreviewState(config, now=NOW)
+    with serve_app(BrowserRoutes(create_app(state))) as base:
+        for feed in (config.parent / "examples" / "feeds").iterdir():
+            text = feed.read_text(encoding="utf-8")
+            feed.write_text(text.replace(SAMPLE_MEDIA, image_url(base, 1200, 675, "")), encoding="utf-8")
+        assert state.rebuild().ok, state.status.error
+        yield base, state
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Browser:
+    return browser()
+
+
+def _shoot(chromium: Browser, url: str, name: str, tmp_path: Path, *, width: int, height: int) -> Path:
+    shot = chromium.screenshot(url, tmp_path / name, width=width, height=height)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, SHOTS / name)
+    return shot
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [PHONE_WIDTH, 600, DESKTOP_WIDTH])
+def test_the_issue_fits_the_width_in_a_real_browser(
+    chromium: Browser, live: tuple[str, PreviewState], tmp_path: Path, width: int
+) -> None:
+    base, state = live
+    good = state.status.good
+    assert good is not None
+    metrics = chromium.measure(base, "/issue.html", width=width)
+    assert metrics.inner_width == width
+    assert metrics.scroll_width <= width, f"horizontal overflow at {width} px: {metrics.overflowing}"
+    assert not metrics.overflowing, metrics.overflowing
+    assert good.lead_title in metrics.text
+    assert metrics.images, "the sample issue has images"
+    assert not metrics.images_without_size(), "every image needs width and height attributes"
+    assert all(i["alt"] for i in metrics.images), "every image needs alt text"
+    assert all(i["rendered_width"] <= width for i in metrics.images)
+    assert all(i["loaded"] for i in metrics.images), [i["src"] for i in metrics.images if not i["loaded"]]
+
+    shot = _shoot(
+        chromium, f"{base}/issue.html", f"issue-{width}.png", tmp_path,
+        width=width, height=min(metrics.scroll_height, 12000),
+    )
+    assert not is_blank(shot)
+    cut = right_edge_clear(shot)
+    assert not cut, f"something is drawn into the right edge at {width} px (rows {cut[:5]}...)"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [PHONE_WIDTH, 600, 1440])
+def test_the_editor_page_in_a_real_browser(
+    chromium: Browser, live: tuple[str, PreviewState], tmp_path: Path, width: int
+) -> None:
+    base, state = live
+    good = state.status.good
+    assert good is not None
+    metrics = chromium.measure(base, "/", width=width)
+    assert metrics.scroll_width <= width, f"the editor's page overflows at {width} px: {metrics.overflowing}"
+    assert good.subject in metrics.text
+    dom = metrics.html
+    assert dom.count('<iframe src="/issue.html"') == 2
+    assert re.search(r'<iframe src="/issue.html"[^>]*style="width: 680px; height: (\d{4,})px', dom), (
+        "the desktop frame is sized to the whole issue once it loaded"
+    )
+    shot = _shoot(chromium, base + "/", f"editor-{width}.png", tmp_path, width=width, height=1600)
+    assert not is_blank(shot)
+
+
+def _escaped(text: str) -> str:
+    """How jinja2's autoescape writes ``text`` (apostrophes and quotes as entities)."""
+    import markupsafe
+
+    return str(markupsafe.escape(text))
+
+
+@pytest.mark.browser
+def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(
+    chromium: Browser, tmp_path: Path
+) -> None:
+    config = copy_sample(tmp_path / "site", templates=True)
+    state = PreviewState(config, now=NOW)
+    assert state.rebuild().ok
+    edit(config, "min_items = 3", "min_items = 30")  # a thin week: warnings too
+    assert state.rebuild().ok
+    edit(config.parent / "my-templates" / "issue.html.j2", "{% endif %}", "{% endiff %}")
+    error = state.rebuild().error
+    assert error
+    with serve_app(BrowserRoutes(create_app(state))) as base:
+        dom = chromium.dump_dom(base + "/", width=1280, height=900)
+        shot = _shoot(chromium, base + "/", "editor-error-1280.png", tmp_path, width=1280, height=900)
+    alert = dom.index('role="alert"')
+    assert alert < dom.index('id="warnings"') < dom.index("<iframe"), "the error comes first, then warnings"
+    assert error in html.unescape(dom) and "thin week" in dom
+    assert dom.count('<iframe src="/issue.html"') == 2
+    assert not is_blank(shot)
+
+
+@pytest.mark.browser
+def test_the_editor_page_reloads_itself_when_the_issue_is_rebuilt(chromium: Browser, tmp_path: Path) -> None:
+    state = PreviewState(copy_sample(tmp_path / "site"), now=NOW)
+    assert state.rebuild().generation == 1
+    app = create_app(state)
+    polls = 0
+
+    async def rebuild_on_first_poll(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal polls
+        if scope["type"] == "http" and scope["path"] == "/api/state":
+            polls += 1
+            if polls == 1:  # as if the editor saved a file right after the page loaded
+                state.rebuild()
+        await app(scope, receive, send)
+
+    with serve_app(BrowserRoutes(rebuild_on_first_poll)) as base:
+        # Virtual time lets the page's one-second polls run without waiting for them.
+        dom = chromium.run(base + "/", "--dump-dom", "--virtual-time-budget=5000", width=1280, height=900)
+    assert polls >= 2
+    assert re.findall(r"GENERATION = (\d+)", dom) == ["2"], "the page reloaded with the new generation"
