@@ -291,7 +291,8 @@ class _StateStore:
         self.root = root
 
     def _stem(self, url: str) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"^[a-z]+://", "", url.lower())).strip("-")[:40]
+        # The URL's tail (file or path name) tells a person which feed a file belongs to.
+        slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"^[a-z]+://", "", url.lower())).strip("-")[-40:].strip("-")
         return f"{slug or 'feed'}-{hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]}"
 
     def json_path(self, url: str) -> Path:
