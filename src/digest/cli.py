@@ -18,7 +18,9 @@ import click
 from . import __version__
 
 if TYPE_CHECKING:
+    from .build import Build
     from .config import Settings
+    from .store import Store
 
 CONFIG_HELP = "Path to config.toml (default: $DIGEST_CONFIG or ./config.toml)."
 
@@ -157,6 +159,262 @@ def preview(config_path: Path, now_text: str | None, host: str, port: int, open_
     # and a --now without an offset follows the newsletter's zone as configured at each rebuild.
     now = parse_now(now_text, None) if now_text else None
     serve(config_path, host=host, port=port, now=now, open_browser=open_browser)
+
+
+def open_store(settings: Settings) -> Store:
+    from .store import Store
+
+    return Store.open(settings.database_url)
+
+
+def section_names(settings: Settings) -> list[str]:
+    names = [s.name for s in settings.sections]
+    return [*names, settings.issue.catch_all] if settings.issue.catch_all else names
+
+
+# --- subscribers -------------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Import, add, remove, list and export subscribers."""
+
+
+@subscribers.command("import")
+@config_option
+@click.argument("csv_path", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resubscribe", is_flag=True, help="Turn unsubscribed or bounced addresses in the file back to active.")
+def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> None:
+    """Import a CSV with columns email, name and optional sections ("A; B")."""
+    from .subscribers import describe_bad_rows, read_csv
+
+    settings = load_settings(config_path)
+    parsed = read_csv(csv_path, section_names(settings))
+    for line in describe_bad_rows(csv_path, parsed.bad):
+        click.echo(f"digest: warning: {line}", err=True)
+    report = open_store(settings).merge_subscribers(parsed.rows, resubscribe=resubscribe)
+    click.echo(
+        f"Imported {csv_path}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(parsed.bad)} bad row(s) skipped, {parsed.duplicates} duplicate(s) merged"
+        + (f", {report.resubscribed} resubscribed" if report.resubscribed else "")
+    )
+    if report.kept_suppressed:
+        click.echo(
+            f"{len(report.kept_suppressed)} address(es) stay suppressed (unsubscribed, bounced or complained); "
+            "use --resubscribe only if they asked to come back"
+        )
+
+
+@subscribers.command("add")
+@config_option
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name.")
+@click.option("--section", "sections", multiple=True, help="A section they want (repeat); none means all.")
+@click.option("--resubscribe", is_flag=True, help="Make a suppressed address active again.")
+def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[str, ...], resubscribe: bool) -> None:
+    """Add one subscriber (or update their name and sections)."""
+    from .store import NewSubscriber
+    from .subscribers import check_email, parse_sections
+
+    settings = load_settings(config_path)
+    row = NewSubscriber(check_email(email), name, parse_sections(";".join(sections), section_names(settings)))
+    report = open_store(settings).merge_subscribers([row], resubscribe=resubscribe)
+    if report.kept_suppressed:
+        click.echo(
+            f"{row.email} is suppressed (unsubscribed, bounced or complained); not made active without --resubscribe"
+        )
+    else:
+        click.echo(f"{'Added' if report.added else 'Updated' if report.updated else 'Unchanged'}: {row.email}")
+
+
+@subscribers.command("remove")
+@config_option
+@click.argument("email")
+@click.option("--forget", is_flag=True, help="Delete the record and its history instead of unsubscribing it.")
+def subscribers_remove(config_path: Path, email: str, forget: bool) -> None:
+    """Unsubscribe an address (kept as suppressed, so a re-import cannot add it back)."""
+    from .errors import SubscriberError
+
+    store = open_store(load_settings(config_path))
+    done = store.forget(email) if forget else store.set_status(email, "unsubscribed")
+    if not done:
+        raise SubscriberError(f"{email}: no such subscriber", hint="check the address with `digest subscribers list`")
+    click.echo(f"{'Forgot' if forget else 'Unsubscribed'}: {email}")
+
+
+STATUS_CHOICE = click.Choice(["active", "unsubscribed", "bounced", "complained"])
+
+
+@subscribers.command("list")
+@config_option
+@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+def subscribers_list(config_path: Path, status: str | None) -> None:
+    """List subscribers: email, name, status, sections."""
+    store = open_store(load_settings(config_path))
+    count = 0
+    for s in store.subscribers(status):
+        click.echo(f"{s.email}\t{s.name}\t{s.status}\t{'; '.join(s.sections) or 'all sections'}")
+        count += 1
+    counts = store.subscriber_counts()
+    click.echo(f"{count} listed; " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), err=True)
+
+
+@subscribers.command("export")
+@config_option
+@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)."
+)
+def subscribers_export(config_path: Path, status: str | None, out_path: Path | None) -> None:
+    """Export subscribers as CSV, in the format `import` reads."""
+    import io
+
+    from .files import atomic_write
+    from .subscribers import write_csv
+
+    store = open_store(load_settings(config_path))
+    buffer = io.StringIO()
+    count = write_csv(store.subscribers(status), buffer)
+    if out_path is None:
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        atomic_write(out_path, buffer.getvalue().encode("utf-8"))
+        click.echo(f"Exported {count} subscriber(s) to {out_path}", err=True)
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@now_option
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; record and send nothing.")
+@click.option(
+    "--to", "test_to", multiple=True, metavar="ADDR", help="Send a [TEST] copy to ADDR (repeat); records nothing."
+)
+@click.option("--retry-failed", is_flag=True, help="Send again to the recipients of failed batches.")
+def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[str, ...], retry_failed: bool) -> None:
+    """Build this week's issue, record it, and send it to every active subscriber once."""
+    from . import deliver, rank
+    from .build import build as build_issue
+    from .errors import DeliveryError
+    from .subscribers import check_email
+    from .tokens import Signer
+    from .transports import open_transport
+
+    configure_logging()
+    settings = load_settings(config_path)
+    now = parse_now(now_text, settings)
+    key = rank.issue_key(now, settings.newsletter.zone)
+    store = open_store(settings)
+    if test_to:
+        addresses = [check_email(a) for a in test_to]
+        variant = deliver.stored_variant(store, key) if store.issue_exists(key) else _fresh(settings, now).rendered
+        transport = open_transport(settings)
+        try:
+            deliver.send_test(settings, transport, variant, key, addresses)
+        finally:
+            transport.close()
+        click.echo(f"Sent a [TEST] copy of {key} to {', '.join(addresses)} (nothing recorded)")
+        return
+    signer = None if dry_run else Signer.from_env()
+    if not store.issue_exists(key):
+        result = build_issue(settings, now)
+        warn(result.warnings)
+        if result.issue.thin:
+            raise DeliveryError(
+                f"{key} is a thin week ({len(result.issue.articles)} article(s), [issue] min_items = "
+                f"{settings.issue.min_items}): not sent",
+                hint="lower min_items or wait for more articles",
+            )
+        if dry_run:
+            active = store.subscriber_counts().get("active", 0)
+            click.echo(f'Dry run: {key} "{result.rendered.subject}" would go to {active} active subscriber(s)')
+            return
+        deliver.record(store, result)
+        click.echo(f"Recorded {key}: {result.rendered.subject}")
+    elif dry_run:
+        counts = store.delivery_counts(key)
+        click.echo(f"Dry run: {key} is recorded; deliveries so far: {_counts(counts) or 'none'}")
+        return
+    if retry_failed:
+        click.echo(f"{store.retry_failed(key)} recipient(s) of failed batches queued again")
+    assert signer is not None
+    transport = open_transport(settings)
+    try:
+        report = deliver.send_pending(store, settings, transport, signer, key, progress=make_progress())
+    finally:
+        transport.close()
+    click.echo(f"{key}: {_counts(report.counts)} (this run: {report.sent_now} in {report.batches} batch(es))")
+    bad = report.counts.get("failed", 0) + report.counts.get("unknown", 0)
+    if bad:
+        raise DeliveryError(
+            f"{key}: {bad} recipient(s) failed or unknown",
+            hint=f"see `digest status {key}`; `digest send --retry-failed` sends failed batches again",
+        )
+
+
+def _fresh(settings: Settings, now: datetime) -> Build:
+    from .build import build as build_issue
+
+    result = build_issue(settings, now)
+    warn(result.warnings)
+    return result
+
+
+def _counts(counts: dict[str, int]) -> str:
+    order = ["submitted", "pending", "submitting", "failed", "unknown", "skipped"]
+    return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+
+@cli.command()
+@config_option
+@click.argument("issue_key", metavar="[ISSUE]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
+    """Show an issue's deliveries per state, and its failed and unknown recipients."""
+    from .errors import DeliveryError
+
+    store = open_store(load_settings(config_path))
+    key = issue_key or store.latest_issue()
+    if key is None or not store.issue_exists(key):
+        raise DeliveryError(f"no recorded issue {key or ''}".strip(), hint="issues are recorded by `digest send`")
+    counts = store.delivery_counts(key)
+    problems = store.problems(key)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "issue": key,
+                    "counts": counts,
+                    "problems": [{"email": p.email, "status": p.status, "error": p.error} for p in problems],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"{key}: {_counts(counts) or 'no deliveries'}")
+    for p in problems[:50]:
+        click.echo(f"  {p.status:8} {p.email}  {p.error}")
+    if len(problems) > 50:
+        click.echo(f"  ... and {len(problems) - 50} more (use --json for all)")
+
+
+def configure_logging() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("digest: %(message)s"))
+    root = logging.getLogger("digest")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)
+
+
+def make_progress() -> Any:
+    from .progress import BarProgress, LogProgress
+
+    return BarProgress() if sys.stderr.isatty() else LogProgress()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ import os
 import string
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -182,6 +182,75 @@ class Store(_Model):
     data_dir: str = Field(
         default=".digest", description="Directory for state (feed cache); relative to the config file."
     )
+    url: str = Field(
+        default="",
+        description="SQLAlchemy database URL; empty means a SQLite file in data_dir. "
+        "$DIGEST_DATABASE_URL overrides it (put passwords there, not here).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+
+class Outbox(_Model):
+    """The outbox transport: one .eml file per recipient, for trying things out and for archives."""
+
+    dir: str = Field(default="", description="Folder for the .eml files; empty means <data_dir>/outbox.")
+
+
+class Smtp(_Model):
+    """The SMTP transport. The password comes from $DIGEST_SMTP_PASSWORD."""
+
+    host: str = Field(default="127.0.0.1", description="SMTP server host name.")
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (port 587), tls (implicit TLS, port 465) or none (local relays)."
+    )
+    username: str = Field(default="", description="User name to log in with; empty for no login.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds to wait on the server for each step.")
+
+
+class SendGrid(_Model):
+    """The SendGrid transport. The API key comes from $SENDGRID_API_KEY."""
+
+    api_host: str = Field(default="https://api.sendgrid.com", description="API base URL.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds a request may take before its outcome is unknown.")
+    category: str = Field(default="newsletter", max_length=255, description="Category attached to every message.")
+    sandbox: bool = Field(default=False, description="SendGrid sandbox mode: accepted but delivered to nobody.")
+
+    @field_validator("api_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class Delivery(_Model):
+    """How issues are sent."""
+
+    transport: Literal["outbox", "smtp", "sendgrid"] = Field(
+        default="outbox", description="The way out: outbox (files), smtp or sendgrid."
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=1000, description="Recipients claimed and handed to the transport at once."
+    )
+    retries: int = Field(default=5, ge=0, le=20, description="Retries of a batch after a 5xx or refused connection.")
+    backoff: float = Field(default=1.0, ge=0, description="First retry delay in seconds; doubles, with jitter.")
+    max_backoff: float = Field(default=60.0, ge=0, description="Longest single retry delay in seconds.")
+    max_rate_wait: float = Field(
+        default=300.0, ge=0, description="Longest wait for a rate limit to reset before the batch fails."
+    )
+    lease_minutes: float = Field(
+        default=30.0, gt=0, description="A batch claimed longer ago than this by a process on another host is orphaned."
+    )
+    outbox: Outbox = Field(default_factory=Outbox)
+    smtp: Smtp = Field(default_factory=Smtp)
+    sendgrid: SendGrid = Field(default_factory=SendGrid)
 
 
 class Settings(_Model):
@@ -197,6 +266,7 @@ class Settings(_Model):
     utm: Utm = Field(default_factory=Utm)
     render: Render = Field(default_factory=Render)
     store: Store = Field(default_factory=Store)
+    delivery: Delivery = Field(default_factory=Delivery)
 
     # Set by ``load``: the directory relative paths are resolved against, and the file itself.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -219,6 +289,16 @@ class Settings(_Model):
     @property
     def data_dir(self) -> Path:
         return self.path(self.store.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """$DIGEST_DATABASE_URL, else ``[store] url``, else a SQLite file in the data directory."""
+        url = secret("DIGEST_DATABASE_URL") or self.store.url
+        return url or f"sqlite:///{self.data_dir / 'digest.sqlite3'}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.path(self.delivery.outbox.dir) if self.delivery.outbox.dir else self.data_dir / "outbox"
 
 
 # Keys a user may write that are not model fields (``from`` is an alias), for the docs check.

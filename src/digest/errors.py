@@ -39,3 +39,15 @@ class TemplateError(DigestError, ValueError):
 
 class EmptyIssueError(DigestError):
     """No article falls in the issue's window: there is nothing to build, let alone send."""
+
+
+class StoreError(DigestError):
+    """The database cannot be opened or used."""
+
+
+class SubscriberError(DigestError, ValueError):
+    """A subscriber command was given an address or file it cannot use."""
+
+
+class DeliveryError(DigestError):
+    """A send cannot start or cannot go on (no secret, thin week, refused credentials...)."""

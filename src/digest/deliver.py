@@ -1,0 +1,255 @@
+"""Sending an issue: record it, queue every active subscriber once, and walk the queue in batches.
+
+The ledger (``store``) makes it safe; this module decides what each transport outcome means:
+
+- 401/403 (AuthError): stop the whole send, give the batch back untouched, nothing submitted;
+- 400 (RejectedError): that batch fails with the service's words, the send goes on;
+- 413 (TooLargeError): split the batch in halves and send each;
+- 429 (RateLimitedError): wait as told (bounded by ``max_rate_wait``), send the same batch again;
+- 5xx / refused connection (TemporaryError): back off exponentially with jitter, a bounded
+  number of times, then fail the batch;
+- a timeout after the request went out (UncertainError): the batch is ``unknown`` and is never
+  sent again on its own, because the service may have accepted it.
+
+Per-recipient work is only what must differ per recipient: a signed token and the values that
+fill the placeholders. The variant is rendered and inlined once, before any batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+from .build import Build, preview_values, summary
+from .config import Delivery, Settings
+from .render import Rendered
+from .store import Claimed, Store
+from .tokens import Signer
+from .transports.base import (
+    AuthError,
+    Batch,
+    RateLimitedError,
+    Recipient,
+    RejectedError,
+    Result,
+    TemporaryError,
+    TooLargeError,
+    Transport,
+    TransportError,
+    UncertainError,
+)
+
+log = logging.getLogger("digest.deliver")
+ALL = "all"  # the variant every subscriber gets until they choose sections
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class SendReport:
+    issue_key: str
+    recorded: bool = False
+    enqueued: int = 0
+    orphaned: int = 0
+    batches: int = 0
+    sent_now: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, email: str, name: str) -> dict[str, str]:
+    """What fills one subscriber's placeholders: their name and their signed links."""
+    token = signer.token(subscriber_id)
+    base = settings.newsletter.base_url
+    return {
+        "name": name,
+        "email": email,
+        "unsubscribe_url": f"{base}/unsubscribe?t={token}",
+        "preferences_url": f"{base}/preferences?t={token}",
+    }
+
+
+def record(store: Store, result: Build) -> bool:
+    """Store the issue and its rendered variant(s); False if it was recorded before (kept as is)."""
+    issue = result.issue
+    r = result.rendered
+    return store.record_issue(
+        issue.key,
+        subject=r.subject,
+        window=(issue.window.start, issue.window.end),
+        article_count=len(issue.articles),
+        summary=summary(result),
+        rendered={ALL: (r.subject, r.html, r.text)},
+    )
+
+
+def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
+    subject, html, text = store.variant(key, name)
+    return Rendered(subject=subject, html=html, text=text, warnings=())
+
+
+def send_pending(
+    store: Store,
+    settings: Settings,
+    transport: Transport,
+    signer: Signer,
+    key: str,
+    *,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Queue newcomers, mark orphaned batches unknown, then send every pending delivery.
+
+    ``stop`` is checked between batches: set it (on SIGTERM) to finish the batch in flight and
+    take no new one.
+    """
+    cfg = settings.delivery
+    report = SendReport(key)
+    report.enqueued = store.enqueue(key, ALL)
+    report.orphaned = store.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
+    if report.orphaned:
+        log.warning("%s: %d batch(es) left in flight by a stopped process are now 'unknown'", key, report.orphaned)
+    progress = progress or NoProgress()
+    progress.start(store.delivery_counts(key).get("pending", 0))
+    size = min(cfg.batch_size, transport.max_batch)
+    variants: dict[str, Rendered] = {}
+    try:
+        while not (stop and stop.is_set()):
+            claimed = store.claim(key, size, transport.name)
+            if claimed is None:
+                break
+            if claimed.variant not in variants:
+                variants[claimed.variant] = stored_variant(store, key, claimed.variant)
+            batch = _batch(settings, signer, claimed, variants[claimed.variant])
+            _send_claimed(store, transport, cfg, claimed, batch, sleep)
+            report.batches += 1
+            report.sent_now += len(claimed.recipients)
+            progress.advance(len(claimed.recipients))
+    finally:
+        progress.close()
+    report.counts = store.delivery_counts(key)
+    return report
+
+
+def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:
+    recipients = tuple(
+        Recipient(did, sid, email, recipient_values(settings, signer, sid, email, name))
+        for did, sid, email, name in claimed.recipients
+    )
+    return Batch(claimed.issue_key, variant, recipients, batch_id=claimed.id)
+
+
+def _send_claimed(
+    store: Store, transport: Transport, cfg: Delivery, claimed: Claimed, batch: Batch, sleep: Callable[[float], None]
+) -> None:
+    try:
+        result = deliver_batch(transport, batch, cfg, sleep)
+    except AuthError:
+        store.release(claimed)  # nothing went out: the recipients wait for a working key
+        raise
+    except BaseException as exc:  # interrupted mid-request: it may have gone out
+        store.finish(claimed, {r.delivery_id: ("unknown", f"interrupted: {exc!r}") for r in batch.recipients})
+        raise
+    status = store.finish(claimed, result.outcomes, result.provider_id)
+    log.info("%s: batch %d (%d recipient(s)): %s", claimed.issue_key, claimed.id, len(claimed.recipients), status)
+    if result.fatal:
+        raise AuthError(result.fatal)
+
+
+def deliver_batch(
+    transport: Transport, batch: Batch, cfg: Delivery, sleep: Callable[[float], None] = time.sleep
+) -> Result:
+    """Send one batch under the outcome rules above; only an AuthError on the first try escapes."""
+    try:
+        return _with_retries(transport, batch, cfg, sleep)
+    except TooLargeError as exc:
+        if len(batch.recipients) == 1:
+            return _all(batch, "failed", f"too large for the service even alone: {exc}")
+        half = len(batch.recipients) // 2
+        first = deliver_batch(transport, _part(batch, batch.recipients[:half]), cfg, sleep)
+        try:
+            second = deliver_batch(transport, _part(batch, batch.recipients[half:]), cfg, sleep)
+        except AuthError as auth:  # the first half went out: record it, then stop
+            second = _all(_part(batch, batch.recipients[half:]), "failed", str(auth))
+            second.fatal = str(auth)
+        return Result(
+            {**first.outcomes, **second.outcomes},
+            first.provider_id or second.provider_id,
+            fatal=first.fatal or second.fatal,
+        )
+    except UncertainError as exc:
+        return _all(batch, "unknown", str(exc))
+    except AuthError:
+        raise
+    except (RejectedError, TemporaryError, RateLimitedError, TransportError) as exc:
+        return _all(batch, "failed", str(exc))
+
+
+def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Callable[[float], None]) -> Result:
+    failures = 0
+    waited = 0.0
+    while True:
+        try:
+            return transport.send(batch)
+        except RateLimitedError as exc:
+            wait = max(exc.retry_after, 0.0)
+            if waited + wait > cfg.max_rate_wait:
+                raise RateLimitedError(
+                    f"{exc} (gave up: waiting {waited + wait:.0f} s would pass [delivery] max_rate_wait = "
+                    f"{cfg.max_rate_wait:g} s)",
+                    retry_after=wait,
+                ) from exc
+            log.warning("rate limited; waiting %.1f s before sending batch %d again", wait, batch.batch_id)
+            waited += wait
+            sleep(wait)
+        except TemporaryError as exc:
+            failures += 1
+            if failures > cfg.retries:
+                raise TemporaryError(f"{exc} (after {failures} tries)") from exc
+            delay = min(cfg.max_backoff, cfg.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+            log.warning("%s; retrying batch %d in %.1f s", exc, batch.batch_id, delay)
+            sleep(delay)
+
+
+def _part(batch: Batch, recipients: Iterable[Recipient]) -> Batch:
+    return Batch(batch.issue_key, batch.variant, tuple(recipients), batch.batch_id, batch.test)
+
+
+def _all(batch: Batch, status: str, error: str) -> Result:
+    return Result({r.delivery_id: (status, error) for r in batch.recipients})  # type: ignore[misc]
+
+
+def send_test(
+    settings: Settings, transport: Transport, variant: Rendered, key: str, addresses: Iterable[str]
+) -> Result:
+    """Test copies: the subject marked [TEST], links without a token, nothing recorded."""
+    values = preview_values(settings)
+    recipients = tuple(
+        Recipient(i, 0, address, {**values, "email": address}) for i, address in enumerate(addresses, start=1)
+    )
+    batch = Batch(key, variant, recipients, test=True)
+    result = deliver_batch(transport, batch, settings.delivery)
+    problems = [
+        f"{r.email}: {result.outcomes[r.delivery_id][1]}"
+        for r in recipients
+        if result.outcomes.get(r.delivery_id, ("failed",))[0] != "submitted"
+    ]
+    if problems:
+        raise RejectedError("test copy not sent to " + "; ".join(problems))
+    return result

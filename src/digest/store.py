@@ -1,0 +1,542 @@
+"""The database: subscribers and the delivery ledger, on SQLite or PostgreSQL.
+
+Everything that must hold when processes crash or run twice is decided here, in transactions:
+
+- one delivery row per (issue, subscriber), so recording an issue twice adds only newcomers;
+- a batch is claimed (its deliveries moved to ``submitting`` under a row lock) and committed
+  *before* it is handed to a transport, so a crash leaves evidence instead of a silent gap;
+- a batch still ``submitting`` whose process is gone is ``unknown``: reported, never re-sent.
+
+Locks: on PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets two senders claim disjoint batches; on
+SQLite every transaction is ``BEGIN IMMEDIATE``, so claims are serialised by the database file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import StoreError
+from .schema import batches, deliveries, issues, subscribers, variants
+
+SQLITE_BUSY_MS = 30_000
+CHUNK = 500  # rows per IN (...) list: well under SQLite's bound-parameter limit
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def email_key(email: str) -> str:
+    """The identity of an address: case-folded whole (providers treat local parts case-blind)."""
+    return email.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str
+    sections: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscriber:
+    """A row to merge into the list (from an import or ``subscribers add``)."""
+
+    email: str
+    name: str = ""
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MergeReport:
+    added: int
+    updated: int
+    unchanged: int
+    kept_suppressed: tuple[str, ...]
+    resubscribed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A batch claimed by this process: committed as ``submitting`` before any send."""
+
+    id: int
+    issue_key: str
+    variant: str
+    recipients: tuple[tuple[int, int, str, str], ...]  # (delivery id, subscriber id, email, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    email: str
+    status: str
+    error: str
+
+
+def claimer_id() -> str:
+    """Who holds a claim: host and process, so a restart on the same host can tell it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(claimer: str, lease: timedelta, claimed_at: datetime, now: datetime) -> bool:
+    host, _, pid = claimer.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return _aware(claimed_at) + lease > now
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each database needs for the ledger's guarantees."""
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url)
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise StoreError(f"database URL {_redact(url)!r} cannot be used: {exc}") from exc
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = sa.engine.make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+class Store:
+    """Subscribers and the ledger. Open with ``Store.open(url)``; it migrates the schema first."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        store = cls(make_engine(url))
+        try:
+            store.upgrade()
+        except sa.exc.OperationalError as exc:
+            raise StoreError(
+                f"cannot open the database {_redact(url)}: {exc.orig}",
+                hint="check [store] url or $DIGEST_DATABASE_URL, and that the server is running",
+            ) from exc
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest revision, keeping the data (Alembic)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("digest") / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def _insert(self) -> Any:
+        return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    # --- subscribers -----------------------------------------------------------------------
+
+    def merge_subscribers(self, rows: Iterable[NewSubscriber], *, resubscribe: bool = False) -> MergeReport:
+        """Add new addresses and update names and sections of known ones, in one transaction.
+
+        A suppressed address (unsubscribed, bounced, complained) stays suppressed unless
+        ``resubscribe`` says otherwise: an old list re-imported must never undo an unsubscribe.
+        """
+        incoming = {email_key(r.email): r for r in rows}
+        now = utcnow()
+        added = updated = unchanged = resubscribed = 0
+        kept: list[str] = []
+        with self.engine.begin() as conn:
+            existing: dict[str, Any] = {}
+            for chunk in _chunks(list(incoming)):
+                for row in conn.execute(sa.select(subscribers).where(subscribers.c.email_key.in_(chunk))):
+                    existing[row.email_key] = row
+            new_rows = []
+            for key, r in incoming.items():
+                old = existing.get(key)
+                if old is None:
+                    new_rows.append(
+                        {
+                            "email": r.email.strip(),
+                            "email_key": key,
+                            "name": r.name,
+                            "status": "active",
+                            "sections": list(r.sections),
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    continue
+                changes: dict[str, Any] = {}
+                if old.status != "active":
+                    if resubscribe:
+                        changes["status"] = "active"
+                        resubscribed += 1
+                    else:
+                        kept.append(old.email)
+                if r.name and r.name != old.name:
+                    changes["name"] = r.name
+                if r.sections and list(r.sections) != list(old.sections or []):
+                    changes["sections"] = list(r.sections)
+                if changes:
+                    changes["updated_at"] = now
+                    conn.execute(subscribers.update().where(subscribers.c.id == old.id).values(**changes))
+                    updated += 1
+                else:
+                    unchanged += 1
+            if new_rows:
+                conn.execute(subscribers.insert(), new_rows)
+                added = len(new_rows)
+        return MergeReport(added, updated, unchanged, tuple(kept), resubscribed)
+
+    def set_status(self, email: str, status: str) -> bool:
+        """Change one subscriber's status (e.g. unsubscribe); False if the address is unknown."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email_key == email_key(email))
+                .values(status=status, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def forget(self, email: str) -> bool:
+        """Delete a subscriber and their delivery history (a request to be forgotten)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(subscribers.delete().where(subscribers.c.email_key == email_key(email)))
+        return bool(result.rowcount)
+
+    def subscribers(self, status: str | None = None) -> Iterator[Subscriber]:
+        """Every subscriber (optionally of one status), oldest first, streamed."""
+        query = sa.select(subscribers).order_by(subscribers.c.id)
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield _subscriber(row)
+
+    def subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == email_key(email))).first()
+        return _subscriber(row) if row else None
+
+    def subscriber_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status))
+            return {status: n for status, n in rows}
+
+    # --- issues ----------------------------------------------------------------------------
+
+    def record_issue(
+        self,
+        key: str,
+        *,
+        subject: str,
+        window: tuple[datetime, datetime],
+        article_count: int,
+        summary: Mapping[str, Any],
+        rendered: Mapping[str, tuple[str, str, str]],
+    ) -> bool:
+        """Store an issue and its variants (subject, html, text) unless it is already stored.
+
+        Returns True if this call recorded it. An issue already recorded keeps its first
+        snapshot: every batch of one issue sends the same content, whichever process sends it.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                self._insert()(issues)
+                .values(
+                    key=key,
+                    subject=subject,
+                    window_start=window[0],
+                    window_end=window[1],
+                    article_count=article_count,
+                    summary=dict(summary),
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(issues.c.key)
+            )
+            if result.scalar() is None:  # rowcount is not reliable here across drivers
+                return False
+            conn.execute(
+                variants.insert(),
+                [
+                    {"issue_key": key, "variant": name, "subject": s, "html": h, "text": t}
+                    for name, (s, h, t) in rendered.items()
+                ],
+            )
+        return True
+
+    def issue_exists(self, key: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues.c.key).where(issues.c.key == key)).first() is not None
+
+    def variant(self, key: str, name: str) -> tuple[str, str, str]:
+        """The stored (subject, html, text) of one variant of an issue."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(variants.c.subject, variants.c.html, variants.c.text).where(
+                    variants.c.issue_key == key, variants.c.variant == name
+                )
+            ).first()
+        if row is None:
+            raise StoreError(f"issue {key} has no stored variant {name!r}")
+        return row.subject, row.html, row.text
+
+    def latest_issue(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues.c.key).order_by(issues.c.created_at.desc()).limit(1)).scalar()
+
+    # --- the ledger ------------------------------------------------------------------------
+
+    def enqueue(self, key: str, variant: str = "all") -> int:
+        """A pending delivery for every active subscriber who has none for this issue yet."""
+        now = utcnow()
+        have = sa.select(deliveries.c.id).where(
+            deliveries.c.issue_key == key, deliveries.c.subscriber_id == subscribers.c.id
+        )
+        source = sa.select(
+            sa.literal(key), subscribers.c.id, sa.literal(variant), sa.literal("pending"), sa.literal(now)
+        ).where(subscribers.c.status == "active", ~have.exists())
+        stmt = (
+            self._insert()(deliveries)
+            .from_select(["issue_key", "subscriber_id", "variant", "status", "updated_at"], source)
+            .on_conflict_do_nothing()
+            .returning(deliveries.c.id)
+        )
+        with self.engine.begin() as conn:
+            return len(conn.execute(stmt).all())
+
+    def reap_orphans(self, key: str, *, lease: timedelta) -> int:
+        """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(batches.c.id, batches.c.claimed_by, batches.c.claimed_at).where(
+                    batches.c.issue_key == key, batches.c.status == "submitting"
+                )
+            ).all()
+            dead = [r.id for r in rows if not _alive(r.claimed_by, lease, r.claimed_at, now)]
+            for chunk in _chunks(dead):
+                self._close_batches(conn, chunk, "unknown", "the sending process stopped during this batch", now)
+        return len(dead)
+
+    def claim(self, key: str, size: int, transport: str) -> Claimed | None:
+        """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
+
+        Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
+        unsubscribe that lands before the batch is claimed is honoured.
+        """
+        now = utcnow()
+        d, s = deliveries, subscribers
+        query = (
+            sa.select(d.c.id, d.c.subscriber_id, d.c.variant, s.c.email, s.c.name, s.c.status)
+            .join(s, s.c.id == d.c.subscriber_id)
+            .where(d.c.issue_key == key, d.c.status == "pending")
+            .order_by(d.c.variant, d.c.id)
+            .limit(size)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=d)
+        with self.engine.begin() as conn:
+            while True:
+                rows = conn.execute(query).all()
+                if not rows:
+                    return None
+                variant = rows[0].variant
+                rows = [r for r in rows if r.variant == variant]
+                gone = [r.id for r in rows if r.status != "active"]
+                if gone:
+                    for chunk in _chunks(gone):
+                        conn.execute(
+                            d.update()
+                            .where(d.c.id.in_(chunk))
+                            .values(status="skipped", error="unsubscribed before sending", updated_at=now)
+                        )
+                live = [r for r in rows if r.status == "active"]
+                if live:
+                    break
+            batch_id = conn.execute(
+                batches.insert()
+                .values(
+                    issue_key=key,
+                    variant=variant,
+                    status="submitting",
+                    transport=transport,
+                    size=len(live),
+                    claimed_by=claimer_id(),
+                    claimed_at=now,
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            for chunk in _chunks([r.id for r in live]):
+                conn.execute(
+                    d.update().where(d.c.id.in_(chunk)).values(status="submitting", batch_id=batch_id, updated_at=now)
+                )
+        return Claimed(batch_id, key, variant, tuple((r.id, r.subscriber_id, r.email, r.name) for r in live))
+
+    def finish(self, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str = "") -> str:
+        """Record what the transport said for each delivery id: (status, error). Returns the
+        batch's status: the worst of its recipients' (unknown, then failed, then submitted)."""
+        now = utcnow()
+        by_status: dict[tuple[str, str], list[int]] = {}
+        for delivery_id, (status, error) in outcomes.items():
+            by_status.setdefault((status, error), []).append(delivery_id)
+        statuses = {status for status, _ in by_status}
+        overall = "unknown" if "unknown" in statuses else "failed" if "failed" in statuses else "submitted"
+        errors = sorted({e for (_, e) in by_status if e})
+        with self.engine.begin() as conn:
+            if len(by_status) == 1:
+                ((status, error),) = by_status
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.batch_id == batch.id)
+                    .values(status=status, error=error or None, updated_at=now)
+                )
+            else:
+                for (status, error), ids in by_status.items():
+                    for chunk in _chunks(ids):
+                        conn.execute(
+                            deliveries.update()
+                            .where(deliveries.c.id.in_(chunk))
+                            .values(status=status, error=error or None, updated_at=now)
+                        )
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == batch.id)
+                .values(
+                    status=overall,
+                    finished_at=now,
+                    provider_id=provider_id or None,
+                    error="; ".join(errors)[:2000] or None,
+                )
+            )
+        return overall
+
+    def release(self, batch: Claimed) -> None:
+        """Give a claimed batch back untouched (the send was refused before anything went out)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.batch_id == batch.id)
+                .values(status="pending", batch_id=None, updated_at=utcnow())
+            )
+            conn.execute(batches.delete().where(batches.c.id == batch.id))
+
+    def retry_failed(self, key: str) -> int:
+        """Put the recipients of failed batches back in the queue; the batches stay as history."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            failed = (
+                conn.execute(sa.select(batches.c.id).where(batches.c.issue_key == key, batches.c.status == "failed"))
+                .scalars()
+                .all()
+            )
+            count = 0
+            for chunk in _chunks(failed):
+                count += conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.batch_id.in_(chunk), deliveries.c.status == "failed")
+                    .values(status="pending", batch_id=None, updated_at=now)
+                ).rowcount
+                conn.execute(batches.update().where(batches.c.id.in_(chunk)).values(status="retried"))
+        return count
+
+    def delivery_counts(self, key: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.status, sa.func.count())
+                .where(deliveries.c.issue_key == key)
+                .group_by(deliveries.c.status)
+            )
+            return {status: n for status, n in rows}
+
+    def problems(self, key: str, limit: int | None = None) -> list[Problem]:
+        """Failed and unknown recipients of an issue, for ``digest status``."""
+        query = (
+            sa.select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.issue_key == key, deliveries.c.status.in_(("failed", "unknown")))
+            .order_by(deliveries.c.status, subscribers.c.email)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Problem(r.email, r.status, r.error or "") for r in conn.execute(query)]
+
+    def _close_batches(self, conn: Connection, ids: Sequence[int], status: str, error: str, now: datetime) -> None:
+        conn.execute(batches.update().where(batches.c.id.in_(ids)).values(status=status, error=error, finished_at=now))
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == "submitting")
+            .values(status=status, error=error, updated_at=now)
+        )
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=row.status,
+        sections=tuple(row.sections or ()),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )

@@ -1,0 +1,120 @@
+"""Reading subscriber lists: CSV in, checked rows out, every bad row reported by its line.
+
+Addresses are checked for syntax only (email-validator, no DNS: an import must not depend on the
+network, and deliverability is the mailbox provider's call). Section names are checked against
+the config so a typo does not silently give someone an empty newsletter.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import SubscriberError
+from .store import NewSubscriber, Subscriber
+
+SECTION_SEPARATORS = (";", "|")
+EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    line: int
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    rows: tuple[NewSubscriber, ...]
+    bad: tuple[BadRow, ...]
+    duplicates: int
+
+
+def check_email(address: str) -> str:
+    """The address normalised (domain lower-cased, IDNA handled), or SubscriberError saying why not."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{address!r} is not a valid email address: {exc}") from exc
+
+
+def parse_sections(value: str, known: Sequence[str]) -> tuple[str, ...]:
+    """``"Asia-Pacific; Europe"`` -> the configured names; an unknown name is an error."""
+    text = value
+    for sep in SECTION_SEPARATORS[1:]:
+        text = text.replace(sep, SECTION_SEPARATORS[0])
+    by_key = {name.casefold(): name for name in known}
+    chosen = []
+    for part in (p.strip() for p in text.split(SECTION_SEPARATORS[0])):
+        if not part:
+            continue
+        if part.casefold() not in by_key:
+            raise SubscriberError(f"unknown section {part!r} (known: {', '.join(known)})")
+        chosen.append(by_key[part.casefold()])
+    return tuple(dict.fromkeys(chosen))
+
+
+def read_csv(path: Path, known_sections: Sequence[str]) -> Parsed:
+    """Parse a CSV with columns ``email``, ``name`` and optional ``sections``.
+
+    Bad rows are collected with their line numbers, not raised: one typo must not stop the
+    import of ten thousand good rows. A repeated address is merged (the later row's non-empty
+    name and sections win) and counted.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise SubscriberError(f"{path}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise SubscriberError(f"{path}: not UTF-8 text", hint="save the CSV as UTF-8") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = {c.strip().lower() for c in reader.fieldnames or ()}
+    if "email" not in columns:
+        raise SubscriberError(
+            f"{path}: no 'email' column in the header line", hint="the first line must name the columns: email,name"
+        )
+    rows: dict[str, NewSubscriber] = {}
+    bad: list[BadRow] = []
+    duplicates = 0
+    for record in reader:
+        line = reader.line_num
+        fields = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items() if k}
+        try:
+            email = check_email(fields.get("email", ""))
+            sections = parse_sections(fields.get("sections", ""), known_sections)
+        except SubscriberError as exc:
+            bad.append(BadRow(line, exc.message))
+            continue
+        key = email.casefold()
+        row = NewSubscriber(email, fields.get("name", ""), sections)
+        if key in rows:
+            duplicates += 1
+            old = rows[key]
+            row = NewSubscriber(email, row.name or old.name, row.sections or old.sections)
+        rows[key] = row
+    return Parsed(tuple(rows.values()), tuple(bad), duplicates)
+
+
+def write_csv(subscribers: Iterable[Subscriber], out: io.TextIOBase | io.StringIO) -> int:
+    """Export in the import format (plus status and dates), so an export can be imported again."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for s in subscribers:
+        writer.writerow(
+            [s.email, s.name, s.status, "; ".join(s.sections), s.created_at.isoformat(), s.updated_at.isoformat()]
+        )
+        count += 1
+    return count
+
+
+def describe_bad_rows(path: Path, bad: Sequence[BadRow], most: int = 20) -> Iterator[str]:
+    for row in bad[:most]:
+        yield f"{path}:{row.line}: {row.problem}; row skipped"
+    if len(bad) > most:
+        yield f"{path}: {len(bad) - most} more bad row(s) not shown"

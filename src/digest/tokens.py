@@ -1,0 +1,61 @@
+"""Signed tokens that carry a subscriber in unsubscribe and preferences links.
+
+itsdangerous signs with HMAC-SHA1 (keyed, so a forged or altered token fails) and accepts a list of
+secrets, newest last: during a rotation the previous secret still verifies old links while every
+new link is signed with the new one. The secret comes from the environment, never from config.
+Tokens do not expire: RFC 8058 unsubscribe links in old issues must keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from .config import secret
+from .errors import DeliveryError
+
+SECRET_ENV = "DIGEST_SECRET"
+PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"
+SALT = "digest.subscriber"
+
+
+class BadToken(ValueError):
+    """The token was not signed by us, or was altered."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Makes and checks subscriber tokens with the current (and optionally previous) secret."""
+
+    current: str
+    previous: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Signer:
+        current = secret(SECRET_ENV)
+        if not current:
+            raise DeliveryError(
+                f"${SECRET_ENV} is not set: it signs the unsubscribe links",
+                hint=f"export {SECRET_ENV}=<a long random string> (e.g. from `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`) and keep it the same between runs",
+            )
+        return cls(current, secret(PREVIOUS_SECRET_ENV))
+
+    @cached_property
+    def _serializer(self) -> URLSafeSerializer:
+        keys = [k for k in (self.previous, self.current) if k]
+        return URLSafeSerializer(keys, salt=SALT)
+
+    def token(self, subscriber_id: int) -> str:
+        return self._serializer.dumps(subscriber_id)
+
+    def subscriber_id(self, token: str) -> int:
+        try:
+            value = self._serializer.loads(token)
+        except BadSignature as exc:
+            raise BadToken("this link is not valid (it was altered or not made by us)") from exc
+        if not isinstance(value, int):
+            raise BadToken("this link does not name a subscriber")
+        return value

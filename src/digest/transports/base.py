@@ -1,0 +1,101 @@
+"""The one small interface every transport implements, and the errors it may raise.
+
+A transport turns a batch (one rendered variant, many recipients) into whatever its service
+wants, hands it over, and reports each recipient's outcome. It never retries and never touches
+the ledger: ``deliver`` decides what an error means for the batch (after django-anymail's split
+between backend and sending logic). Each error type says what ``deliver`` may do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..errors import DigestError
+from ..render import Rendered
+
+Outcome = Literal["submitted", "failed", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One recipient of a batch and the values that fill the variant's placeholders."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    values: Mapping[str, str]  # name, email, unsubscribe_url, preferences_url
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a transport is handed: a variant, who gets it, and how to label it."""
+
+    issue_key: str
+    variant: Rendered
+    recipients: tuple[Recipient, ...]
+    batch_id: int = 0
+    test: bool = False  # a test copy: subject marked [TEST], nothing recorded against the issue
+
+    @property
+    def subject_prefix(self) -> str:
+        return "[TEST] " if self.test else ""
+
+
+@dataclass(slots=True)
+class Result:
+    """Per-recipient outcomes, keyed by delivery id, and the service's id for the request.
+
+    ``fatal`` is set when part of a batch went out and then the credentials were refused: the
+    outcomes are recorded, then the send stops.
+    """
+
+    outcomes: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+    provider_id: str = ""
+    fatal: str = ""
+
+
+class Transport(Protocol):
+    name: str
+    max_batch: int
+
+    def send(self, batch: Batch) -> Result:
+        """Hand the batch over; raise a TransportError subclass if the batch as a whole failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TransportError(DigestError):
+    """The batch as a whole was not accepted."""
+
+
+class AuthError(TransportError):
+    """Credentials refused (401/403): nothing can go out; the whole send stops."""
+
+    exit_code = 3
+
+
+class RejectedError(TransportError, ValueError):
+    """The service refused this batch's content (400): the batch fails, the send goes on."""
+
+
+class TooLargeError(TransportError):
+    """The request was too large (413): send the batch again in smaller parts."""
+
+
+class RateLimitedError(TransportError):
+    """Too many requests (429): wait ``retry_after`` seconds, then send the same batch again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TemporaryError(TransportError, ConnectionError):
+    """5xx or a refused connection before the request went out: safe to retry after a pause."""
+
+
+class UncertainError(TransportError, TimeoutError):
+    """The request went out but no answer came back: it may have been accepted. Never re-sent."""

@@ -1,0 +1,47 @@
+"""The outbox transport: one .eml file per recipient in a folder, the embedded default.
+
+It lets anyone run the whole weekly job (and its tests) with nothing but a disk, and keeps an
+exact copy of what each recipient would have got. Files are written atomically and named by
+issue and delivery, so a re-run after a crash rewrites, never duplicates, a file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..config import Settings
+from ..files import atomic_write
+from ..message import build_message
+from .base import Batch, Result, TemporaryError
+
+
+class OutboxTransport:
+    name = "outbox"
+    max_batch = 1000
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        self.settings = settings
+        self.folder = folder
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxTransport:
+        return cls(settings, settings.outbox_dir)
+
+    def send(self, batch: Batch) -> Result:
+        folder = self.folder / (f"test-{batch.issue_key}" if batch.test else batch.issue_key)
+        now = datetime.now(UTC)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for r in batch.recipients:
+                message = build_message(
+                    self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
+                )
+                name = f"{r.email}.eml" if batch.test else f"{r.delivery_id:08d}-{r.subscriber_id}.eml"
+                atomic_write(folder / name, message.as_bytes())
+        except OSError as exc:
+            raise TemporaryError(f"outbox {folder}: cannot write: {exc.strerror or exc}") from exc
+        return Result({r.delivery_id: ("submitted", "") for r in batch.recipients}, provider_id=str(folder))
+
+    def close(self) -> None:
+        return None
