@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,49 @@ def feed_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 # --- end feeds -------------------------------------------------------------------------------
+
+
+# --- delivery (store.py, transports) -----------------------------------------------------------
+
+POSTGRES_ENV = "DIGEST_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def sg() -> Iterator[Any]:
+    """A local SendGrid stand-in that checks every request against the Mail Send contract."""
+    from sendgrid_standin import SendGridStandIn
+
+    with SendGridStandIn() as standin:
+        yield standin
+        assert standin.server_errors == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each store test runs on a SQLite file and on PostgreSQL (in a schema of its own).
+
+    PostgreSQL runs when $DIGEST_TEST_POSTGRES_URL is set (``.ci/run`` sets it); otherwise those
+    cases are reported as skipped with the reason.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'digest.sqlite3'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need ${POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+# --- end delivery ------------------------------------------------------------------------------

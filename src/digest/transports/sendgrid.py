@@ -1,0 +1,186 @@
+"""The SendGrid transport: one v3 Mail Send request per batch of up to 1000 recipients.
+
+The variant's HTML and text go once per request; each recipient is a personalization whose
+``substitutions`` fill the placeholders (the HTML and text parts have different placeholders,
+so a name is escaped in one and not the other) and whose ``headers`` carry their own
+``List-Unsubscribe``. ``custom_args`` tie SendGrid's events back to the issue and subscriber.
+
+The official ``sendgrid`` package makes the request. It has no timeout and no retries of its own:
+the timeout is always set here, and retries are ``deliver``'s job, driven by the typed errors.
+See ../shared/sendgrid/README.md for the service's rules this follows.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+from email.utils import parseaddr
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+
+from ..config import Settings, secret
+from ..errors import DeliveryError
+from ..message import list_id
+from ..render import RECIPIENT_FIELDS, placeholder
+from ..text import one_line
+from .base import (
+    AuthError,
+    Batch,
+    RateLimitedError,
+    RejectedError,
+    Result,
+    TemporaryError,
+    TooLargeError,
+    TransportError,
+    UncertainError,
+)
+
+API_KEY_ENV = "SENDGRID_API_KEY"
+MAX_RECIPIENTS = 1000  # per request, personalizations and addresses alike
+DEFAULT_RATE_WAIT = 60.0  # when a 429 carries no usable X-RateLimit-Reset
+
+
+class SendGridTransport:
+    name = "sendgrid"
+    max_batch = MAX_RECIPIENTS
+
+    def __init__(self, settings: Settings, api_key: str, *, clock: Any = None) -> None:
+        import time
+
+        from sendgrid import SendGridAPIClient
+
+        self.settings = settings
+        cfg = settings.delivery.sendgrid
+        self.client = SendGridAPIClient(api_key=api_key, host=cfg.api_host)
+        self.client.client.timeout = cfg.timeout  # the package's default is to wait forever
+        self._clock = clock or time.time
+        self._static = self._static_fields()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SendGridTransport:
+        key = secret(API_KEY_ENV)
+        if not key:
+            raise DeliveryError(
+                f"${API_KEY_ENV} is not set", hint="export it with a key that has Mail Send permission"
+            )
+        return cls(settings, key)
+
+    def close(self) -> None:
+        return None
+
+    def _static_fields(self) -> dict[str, Any]:
+        """The parts of every request that do not depend on the batch."""
+        s = self.settings
+        name, address = parseaddr(s.newsletter.from_address)
+        body: dict[str, Any] = {"from": {"email": address, **({"name": one_line(name)} if name else {})}}
+        if s.newsletter.reply_to:
+            reply_name, reply_address = parseaddr(s.newsletter.reply_to)
+            body["reply_to"] = {"email": reply_address, **({"name": reply_name} if reply_name else {})}
+        body["headers"] = {"List-Id": list_id(s)}
+        if s.delivery.sendgrid.category:
+            body["categories"] = [s.delivery.sendgrid.category]
+        if s.delivery.sendgrid.sandbox:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return body
+
+    def payload(self, batch: Batch) -> dict[str, Any]:
+        """The Mail Send request body for one batch."""
+        if len(batch.recipients) > MAX_RECIPIENTS:
+            raise TooLargeError(f"{len(batch.recipients)} recipients in one request; SendGrid takes {MAX_RECIPIENTS}")
+        personalizations = [self._personalization(batch, r.email, r.values, r.subscriber_id) for r in batch.recipients]
+        return {
+            **self._static,
+            "personalizations": personalizations,
+            "subject": one_line(batch.subject_prefix + batch.variant.subject),
+            "content": [
+                {"type": "text/plain", "value": batch.variant.text},
+                {"type": "text/html", "value": batch.variant.html},
+            ],
+            "custom_args": {"issue": batch.issue_key, **({"test": "1"} if batch.test else {})},
+        }
+
+    @staticmethod
+    def _personalization(batch: Batch, email: str, values: Any, subscriber_id: int) -> dict[str, Any]:
+        import html
+
+        name = one_line(values.get("name", ""))
+        substitutions = {}
+        for field in RECIPIENT_FIELDS:
+            value = values.get(field, "")
+            substitutions[placeholder(field, "html")] = html.escape(value)
+            substitutions[placeholder(field, "text")] = value
+        personalization: dict[str, Any] = {
+            "to": [{"email": email, **({"name": name} if name else {})}],
+            "substitutions": substitutions,
+            "custom_args": {"subscriber_id": str(subscriber_id)},
+        }
+        unsubscribe = one_line(values.get("unsubscribe_url", ""))
+        if unsubscribe:
+            personalization["headers"] = {
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        return personalization
+
+    def send(self, batch: Batch) -> Result:
+        body = self.payload(batch)
+        try:
+            response = self.client.client.mail.send.post(request_body=body)
+        except HTTPError as exc:
+            raise self._http_error(exc) from exc
+        except TimeoutError as exc:
+            raise UncertainError(
+                f"SendGrid did not answer within {self.settings.delivery.sendgrid.timeout:g} s; "
+                "the batch may have been accepted"
+            ) from exc
+        except (http.client.RemoteDisconnected, ConnectionResetError, http.client.IncompleteRead) as exc:
+            raise UncertainError(f"SendGrid closed the connection before answering: {exc!r}") from exc
+        except urllib.error.URLError as exc:  # nothing was sent: refused, DNS, TLS, connect timeout
+            raise TemporaryError(f"cannot reach SendGrid at {self.settings.delivery.sendgrid.api_host}: {exc.reason}") from exc
+        provider_id = _header(response.headers, "X-Message-Id")
+        return Result({r.delivery_id: ("submitted", "") for r in batch.recipients}, provider_id=provider_id)
+
+    def _http_error(self, exc: HTTPError) -> TransportError:
+        status = int(getattr(exc, "status_code", 0) or 0)
+        detail = _errors_text(getattr(exc, "body", b""))
+        where = f"SendGrid answered {status}"
+        if status in (401, 403):
+            return AuthError(
+                f"{where}: {detail or 'the API key was refused'}",
+                hint=f"check ${API_KEY_ENV} and that the key has Mail Send permission",
+            )
+        if status == 413:
+            return TooLargeError(f"{where}: request too large")
+        if status == 429:
+            return RateLimitedError(f"{where}: rate limited", retry_after=self._retry_after(exc))
+        if status >= 500:
+            return TemporaryError(f"{where}: {detail or 'server error'}")
+        return RejectedError(f"{where}: {detail or 'request refused'}")
+
+    def _retry_after(self, exc: HTTPError) -> float:
+        reset = _header(getattr(exc, "headers", None), "X-RateLimit-Reset")
+        try:
+            return max(float(reset) - self._clock(), 0.0) if reset else DEFAULT_RATE_WAIT
+        except ValueError:
+            return DEFAULT_RATE_WAIT
+
+
+def _header(headers: Any, name: str) -> str:
+    if headers is None:
+        return ""
+    value = headers.get(name) if hasattr(headers, "get") else None
+    return str(value) if value is not None else ""
+
+
+def _errors_text(body: Any) -> str:
+    """SendGrid's ``{"errors": [{"message", "field"}]}`` as one line."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        errors = json.loads(body).get("errors", []) if body else []
+    except (ValueError, AttributeError):
+        return one_line(str(body))[:300]
+    parts = [f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message")) for e in errors]
+    return one_line("; ".join(parts))[:500]

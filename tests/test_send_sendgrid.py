@@ -1,0 +1,239 @@
+"""Sending through the SendGrid transport to the local stand-in: every outcome rule of deliver.py.
+
+The stand-in checks each request against SendGrid's contract and records what it accepted, so
+"each subscriber exactly once" is counted on the receiving side, not taken from our own ledger.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest import deliver
+from digest.config import Settings, parse
+from digest.render import Rendered
+from digest.store import NewSubscriber, Store
+from digest.tokens import Signer
+from digest.transports.base import AuthError
+from digest.transports.sendgrid import SendGridTransport
+
+KEY = "2026-W48"
+NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
+SIGNER = Signer("test-secret")
+VARIANT = Rendered(
+    subject="Statecraft Weekly: A lead story",
+    html='<p>Hi %%name%%</p><a href="%%unsubscribe_url%%">Unsubscribe</a>\n',
+    text="Hi %%name:text%%\nUnsubscribe: %%unsubscribe_url:text%%\n",
+    warnings=(),
+)
+
+
+def make_settings(tmp_path: Path, api_host: str, **delivery: object) -> Settings:
+    raw = {
+        "newsletter": {
+            "name": "Statecraft Weekly",
+            "from": "Statecraft Weekly <news@example.org>",
+            "reply_to": "editors@example.org",
+            "base_url": "https://news.example.org",
+            "postal_address": "1 Main St",
+        },
+        "feeds": [{"url": "feed.xml"}],
+        "sections": [{"name": "A", "categories": ["a"]}],
+        "store": {"data_dir": str(tmp_path / "state")},
+        "delivery": {
+            "transport": "sendgrid",
+            "retries": 2,
+            "backoff": 0.01,
+            "max_rate_wait": 30,
+            "sendgrid": {"api_host": api_host, "timeout": 0.5},
+            **delivery,
+        },
+    }
+    return parse(raw, source=tmp_path / "config.toml")
+
+
+class Sleeps(list[float]):
+    """Stands in for time.sleep: records the waits deliver asked for, without waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def store(database_url):
+    s = Store.open(database_url)
+    yield s
+    s.close()
+
+
+def prepare(store: Store, count: int) -> None:
+    store.merge_subscribers(
+        [NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)]
+    )
+    store.record_issue(
+        KEY, subject=VARIANT.subject, window=(NOW - timedelta(days=7), NOW), article_count=5,
+        summary={}, rendered={"all": (VARIANT.subject, VARIANT.html, VARIANT.text)},
+    )
+
+
+def send(store: Store, settings: Settings, sleeps: Sleeps | None = None, key: str = "SG.test"):
+    transport = SendGridTransport(settings, key)
+    return deliver.send_pending(store, settings, transport, SIGNER, KEY, sleep=sleeps if sleeps is not None else Sleeps())
+
+
+def test_every_subscriber_gets_the_issue_once_in_requests_of_at_most_1000(tmp_path, sg, store):
+    prepare(store, 2500)
+    settings = make_settings(tmp_path, sg.url)
+    report = send(store, settings)
+    assert report.counts == {"submitted": 2500}
+    assert [a.personalizations for a in sg.accepted] == [1000, 1000, 500]
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 2500
+    # Run again: nothing more goes out.
+    assert send(store, settings).sent_now == 0
+    assert len(sg.accepted) == 3
+
+
+def test_request_carries_per_recipient_values_headers_and_tags(tmp_path, sg, store):
+    prepare(store, 2)
+    send(store, make_settings(tmp_path, sg.url))
+    (request,) = sg.accepted
+    body = request.body
+    assert body["from"] == {"email": "news@example.org", "name": "Statecraft Weekly"}
+    assert body["reply_to"] == {"email": "editors@example.org"}
+    assert body["subject"] == VARIANT.subject
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["categories"] == ["newsletter"]
+    assert body["custom_args"] == {"issue": KEY}
+    assert body["headers"] == {"List-Id": "Statecraft Weekly <statecraft-weekly.example.org>"}
+    by_email = {p["to"][0]["email"]: p for p in body["personalizations"]}
+    first = store.subscriber("reader0@example.org")
+    p = by_email["reader0@example.org"]
+    assert p["to"][0]["name"] == "Reader <0> & co"
+    assert p["custom_args"] == {"subscriber_id": str(first.id)}
+    url = p["substitutions"]["%%unsubscribe_url:text%%"]
+    assert url.startswith("https://news.example.org/unsubscribe?t=")
+    assert SIGNER.subscriber_id(url.split("t=", 1)[1]) == first.id
+    assert p["substitutions"]["%%name%%"] == "Reader &lt;0&gt; &amp; co"  # HTML part: escaped
+    assert p["substitutions"]["%%name:text%%"] == "Reader <0> & co"  # text part: as is
+    assert p["headers"] == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    assert request.headers["authorization"] == "Bearer SG.test"
+
+
+def test_refused_key_stops_the_send_and_marks_nothing_submitted(tmp_path, sg, store):
+    prepare(store, 1500)
+    settings = make_settings(tmp_path, sg.url)
+    sg.fail_next(401)
+    with pytest.raises(AuthError, match="SendGrid answered 401"):
+        send(store, settings)
+    assert store.delivery_counts(KEY) == {"pending": 1500}
+    assert sg.accepted == []
+    assert send(store, settings).counts == {"submitted": 1500}  # a working key later: all go out once
+    assert Counter(sg.recipients()).most_common(1)[0][1] == 1
+
+
+def test_400_fails_that_batch_and_the_send_goes_on(tmp_path, sg, store):
+    prepare(store, 2500)
+    settings = make_settings(tmp_path, sg.url)
+    sg.fail_next(400, message="The from address does not match a verified Sender Identity", field="from.email")
+    report = send(store, settings)
+    assert report.counts == {"failed": 1000, "submitted": 1500}
+    problems = store.problems(KEY)
+    assert len(problems) == 1000
+    assert problems[0].error == (
+        "SendGrid answered 400: from.email: The from address does not match a verified Sender Identity"
+    )
+    assert store.retry_failed(KEY) == 1000
+    assert send(store, settings).counts == {"submitted": 2500}
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 2500
+
+
+def test_413_splits_the_batch(tmp_path, sg, store):
+    prepare(store, 1000)
+    sg.max_personalizations = 300
+    report = send(store, make_settings(tmp_path, sg.url))
+    assert report.counts == {"submitted": 1000}
+    assert all(a.personalizations <= 300 for a in sg.accepted)
+    assert sorted(sg.recipients()) == sorted(f"reader{i}@example.org" for i in range(1000))
+
+
+def test_429_waits_until_the_reset_then_sends_the_same_batch(tmp_path, sg, store):
+    prepare(store, 10)
+    sg.fail_next(429, reset_in=7)
+    sleeps = Sleeps()
+    report = send(store, make_settings(tmp_path, sg.url), sleeps)
+    assert report.counts == {"submitted": 10}
+    assert len(sleeps) == 1 and 5 <= sleeps[0] <= 9
+    assert len(sg.recipients()) == 10
+
+
+def test_429_past_the_longest_wait_fails_the_batch(tmp_path, sg, store):
+    prepare(store, 10)
+    sg.fail_next(429, reset_in=120)
+    sleeps = Sleeps()
+    report = send(store, make_settings(tmp_path, sg.url, max_rate_wait=60), sleeps)
+    assert report.counts == {"failed": 10}
+    assert sleeps == []
+    assert "max_rate_wait" in store.problems(KEY)[0].error
+
+
+def test_5xx_is_retried_with_growing_waits_then_succeeds(tmp_path, sg, store):
+    prepare(store, 10)
+    sg.fail_next(500, times=2)
+    sleeps = Sleeps()
+    report = send(store, make_settings(tmp_path, sg.url, backoff=1.0), sleeps)
+    assert report.counts == {"submitted": 10}
+    assert len(sleeps) == 2
+    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # doubling, with jitter
+
+
+def test_5xx_past_the_retries_fails_the_batch(tmp_path, sg, store):
+    prepare(store, 10)
+    sg.fail_next(503, times=3)
+    sleeps = Sleeps()
+    report = send(store, make_settings(tmp_path, sg.url), sleeps)
+    assert report.counts == {"failed": 10}
+    assert len(sleeps) == 2
+    assert "SendGrid answered 503" in store.problems(KEY)[0].error
+    assert "after 3 tries" in store.problems(KEY)[0].error
+
+
+def test_a_timeout_after_the_request_went_out_is_unknown_and_never_resent(tmp_path, sg, store):
+    prepare(store, 1500)
+    settings = make_settings(tmp_path, sg.url)
+    sg.stall_next(3)
+    report = send(store, settings)
+    assert report.counts == {"unknown": 1000, "submitted": 500}
+    assert "may have been accepted" in store.problems(KEY)[0].error
+    assert send(store, settings).sent_now == 0
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 1500  # the stalled request did arrive, once
+
+
+def test_refused_connection_is_retried_then_fails(tmp_path, store):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    prepare(store, 5)
+    sleeps = Sleeps()
+    report = send(store, make_settings(tmp_path, f"http://127.0.0.1:{port}"), sleeps)
+    assert report.counts == {"failed": 5}
+    assert len(sleeps) == 2
+    assert "cannot reach SendGrid" in store.problems(KEY)[0].error
+
+
+def test_test_copies_are_marked_and_recorded_nowhere(tmp_path, sg, store):
+    prepare(store, 3)
+    settings = make_settings(tmp_path, sg.url)
+    deliver.send_test(settings, SendGridTransport(settings, "SG.test"), VARIANT, KEY, ["editor@example.org"])
+    (request,) = sg.accepted
+    assert request.body["subject"] == "[TEST] " + VARIANT.subject
+    assert request.body["custom_args"] == {"issue": KEY, "test": "1"}
+    assert sg.recipients() == ["editor@example.org"]
+    assert store.delivery_counts(KEY) == {}

@@ -1,0 +1,217 @@
+"""The store on SQLite and PostgreSQL: subscribers, the ledger's guarantees, and migrations."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from digest.schema import batches, metadata
+from digest.store import NewSubscriber, Store
+
+NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
+KEY = "2026-W48"
+
+
+@pytest.fixture
+def store(database_url):
+    s = Store.open(database_url)
+    yield s
+    s.close()
+
+
+def people(n: int, start: int = 0) -> list[NewSubscriber]:
+    return [NewSubscriber(f"Reader{i}@Example.org", f"Reader {i}") for i in range(start, start + n)]
+
+
+def record(store: Store, key: str = KEY) -> bool:
+    return store.record_issue(
+        key,
+        subject="Subject",
+        window=(NOW - timedelta(days=7), NOW),
+        article_count=5,
+        summary={"issue": key},
+        rendered={"all": ("Subject", "<p>html</p>", "text")},
+    )
+
+
+def drain(store: Store, key: str = KEY, size: int = 10, sending: float = 0.0) -> list[str]:
+    """Claim and finish batches until none is left; ``sending`` stands for the transport's time."""
+    emails = []
+    while claimed := store.claim(key, size, "outbox"):
+        emails += [email for _, _, email, _ in claimed.recipients]
+        time.sleep(sending)
+        store.finish(claimed, {d: ("submitted", "") for d, *_ in claimed.recipients})
+    return emails
+
+
+def test_email_is_unique_regardless_of_case(store):
+    store.merge_subscribers([NewSubscriber("Ann@Example.org", "Ann")])
+    report = store.merge_subscribers([NewSubscriber("ann@example.ORG", "Ann B")])
+    assert (report.added, report.updated) == (0, 1)
+    (only,) = list(store.subscribers())
+    assert (only.email, only.name) == ("Ann@Example.org", "Ann B")
+
+
+def test_suppressed_addresses_stay_suppressed_unless_resubscribed(store):
+    store.merge_subscribers(people(3))
+    store.set_status("reader1@example.org", "unsubscribed")
+    store.set_status("reader2@example.org", "bounced")
+    report = store.merge_subscribers(people(3))
+    assert sorted(report.kept_suppressed) == ["Reader1@Example.org", "Reader2@Example.org"]
+    assert store.subscriber_counts() == {"active": 1, "unsubscribed": 1, "bounced": 1}
+    report = store.merge_subscribers(people(1, start=1), resubscribe=True)
+    assert report.resubscribed == 1
+    assert store.subscriber_counts() == {"active": 2, "bounced": 1}
+
+
+def test_recording_an_issue_twice_keeps_the_first_snapshot(store):
+    assert record(store) is True
+    assert store.record_issue(
+        KEY, subject="Other", window=(NOW, NOW), article_count=1, summary={}, rendered={"all": ("Other", "x", "y")}
+    ) is False
+    assert store.variant(KEY, "all") == ("Subject", "<p>html</p>", "text")
+
+
+def test_each_subscriber_is_queued_once_and_newcomers_join(store):
+    store.merge_subscribers(people(25))
+    record(store)
+    assert store.enqueue(KEY) == 25
+    assert store.enqueue(KEY) == 0
+    first = drain(store)
+    assert len(first) == len(set(first)) == 25
+    store.merge_subscribers(people(2, start=25))
+    assert store.enqueue(KEY) == 2
+    assert sorted(drain(store)) == ["Reader25@Example.org", "Reader26@Example.org"]
+    assert store.delivery_counts(KEY) == {"submitted": 27}
+
+
+def test_a_subscriber_who_leaves_before_their_batch_is_claimed_is_skipped(store):
+    store.merge_subscribers(people(5))
+    record(store)
+    store.enqueue(KEY)
+    store.set_status("reader3@example.org", "unsubscribed")
+    assert "Reader3@Example.org" not in drain(store)
+    assert store.delivery_counts(KEY) == {"submitted": 4, "skipped": 1}
+
+
+def test_concurrent_claims_never_share_a_recipient(database_url):
+    setup = Store.open(database_url)
+    setup.merge_subscribers(people(400))
+    record(setup)
+    setup.enqueue(KEY)
+    seen: list[list[str]] = [[], []]
+    stores = [Store.open(database_url), Store.open(database_url)]
+    start = threading.Barrier(2)
+
+    def worker(i: int) -> None:
+        start.wait()
+        seen[i] = drain(stores[i], size=7, sending=0.01)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    together = seen[0] + seen[1]
+    assert len(together) == len(set(together)) == 400
+    assert seen[0] and seen[1], "both workers should have claimed batches"
+    assert setup.delivery_counts(KEY) == {"submitted": 400}
+    for s in (setup, *stores):
+        s.close()
+
+
+def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
+    store.merge_subscribers(people(10))
+    record(store)
+    store.enqueue(KEY)
+    claimed = store.claim(KEY, 4, "outbox")
+    assert claimed is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}"))
+    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.delivery_counts(KEY) == {"unknown": 4, "pending": 6}
+    assert len(drain(store)) == 6  # the unknown four are never sent again on their own
+    assert store.delivery_counts(KEY) == {"unknown": 4, "submitted": 6}
+
+
+def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
+    store.merge_subscribers(people(4))
+    record(store)
+    store.enqueue(KEY)
+    store.claim(KEY, 2, "outbox")
+    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2)))
+    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+
+
+def test_mixed_outcomes_and_retry_of_failed_batches(store):
+    store.merge_subscribers(people(3))
+    record(store)
+    store.enqueue(KEY)
+    claimed = store.claim(KEY, 3, "smtp")
+    ids = [d for d, *_ in claimed.recipients]
+    status = store.finish(claimed, {ids[0]: ("submitted", ""), ids[1]: ("failed", "550 no such user"),
+                                    ids[2]: ("submitted", "")})
+    assert status == "failed"
+    assert [(p.email, p.error) for p in store.problems(KEY)] == [("Reader1@Example.org", "550 no such user")]
+    assert store.retry_failed(KEY) == 1
+    assert drain(store) == ["Reader1@Example.org"]
+    assert store.delivery_counts(KEY) == {"submitted": 3}
+
+
+def test_release_gives_a_batch_back_untouched(store):
+    store.merge_subscribers(people(3))
+    record(store)
+    store.enqueue(KEY)
+    store.release(store.claim(KEY, 3, "sendgrid"))
+    assert store.delivery_counts(KEY) == {"pending": 3}
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(batches)).scalar() == 0
+
+
+def test_migrated_schema_matches_the_declared_tables(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
+    first = Store.open(database_url)
+    first.merge_subscribers(people(3))
+    record(first)
+    first.close()
+    again = Store.open(database_url)
+    assert again.subscriber_counts() == {"active": 3}
+    assert again.issue_exists(KEY)
+    with again.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    again.close()
+
+
+def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):
+    s = Store.open(f"sqlite:///{tmp_path / 'd' / 'x.sqlite3'}")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    s.close()
+    assert os.path.exists(tmp_path / "d" / "x.sqlite3")
+
+
+def test_an_unreachable_database_is_one_clear_error():
+    from digest.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"cannot open the database postgresql\+psycopg://nobody:\*\*\*@127\.0\.0\.1:1/"):
+        Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
