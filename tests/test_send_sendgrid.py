@@ -70,18 +70,22 @@ def store(database_url):
 
 
 def prepare(store: Store, count: int) -> None:
-    store.merge_subscribers(
-        [NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)]
-    )
+    store.merge_subscribers([NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)])
     store.record_issue(
-        KEY, subject=VARIANT.subject, window=(NOW - timedelta(days=7), NOW), article_count=5,
-        summary={}, rendered={"all": (VARIANT.subject, VARIANT.html, VARIANT.text)},
+        KEY,
+        subject=VARIANT.subject,
+        window=(NOW - timedelta(days=7), NOW),
+        article_count=5,
+        summary={},
+        rendered={"all": (VARIANT.subject, VARIANT.html, VARIANT.text)},
     )
 
 
 def send(store: Store, settings: Settings, sleeps: Sleeps | None = None, key: str = "SG.test"):
     transport = SendGridTransport(settings, key)
-    return deliver.send_pending(store, settings, transport, SIGNER, KEY, sleep=sleeps if sleeps is not None else Sleeps())
+    return deliver.send_pending(
+        store, settings, transport, SIGNER, KEY, sleep=sleeps if sleeps is not None else Sleeps()
+    )
 
 
 def test_every_subscriber_gets_the_issue_once_in_requests_of_at_most_1000(tmp_path, sg, store):

@@ -74,9 +74,12 @@ def test_suppressed_addresses_stay_suppressed_unless_resubscribed(store):
 
 def test_recording_an_issue_twice_keeps_the_first_snapshot(store):
     assert record(store) is True
-    assert store.record_issue(
-        KEY, subject="Other", window=(NOW, NOW), article_count=1, summary={}, rendered={"all": ("Other", "x", "y")}
-    ) is False
+    assert (
+        store.record_issue(
+            KEY, subject="Other", window=(NOW, NOW), article_count=1, summary={}, rendered={"all": ("Other", "x", "y")}
+        )
+        is False
+    )
     assert store.variant(KEY, "all") == ("Subject", "<p>html</p>", "text")
 
 
@@ -150,7 +153,9 @@ def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
     store.claim(KEY, 2, "outbox")
     assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
     with store.engine.begin() as conn:
-        conn.execute(batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2)))
+        conn.execute(
+            batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2))
+        )
     assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
 
 
@@ -160,8 +165,9 @@ def test_mixed_outcomes_and_retry_of_failed_batches(store):
     store.enqueue(KEY)
     claimed = store.claim(KEY, 3, "smtp")
     ids = [d for d, *_ in claimed.recipients]
-    status = store.finish(claimed, {ids[0]: ("submitted", ""), ids[1]: ("failed", "550 no such user"),
-                                    ids[2]: ("submitted", "")})
+    status = store.finish(
+        claimed, {ids[0]: ("submitted", ""), ids[1]: ("failed", "550 no such user"), ids[2]: ("submitted", "")}
+    )
     assert status == "failed"
     assert [(p.email, p.error) for p in store.problems(KEY)] == [("Reader1@Example.org", "550 no such user")]
     assert store.retry_failed(KEY) == 1
@@ -213,5 +219,7 @@ def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):
 def test_an_unreachable_database_is_one_clear_error():
     from digest.errors import StoreError
 
-    with pytest.raises(StoreError, match=r"cannot open the database postgresql\+psycopg://nobody:\*\*\*@127\.0\.0\.1:1/"):
+    with pytest.raises(
+        StoreError, match=r"cannot open the database postgresql\+psycopg://nobody:\*\*\*@127\.0\.0\.1:1/"
+    ):
         Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")

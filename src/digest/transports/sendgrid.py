@@ -62,9 +62,7 @@ class SendGridTransport:
     def from_settings(cls, settings: Settings) -> SendGridTransport:
         key = secret(API_KEY_ENV)
         if not key:
-            raise DeliveryError(
-                f"${API_KEY_ENV} is not set", hint="export it with a key that has Mail Send permission"
-            )
+            raise DeliveryError(f"${API_KEY_ENV} is not set", hint="export it with a key that has Mail Send permission")
         return cls(settings, key)
 
     def close(self) -> None:
@@ -138,7 +136,9 @@ class SendGridTransport:
         except (http.client.RemoteDisconnected, ConnectionResetError, http.client.IncompleteRead) as exc:
             raise UncertainError(f"SendGrid closed the connection before answering: {exc!r}") from exc
         except urllib.error.URLError as exc:  # nothing was sent: refused, DNS, TLS, connect timeout
-            raise TemporaryError(f"cannot reach SendGrid at {self.settings.delivery.sendgrid.api_host}: {exc.reason}") from exc
+            raise TemporaryError(
+                f"cannot reach SendGrid at {self.settings.delivery.sendgrid.api_host}: {exc.reason}"
+            ) from exc
         provider_id = _header(response.headers, "X-Message-Id")
         return Result({r.delivery_id: ("submitted", "") for r in batch.recipients}, provider_id=provider_id)
 
