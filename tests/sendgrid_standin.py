@@ -642,6 +642,11 @@ class SendGridStandIn:
         with self._lock:
             self._outcomes.extend([_Outcome("stall", seconds=seconds)] * times)
 
+    def pass_next(self, *, times: int = 1) -> None:
+        """The next ``times`` requests are handled as usual: a way to script "two good, then a stall"."""
+        with self._lock:
+            self._outcomes.extend([_Outcome("pass")] * times)
+
     def drop_next(self, *, times: int = 1) -> None:
         """The next ``times`` requests are checked and, when valid, recorded as accepted; then the
         connection is closed without an answer, valid or not (the client sees RemoteDisconnected)."""

@@ -320,13 +320,13 @@ def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[
     signer = None if dry_run else Signer.from_env()
     if not store.issue_exists(key):
         result = build_issue(settings, now)
-        warn(result.warnings)
-        if result.issue.thin:
+        if result.issue.thin:  # said once, as the error, not also as a warning
             raise DeliveryError(
                 f"{key} is a thin week ({len(result.issue.articles)} article(s), [issue] min_items = "
                 f"{settings.issue.min_items}): not sent",
                 hint="lower min_items or wait for more articles",
             )
+        warn(result.warnings)
         if dry_run:
             active = store.subscriber_counts().get("active", 0)
             click.echo(f'Dry run: {key} "{result.rendered.subject}" would go to {active} active subscriber(s)')

@@ -1,0 +1,166 @@
+"""`digest subscribers` and `digest send` as an operator uses them, with the embedded defaults
+(a SQLite file in the data directory and the outbox transport)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import cli
+from digest.tokens import Signer
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2026-11-27T09:00"
+KEY = "2026-W48"
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def sample(tmp_path, monkeypatch) -> Path:
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+    return tmp_path / "config.toml"
+
+
+def run(*args: str, secret: str | None = SECRET):
+    env = {"DIGEST_SECRET": secret} if secret else {"DIGEST_SECRET": ""}
+    return CliRunner(env=env).invoke(cli, list(args))
+
+
+def imported(sample: Path):
+    result = run("subscribers", "import", "--config", str(sample), str(sample.parent / "examples/subscribers.csv"))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def outbox(sample: Path) -> list[Path]:
+    return sorted((sample.parent / ".digest" / "outbox" / KEY).glob("*.eml"))
+
+
+def test_import_reports_bad_rows_by_line_and_merges_duplicates(sample):
+    result = imported(sample)
+    assert "5 added, 0 updated, 0 unchanged, 2 bad row(s) skipped, 1 duplicate(s) merged" in result.stdout
+    assert "subscribers.csv:6: 'not-an-address' is not a valid email address" in result.stderr
+    assert "subscribers.csv:9: unknown section 'Antarctica'" in result.stderr
+    listing = run("subscribers", "list", "--config", str(sample)).stdout.splitlines()
+    assert "ben.okafor@example.org\tBen Okafor\tactive\tAsia-Pacific; Middle East" in {
+        line.replace("Ben.Okafor@example.org", "ben.okafor@example.org") for line in listing
+    }
+    assert "ana.lima@example.net\tAna M. Lima\tactive\tall sections" in listing  # the later row won
+
+
+def test_removed_address_is_not_brought_back_by_a_reimport(sample):
+    imported(sample)
+    assert run("subscribers", "remove", "--config", str(sample), "ana.lima@example.net").exit_code == 0
+    again = imported(sample)
+    assert "1 address(es) stay suppressed" in again.stdout
+    listed = run("subscribers", "list", "--config", str(sample), "--status", "unsubscribed").stdout
+    assert listed.startswith("ana.lima@example.net\t")
+    back = run("subscribers", "add", "--config", str(sample), "ana.lima@example.net", "--resubscribe")
+    assert back.exit_code == 0
+    assert "ana.lima@example.net" in run("subscribers", "list", "--config", str(sample), "--status", "active").stdout
+
+
+def test_export_round_trips_through_import(sample, tmp_path):
+    imported(sample)
+    out = tmp_path / "export.csv"
+    assert run("subscribers", "export", "--config", str(sample), "--out", str(out)).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["email"] for r in rows][:2] == ["ana.lima@example.net", "Ben.Okafor@example.org"]
+    assert {r["status"] for r in rows} == {"active"}
+    again = run("subscribers", "import", "--config", str(sample), str(out))
+    assert "0 added, 0 updated, 5 unchanged, 0 bad row(s)" in again.stdout
+
+
+def test_forget_deletes_and_unknown_address_is_an_error(sample):
+    imported(sample)
+    assert run("subscribers", "remove", "--config", str(sample), "eve@example.org", "--forget").exit_code == 0
+    missing = run("subscribers", "remove", "--config", str(sample), "eve@example.org")
+    assert missing.exit_code == 1
+    assert missing.stderr == (
+        "digest: error: eve@example.org: no such subscriber; check the address with `digest subscribers list`\n"
+    )
+
+
+def test_send_writes_one_message_per_subscriber_and_a_rerun_sends_nothing(sample):
+    imported(sample)
+    first = run("send", "--config", str(sample), "--now", NOW)
+    assert first.exit_code == 0, first.output
+    assert f"{KEY}: 5 submitted (this run: 5 in 1 batch(es))" in first.stdout
+    files = outbox(sample)
+    assert len(files) == 5
+    second = run("send", "--config", str(sample), "--now", NOW)
+    assert f"{KEY}: 5 submitted (this run: 0 in 0 batch(es))" in second.stdout
+    assert outbox(sample) == files
+    run("subscribers", "add", "--config", str(sample), "new@example.org", "--name", "New Reader")
+    third = run("send", "--config", str(sample), "--now", NOW)
+    assert "(this run: 1 in 1 batch(es))" in third.stdout
+    assert len(outbox(sample)) == 6
+
+
+def test_each_message_carries_its_own_signed_unsubscribe_link(sample):
+    imported(sample)
+    run("send", "--config", str(sample), "--now", NOW)
+    status = json.loads(run("status", "--config", str(sample), "--json").stdout)
+    assert status == {"issue": KEY, "counts": {"submitted": 5}, "problems": []}
+    seen = set()
+    for path in outbox(sample):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        link = msg["List-Unsubscribe"].strip("<>")
+        assert link.startswith("https://newsletter.responsiblestatecraft.example/unsubscribe?t=")
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        subscriber = Signer(SECRET).subscriber_id(link.split("t=", 1)[1])
+        html = msg.get_body(("html",)).get_content()
+        text = msg.get_body(("plain",)).get_content()
+        assert link in text and link in html.replace("&amp;", "&")
+        assert "%%" not in html and "%%" not in text
+        seen.add((subscriber, msg["To"]))
+    assert len(seen) == 5
+
+
+def test_test_copy_is_marked_and_recorded_nowhere(sample):
+    imported(sample)
+    result = run("send", "--config", str(sample), "--now", NOW, "--to", "editor@example.org")
+    assert result.exit_code == 0, result.output
+    (copy,) = (sample.parent / ".digest" / "outbox" / f"test-{KEY}").glob("*.eml")
+    assert message_from_bytes(copy.read_bytes(), policy=policy.default)["Subject"].startswith("[TEST] ")
+    status = run("status", "--config", str(sample))
+    assert status.exit_code == 1 and "no recorded issue" in status.stderr
+
+
+def test_dry_run_records_and_sends_nothing(sample):
+    imported(sample)
+    result = run("send", "--config", str(sample), "--now", NOW, "--dry-run", secret=None)
+    assert result.exit_code == 0, result.output
+    assert "would go to 5 active subscriber(s)" in result.stdout
+    assert outbox(sample) == []
+
+
+def test_thin_week_is_not_sent(sample):
+    imported(sample)
+    text = sample.read_text().replace("min_items = 3", "min_items = 50")
+    sample.write_text(text)
+    result = run("send", "--config", str(sample), "--now", NOW)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "digest: error: 2026-W48 is a thin week (14 article(s), [issue] min_items = 50): not sent; "
+        "lower min_items or wait for more articles\n"
+    )
+    assert outbox(sample) == []
+
+
+def test_without_a_secret_nothing_is_recorded_or_sent(sample):
+    imported(sample)
+    result = run("send", "--config", str(sample), "--now", NOW, secret=None)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("digest: error: $DIGEST_SECRET is not set: it signs the unsubscribe links")
+    assert result.stderr.count("\n") == 1
+    assert outbox(sample) == []
