@@ -360,10 +360,14 @@ class Store:
             self._insert()(deliveries)
             .from_select(["issue_key", "subscriber_id", "variant", "status", "updated_at"], source)
             .on_conflict_do_nothing()
-            .returning(deliveries.c.id)
         )
+        # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
+        # and RETURNING would bring every new id into memory.
+        count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
         with self.engine.begin() as conn:
-            return len(conn.execute(stmt).all())
+            before = conn.execute(count).scalar_one()
+            conn.execute(stmt)
+            return conn.execute(count).scalar_one() - before
 
     def reap_orphans(self, key: str, *, lease: timedelta) -> int:
         """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)."""

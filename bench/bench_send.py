@@ -1,0 +1,178 @@
+"""Send benchmark: one issue to N generated subscribers through the SendGrid transport.
+
+Run:  .venv/bin/python bench/bench_send.py [--subscribers 100000] [--database URL]
+
+The SendGrid stand-in (tests/sendgrid_standin.py) runs as a separate process on 127.0.0.1 and
+checks every request against the contract, as in the tests. The subscribers are inserted first
+(not timed); then a fresh process builds the bundled sample issue, records it and sends it, and
+reports wall time, recipients per second, its peak RSS, SQL statements per batch, and how many
+times the CSS inliner ran (it must be once per variant, never per recipient).
+Goal (issue 3): 100,000 recipients in under 10 s on 2 cores, peak memory under 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2026-11-27T09:00"
+
+
+def start_standin() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "sendgrid_standin.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        proc.kill()
+        sys.exit(f"the stand-in did not start: {line!r}")
+    return proc, match.group(0)
+
+
+def stop_standin(proc: subprocess.Popen[str]) -> dict[str, int]:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    found = re.search(r"\{.*\}", out, re.S)
+    return json.loads(found.group(0)) if found else {}
+
+
+def setup(work: Path, url: str, count: int, database: str) -> Path:
+    shutil.copytree(ROOT / "examples", work / "examples")
+    config = (ROOT / "config.toml").read_text(encoding="utf-8")
+    config += f'\n[delivery]\ntransport = "sendgrid"\n[delivery.sendgrid]\napi_host = "{url}"\ntimeout = 30\n'
+    path = work / "config.toml"
+    path.write_text(config, encoding="utf-8")
+    from digest.config import load
+    from digest.store import NewSubscriber, Store
+
+    if database:
+        os.environ["DIGEST_DATABASE_URL"] = database
+    store = Store.open(load(path).database_url)
+    store.merge_subscribers(NewSubscriber(f"reader{i}@example.org", f"Reader {i}") for i in range(count))
+    store.close()
+    return path
+
+
+def measured_send(config: str) -> None:
+    """The timed part, run in its own process so its peak memory is its own."""
+    import sqlalchemy as sa
+
+    from digest import deliver, render
+    from digest.build import build
+    from digest.config import load
+    from digest.store import Store
+    from digest.tokens import Signer
+    from digest.transports import open_transport
+
+    inlined = 0
+    real_inline = render.inline_css
+
+    def counting(html: str) -> str:
+        nonlocal inlined
+        inlined += 1
+        return real_inline(html)
+
+    render.inline_css = counting
+    started = time.perf_counter()
+    settings = load(config)
+    now = datetime.fromisoformat(NOW).replace(tzinfo=settings.newsletter.zone)
+    store = Store.open(settings.database_url)
+    statements = 0
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def count(*_: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    deliver.record(store, build(settings, now))
+    before_send = statements
+    os.environ.setdefault("SENDGRID_API_KEY", "SG.bench")  # the stand-in accepts any SG. key
+    report = deliver.send_pending(store, settings, open_transport(settings), Signer("bench-secret"), "2026-W48")
+    wall = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "sent": report.sent_now,
+                "batches": report.batches,
+                "statements_per_batch": (statements - before_send) / max(report.batches, 1),
+                "inlined": inlined,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "counts": report.counts,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--database", default="", help="SQLAlchemy URL (default: a SQLite file)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measured_send(args.measure)
+        return
+    if args.setup:
+        work, url = args.setup.split("|", 1)
+        print(setup(Path(work), url, args.subscribers, args.database))
+        return
+    standin, url = start_standin()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # Setup and measurement each run in a process of their own: on Linux a child starts
+            # with its parent's peak RSS, so this process must stay small.
+            prepared = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--setup",
+                    f"{tmp}|{url}",
+                    "--subscribers",
+                    str(args.subscribers),
+                    "--database",
+                    args.database,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if prepared.returncode != 0:
+                sys.exit(prepared.stderr)
+            config = prepared.stdout.strip().splitlines()[-1]
+            child = subprocess.run(
+                [sys.executable, __file__, "--measure", config], capture_output=True, text=True, check=False
+            )
+            if child.returncode != 0:
+                sys.exit(child.stderr)
+            stats = json.loads(child.stdout.strip().splitlines()[-1])
+    finally:
+        received = stop_standin(standin)
+    rate = stats["sent"] / stats["wall"]
+    print("| recipients | wall (s) | recipients/s | peak RSS (MB) | SQL statements/batch | inliner runs | received |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {stats['sent']:,} | {stats['wall']:.2f} | {rate:,.0f} | {stats['peak_mb']:.0f} | "
+        f"{stats['statements_per_batch']:.1f} | {stats['inlined']} | {received.get('recipients', '?'):,} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
