@@ -1,0 +1,375 @@
+"""The SMTP transport: one message per recipient over one reused connection (stdlib ``smtplib``).
+
+A batch (at most ``MAX_BATCH`` recipients, the unit ``deliver`` checkpoints) becomes one SMTP
+transaction per recipient: ``build_message`` fills that recipient's values, and the envelope names
+only them, so a refusal or a lost connection concerns exactly one recipient. One connection is
+opened on the first send and kept for every later message and batch until ``close()`` (QUIT):
+opening, STARTTLS and AUTH cost more round trips than a message does.
+
+What each outcome means, and why (``deliver`` reads ``failed`` as "never sent, safe to send again
+with ``digest send --retry-failed``" and ``unknown`` as "maybe sent, never sent again"):
+
+- accepted (250 after the data): ``submitted``.
+- a recipient refused at RCPT, 5xx or 4xx: ``failed`` with the server's code and text, and the
+  batch goes on. A 4xx (greylisting, a full mailbox) is not retried here: the transport never
+  retries and ``deliver`` only retries whole batches, which would send the others twice. The
+  recipient is ``failed``, so ``--retry-failed`` sends it again later, when retrying can help.
+- the sender (MAIL FROM) or the content (DATA) refused: that recipient ``failed``. If that happens
+  to every message of the batch, the problem is the batch, not its recipients: ``RejectedError``
+  (``TemporaryError`` if every refusal was a 4xx, so ``deliver`` retries it; nothing went out).
+- 421 (the server is closing the connection) before the message was taken: treated as a dropped
+  connection, below, since many servers cap the messages per connection that way.
+- login refused (535): ``AuthError``; 454 and other 4xx: ``TemporaryError``.
+- the connection cannot be made as secure as configured (no STARTTLS, a certificate that does not
+  verify): ``SecurityError``, an ``AuthError``: every batch would meet it, so the send stops.
+- cannot connect (refused, timeout, DNS, bad greeting) while nothing of this batch went out:
+  ``TemporaryError``; ``deliver`` backs off and sends the same batch again, which is harmless.
+
+A dropped connection (``SMTPServerDisconnected``, a reset or broken pipe, a timeout) is judged by
+how far the message had got, which is why ``_Connection`` overrides ``data()``: smtplib's own
+``send_message`` cannot tell "lost before the end of the data" from "lost waiting for the reply".
+
+- Lost before the final ``.`` was written: the server cannot have taken the message. Reconnect
+  and send that message again, once; a second loss stops the batch as below.
+- Lost after the final ``.``, before the reply: the server may have queued it. That recipient is
+  ``unknown`` and is never sent again. The transport then reconnects and goes on with the
+  recipients not yet attempted: they cannot be duplicated, because nothing of theirs was sent.
+- When the transport cannot (re)connect after part of the batch went out (``submitted`` or
+  ``unknown``), raising would make ``deliver`` fail or retry the whole batch (sending the
+  ``submitted`` ones twice) or lose their outcomes. So the recipients not yet sent are returned as
+  ``failed`` ("not sent: ..."), which ``--retry-failed`` sends later, and the others keep their
+  real outcome. An ``AuthError`` met then also sets ``Result.fatal``, so the send stops after the
+  outcomes are recorded. Nobody is sent twice, and nobody is dropped without an outcome.
+
+The password comes from ``$DIGEST_SMTP_PASSWORD``. A username without it is reported by
+``from_settings`` as a ``DeliveryError``, like SendGrid's missing key and the missing signing
+secret: before any batch is claimed, rather than as a refusal in the middle of a send.
+
+Certificates are verified with ``ssl.create_default_context()``. ``ssl_context`` in the
+constructor replaces it; it exists so the tests can trust their own self-signed CA and is never
+set by ``from_settings``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any
+
+from ..config import Settings, secret
+from ..errors import DeliveryError
+from ..message import build_message
+from .base import AuthError, Batch, Outcome, RejectedError, Result, TemporaryError, TransportError
+
+log = logging.getLogger("digest.transports.smtp")
+
+PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
+MAX_BATCH = 100  # recipients per batch: each is one SMTP transaction, and a batch is a checkpoint
+SERVER_CLOSING = 421  # RFC 5321: "service not available, closing transmission channel"
+
+
+class SecurityError(AuthError):
+    """The connection cannot be secured as configured (no STARTTLS, an untrusted certificate).
+
+    Sending anyway would expose the password and the mail, and every batch would meet the same
+    refusal; so, like refused credentials, the whole send stops and the batch goes back untouched.
+    """
+
+
+class _Connection(smtplib.SMTP):
+    """``smtplib.SMTP`` that records whether the end of a message's data was written.
+
+    ``payload_sent`` turns True once the final ``CRLF.CRLF`` has been handed to the socket. After
+    that a lost connection may still have delivered the message (the server queues it as soon as
+    it reads the dot); before it, it cannot have. ``data()`` is CPython's own, plus that flag.
+    """
+
+    payload_sent = False
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self.payload_sent = False
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        if isinstance(msg, str):
+            msg = re.sub(r"(?:\r\n|\n|\r(?!\n))", "\r\n", msg).encode("ascii")
+        payload = re.sub(rb"(?m)^\.", b"..", bytes(msg))  # dot-stuffing, RFC 5321 4.5.2
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        self.send(payload + b".\r\n")
+        self.payload_sent = True
+        return self.getreply()
+
+
+class _SSLConnection(_Connection, smtplib.SMTP_SSL):
+    """Implicit TLS (``security = "tls"``, port 465) with the same ``data()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What became of one message: its outcome, and whether the sender or content was refused."""
+
+    outcome: Outcome
+    detail: str = ""
+    envelope_refused: bool = False  # MAIL FROM or DATA refused: the same for every message?
+    code: int = 0
+    cause: BaseException | None = None
+
+
+def envelope_sender(settings: Settings) -> str:
+    """The address part of ``[newsletter] from``: the MAIL FROM, where bounces go."""
+    return parseaddr(settings.newsletter.from_address)[1]
+
+
+class SmtpTransport:
+    """Sends each recipient its own message through one SMTP connection, reused until ``close()``."""
+
+    name = "smtp"
+    max_batch = MAX_BATCH
+
+    def __init__(
+        self, settings: Settings, *, password: str | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.delivery.smtp
+        if self.cfg.username and not password:
+            raise DeliveryError(
+                f"[delivery.smtp] username is {self.cfg.username!r} but ${PASSWORD_ENV} is not set",
+                hint=f"export {PASSWORD_ENV} with that account's password, or leave username empty to send "
+                "without logging in",
+            )
+        self.sender = envelope_sender(settings)
+        self.connections = 0  # connections opened so far: for logs, tests and the benchmark
+        self._password = password or ""
+        self._ssl_context = ssl_context
+        self._conn: _Connection | None = None
+        self._helo_name = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpTransport:
+        return cls(settings, password=secret(PASSWORD_ENV))
+
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def send(self, batch: Batch) -> Result:
+        """One message per recipient; see the module docstring for what each outcome means."""
+        now = datetime.now(UTC)
+        outcomes: dict[int, tuple[Outcome, str]] = {}
+        went_out = False  # something of this batch submitted or maybe submitted: never raise after
+        refused: list[_Sent] = []
+        fatal = ""
+        for index, r in enumerate(batch.recipients):
+            message = build_message(
+                self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
+            )
+            try:
+                sent = self._send_one(message, r.email)
+            except TransportError as exc:  # cannot (re)connect, or lost twice: stop this batch
+                if not went_out:
+                    raise
+                if isinstance(exc, AuthError):
+                    fatal = str(exc)
+                reason = f"not sent: {exc}"
+                log.warning(
+                    "batch %d: %s; %d recipient(s) left failed", batch.batch_id, exc, len(batch.recipients) - index
+                )
+                for rest in batch.recipients[index:]:
+                    outcomes[rest.delivery_id] = ("failed", reason)
+                break
+            outcomes[r.delivery_id] = (sent.outcome, sent.detail)
+            went_out = went_out or sent.outcome != "failed"
+            if sent.envelope_refused:
+                refused.append(sent)
+        if batch.recipients and len(refused) == len(batch.recipients):
+            first = refused[0]
+            text = f"{self.where} refused every message of the batch: {first.detail}"
+            if all(400 <= s.code < 500 for s in refused):
+                raise TemporaryError(text) from first.cause
+            raise RejectedError(text) from first.cause
+        return Result(outcomes, provider_id=self.where, fatal=fatal)
+
+    def _send_one(self, message: EmailMessage, to: str) -> _Sent:
+        """Send one message, reconnecting once if the connection drops before its data was sent.
+
+        Raises a ``TransportError`` only when no connection can be had (or the second one drops
+        too) before this message was written; every other end is an outcome for this recipient.
+        """
+        lost: BaseException | None = None
+        for attempt in (1, 2):
+            conn = self._connection()  # raises TemporaryError / AuthError / SecurityError
+            conn.payload_sent = False  # it still says True for the message before this one
+            try:
+                conn.send_message(message, from_addr=self.sender, to_addrs=[to])
+                return _Sent("submitted")
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = exc.recipients.get(to) or next(iter(exc.recipients.values()))
+                if code == SERVER_CLOSING and attempt == 1:
+                    lost = exc
+                    self._discard()
+                    continue
+                return _Sent("failed", _reply(code, text), code=code, cause=exc)
+            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+                # A definite answer, even after the data: the server said it did not take it.
+                if exc.smtp_code == SERVER_CLOSING and attempt == 1:
+                    lost = exc
+                    self._discard()
+                    continue
+                detail = _reply(exc.smtp_code, exc.smtp_error)
+                return _Sent("failed", detail, envelope_refused=True, code=exc.smtp_code, cause=exc)
+            except smtplib.SMTPNotSupportedError as exc:  # e.g. a non-ASCII address, no SMTPUTF8
+                self._discard()
+                return _Sent("failed", f"{self.where}: {exc}", cause=exc)
+            except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
+                # Dropped, reset, timed out, or a reply that makes no sense: the session is unusable.
+                payload_sent = conn.payload_sent
+                self._discard()
+                if payload_sent:
+                    log.warning("%s: connection lost after the data for %s, before the reply", self.where, to)
+                    return _Sent(
+                        "unknown",
+                        f"connection to {self.where} lost after the message was sent, before the server "
+                        f"answered ({_describe(exc, self.cfg.timeout)}): it may have been accepted",
+                        cause=exc,
+                    )
+                lost = exc
+                log.info("%s: connection lost (%s); reconnecting", self.where, _describe(exc, self.cfg.timeout))
+        assert lost is not None
+        raise TemporaryError(
+            f"connection to {self.where} lost twice before the message was sent ({_describe(lost, self.cfg.timeout)})"
+        ) from lost
+
+    # --- the connection ---------------------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        """The open connection, or a new one (EHLO, STARTTLS, login) if there is none or it closed."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            return conn
+        self._conn = None
+        conn = self._open()
+        self._conn = conn
+        self.connections += 1
+        return conn
+
+    def _open(self) -> _Connection:
+        cfg = self.cfg
+        if not self._helo_name:
+            self._helo_name = socket.getfqdn()  # smtplib would look it up for every connection
+        conn: _Connection | None = None
+        try:
+            if cfg.security == "tls":
+                conn = _SSLConnection(
+                    cfg.host, cfg.port, local_hostname=self._helo_name, timeout=cfg.timeout, context=self._tls()
+                )
+            else:
+                conn = _Connection(cfg.host, cfg.port, local_hostname=self._helo_name, timeout=cfg.timeout)
+            conn.ehlo_or_helo_if_needed()
+            if cfg.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise SecurityError(
+                        f"SMTP server {self.where} does not offer STARTTLS",
+                        hint='check [delivery.smtp] port (587 offers it); security = "none" is for local relays only',
+                    )
+                conn.starttls(context=self._tls())
+                conn.ehlo()
+            if cfg.username:
+                self._login(conn)
+        except TransportError:
+            _close_quietly(conn)
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            _close_quietly(conn)
+            raise SecurityError(
+                f"SMTP server {self.where}: TLS certificate not trusted ({exc.verify_message or exc})",
+                hint="check [delivery.smtp] host: it must be a name the server's certificate is issued for",
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            _close_quietly(conn)
+            raise TemporaryError(f"cannot connect to SMTP server {self.where}: {_describe(exc, cfg.timeout)}") from exc
+        return conn
+
+    def _login(self, conn: _Connection) -> None:
+        user = self.cfg.username
+        try:
+            conn.login(user, self._password)
+        except smtplib.SMTPAuthenticationError as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise TemporaryError(
+                    f"SMTP server {self.where} cannot log {user!r} in for now: {_reply(exc.smtp_code, exc.smtp_error)}"
+                ) from exc
+            raise AuthError(
+                f"SMTP server {self.where} refused the login of {user!r}: {_reply(exc.smtp_code, exc.smtp_error)}",
+                hint=f"check [delivery.smtp] username and ${PASSWORD_ENV}",
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise AuthError(
+                f"SMTP server {self.where} does not offer AUTH, so {user!r} cannot log in",
+                hint='servers offer AUTH only over TLS: use security = "starttls" or "tls", or leave username empty',
+            ) from exc
+        except smtplib.SMTPServerDisconnected:
+            raise  # a dropped connection, not a verdict on the credentials
+        except smtplib.SMTPException as exc:  # no mechanism both sides know
+            raise AuthError(f"SMTP server {self.where}: cannot log {user!r} in: {exc}") from exc
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _discard(self) -> None:
+        """Forget a connection that can no longer be trusted, without a QUIT it could not answer."""
+        conn, self._conn = self._conn, None
+        _close_quietly(conn)
+
+    def close(self) -> None:
+        """QUIT and close. Never raises: every message already has its outcome by now."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.sock is not None:
+                conn.quit()
+        except (smtplib.SMTPException, OSError):
+            pass  # the server went first; nothing is lost
+        finally:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: smtplib.SMTP | None) -> None:
+    if conn is None:
+        return
+    with contextlib.suppress(OSError):
+        conn.close()
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    """A server reply as one line: ``550 5.1.1 <x@example.org>: no such user``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}".strip()
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """A short, human account of a connection failure."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _reply(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s ([delivery.smtp] timeout)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,144 @@
+"""The outbox transport: one .eml per recipient, written atomically, parsed back as a client would."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest import files
+from digest.config import Settings, parse
+from digest.render import Rendered
+from digest.transports import open_transport
+from digest.transports.base import Batch, Recipient, TemporaryError
+from digest.transports.outbox import OutboxTransport
+
+VARIANT = Rendered(
+    subject="S",
+    html='<p>%%name%% <a href="%%unsubscribe_url%%">u</a></p>\n',
+    text="%%name:text%% %%unsubscribe_url:text%%\n",
+    warnings=(),
+)
+
+
+def make_settings(tmp_path: Path, **outbox: Any) -> Settings:
+    raw = {
+        "newsletter": {
+            "name": "T",
+            "from": "T <t@example.org>",
+            "base_url": "https://example.org",
+            "postal_address": "1 Main St",
+        },
+        "feeds": [{"url": "feed.xml"}],
+        "sections": [{"name": "A", "categories": ["a"]}],
+        "store": {"data_dir": str(tmp_path / "state")},
+        "delivery": {"transport": "outbox", "outbox": outbox},
+    }
+    return parse(raw, source=tmp_path / "config.toml")
+
+
+def recipient(i: int) -> Recipient:
+    email = f"r{i}@example.net"
+    return Recipient(
+        delivery_id=100 + i,
+        subscriber_id=i,
+        email=email,
+        values={
+            "name": f"Reader <{i}>",  # escaped in the HTML part, as is in the text part
+            "email": email,
+            "unsubscribe_url": f"https://example.org/unsubscribe?t=tok{i}&x=1",
+            "preferences_url": f"https://example.org/preferences?t=tok{i}",
+        },
+    )
+
+
+def batch(*ids: int, test: bool = False) -> Batch:
+    return Batch("2026-W48", VARIANT, tuple(recipient(i) for i in ids), batch_id=1, test=test)
+
+
+def read(path: Path) -> EmailMessage:
+    msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_one_eml_per_recipient_with_its_own_values(tmp_path):
+    settings = make_settings(tmp_path)
+    transport = open_transport(settings)
+    assert isinstance(transport, OutboxTransport)
+
+    result = transport.send(batch(1, 2))
+
+    folder = settings.data_dir / "outbox" / "2026-W48"
+    assert result.outcomes == {101: ("submitted", ""), 102: ("submitted", "")}
+    assert result.provider_id == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["00000101-1.eml", "00000102-2.eml"]
+    for i in (1, 2):
+        msg = read(folder / f"{100 + i:08d}-{i}.eml")
+        assert msg["To"] == f'"Reader <{i}>" <r{i}@example.net>'
+        assert msg["Subject"] == "S"
+        assert msg["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}&x=1>"
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        text, html = msg.iter_parts()
+        assert text.get_content().strip() == f"Reader <{i}> https://example.org/unsubscribe?t=tok{i}&x=1"
+        assert html.get_content().strip() == (
+            f'<p>Reader &lt;{i}&gt; <a href="https://example.org/unsubscribe?t=tok{i}&amp;x=1">u</a></p>'
+        )
+
+
+def test_a_test_copy_goes_to_its_own_folder_marked_test(tmp_path):
+    out = tmp_path / "out"
+    transport = OutboxTransport(make_settings(tmp_path), out)
+
+    transport.send(batch(1, test=True))
+
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*")] == [
+        "test-2026-W48",
+        "test-2026-W48/r1@example.net.eml",
+    ]
+    assert read(out / "test-2026-W48" / "r1@example.net.eml")["Subject"] == "[TEST] S"
+
+
+def test_a_second_run_rewrites_the_file_and_leaves_nothing_half_written(tmp_path):
+    out = tmp_path / "out"
+    transport = OutboxTransport(make_settings(tmp_path), out)
+    transport.send(batch(1))
+    first = (out / "2026-W48" / "00000101-1.eml").read_bytes()
+
+    transport.send(batch(1))  # after a crash, say: the same delivery is rewritten, not duplicated
+
+    files_now = list((out / "2026-W48").iterdir())
+    assert [p.name for p in files_now] == ["00000101-1.eml"]  # no temporary file left beside it
+    assert files_now[0].read_bytes() != first  # a new Message-ID and Date: really written again
+
+
+def test_a_failed_write_keeps_the_old_file_whole(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    transport = OutboxTransport(make_settings(tmp_path), out)
+    transport.send(batch(1))
+    path = out / "2026-W48" / "00000101-1.eml"
+    before = path.read_bytes()
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    with pytest.raises(TemporaryError, match="cannot write: No space left on device") as caught:
+        transport.send(batch(1))
+
+    assert isinstance(caught.value.__cause__, OSError)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_an_outbox_that_cannot_be_a_folder_is_a_temporary_error(tmp_path):
+    blocker = tmp_path / "outbox"
+    blocker.write_text("a file where the folder should be")
+    transport = OutboxTransport(make_settings(tmp_path), blocker)
+
+    with pytest.raises(TemporaryError, match=f"outbox {blocker / '2026-W48'}: cannot write") as caught:
+        transport.send(batch(1))
+    assert isinstance(caught.value.__cause__, OSError)
