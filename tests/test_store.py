@@ -203,7 +203,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscriber_counts() == {"active": 3}
     assert again.issue_exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
     again.close()
 
 
@@ -223,3 +223,25 @@ def test_an_unreachable_database_is_one_clear_error():
         StoreError, match=r"cannot open the database postgresql\+psycopg://nobody:\*\*\*@127\.0\.0\.1:1/"
     ):
         Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_upgrading_a_database_from_the_first_revision_keeps_its_data(database_url):
+    from digest.store import make_engine
+
+    old = Store(make_engine(database_url))
+    old.upgrade("0001")
+    with old.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO subscribers (email, email_key, name, status, sections, created_at, updated_at) "
+            "VALUES ('a@example.org', 'a@example.org', 'A', 'unsubscribed', '[]', '2026-11-01', '2026-11-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO issues (key, subject, window_start, window_end, article_count, summary, created_at) "
+            "VALUES ('2026-W47', 'S', '2026-11-13', '2026-11-20', 4, '{}', '2026-11-20')"
+        )
+    old.close()
+    new = Store.open(database_url)
+    assert [(s.email, s.status) for s in new.subscribers()] == [("a@example.org", "unsubscribed")]
+    with new.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT status FROM issues WHERE key = '2026-W47'").scalar() == "sending"
+    new.close()

@@ -15,9 +15,11 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -32,6 +34,11 @@ SUBSCRIBER_STATUSES = ("active", "unsubscribed", "bounced", "complained")
 # skipped: not sent on purpose (suppressed after it was recorded).
 DELIVERY_STATUSES = ("pending", "submitting", "submitted", "failed", "unknown", "skipped")
 BATCH_STATUSES = ("submitting", "submitted", "failed", "unknown", "retried")
+# draft: built for review, not yet approved; approved: may be sent at its send time;
+# sending: deliveries recorded and going out; sent: nothing left to send; skipped: not sent on
+# purpose (thin week, feeds down, not approved in time), with the reason in ``note``.
+ISSUE_STATUSES = ("draft", "approved", "sending", "sent", "skipped")
+EDIT_ACTIONS = ("pin", "exclude")
 
 metadata = MetaData(
     naming_convention={
@@ -73,6 +80,62 @@ issues = Table(
     Column("article_count", Integer, nullable=False),
     Column("summary", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False, server_default="sending"),
+    Column("send_at", DateTime(timezone=True)),
+    Column("approved_at", DateTime(timezone=True)),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("note", Text),
+    CheckConstraint(_in("status", ISSUE_STATUSES), name="status"),
+)
+
+# Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them.
+issue_edits = Table(
+    "issue_edits",
+    metadata,
+    Column("issue_key", String(16), primary_key=True),
+    Column("url", String(2000), primary_key=True),
+    Column("action", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(_in("action", EDIT_ACTIONS), name="action"),
+)
+
+# The articles an issue carries, so a later issue never repeats one already sent.
+issue_articles = Table(
+    "issue_articles",
+    metadata,
+    Column("issue_key", String(16), ForeignKey("issues.key", ondelete="CASCADE"), primary_key=True),
+    Column("canonical_url", String(2000), primary_key=True),
+)
+
+# One row per scheduled run (job and fire time): whoever inserts it runs it, so two schedulers
+# on one database never both send, and a restart knows what already ran.
+scheduler_runs = Table(
+    "scheduler_runs",
+    metadata,
+    Column("run_key", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", Text),
+)
+
+# The scheduler's pulse, read by `digest health` (the container HEALTHCHECK).
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+)
+
+# APScheduler's own job store table, declared here (exactly as APScheduler 3 defines it) so the
+# schema has one owner: the migrations.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )
 
 # One rendering of an issue per distinct choice of sections, stored so every batch of an issue,

@@ -177,8 +177,8 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest revision, keeping the data (Alembic)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (the newest by default), keeping the data (Alembic)."""
         from alembic import command
         from alembic.config import Config
 
@@ -186,7 +186,7 @@ class Store:
         cfg.set_main_option("script_location", str(resources.files("digest") / "migrations"))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
     def _insert(self) -> Any:
         return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
