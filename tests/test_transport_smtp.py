@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from digest.config import Settings, parse
-from digest.errors import DeliveryError
+from digest.errors import ConfigError
 from digest.render import Rendered
 from digest.transports import open_transport
 from digest.transports.base import AuthError, Batch, Recipient, RejectedError, TemporaryError, TransportError
@@ -479,7 +479,7 @@ def test_a_refused_login_stops_or_waits(smtp_server, connect, refusal, error, sa
 
 def test_a_username_without_a_password_is_reported_before_sending(tmp_path, monkeypatch):
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    with pytest.raises(DeliveryError, match=f"\\${PASSWORD_ENV} is not set"):
+    with pytest.raises(ConfigError, match=f"\\${PASSWORD_ENV} is not set"):
         SmtpTransport.from_settings(make_settings(tmp_path, 2525, username="mailer"))
 
 

@@ -18,7 +18,6 @@ import click
 from . import __version__
 
 if TYPE_CHECKING:
-    from .build import Build
     from .config import Settings
     from .store import Store
 
@@ -295,54 +294,32 @@ def subscribers_export(config_path: Path, status: str | None, out_path: Path | N
 @click.option("--retry-failed", is_flag=True, help="Send again to the recipients of failed batches.")
 def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[str, ...], retry_failed: bool) -> None:
     """Build this week's issue, record it, and send it to every active subscriber once."""
-    from . import deliver, rank
-    from .build import build as build_issue
+    from . import deliver, rank, weekly
     from .errors import DeliveryError
-    from .subscribers import check_email
     from .tokens import Signer
     from .transports import open_transport
 
-    configure_logging()
     settings = load_settings(config_path)
+    configure_logging(settings)
     now = parse_now(now_text, settings)
     key = rank.issue_key(now, settings.newsletter.zone)
     store = open_store(settings)
     if test_to:
-        addresses = [check_email(a) for a in test_to]
-        variant = deliver.stored_variant(store, key) if store.issue_exists(key) else _fresh(settings, now).rendered
-        transport = open_transport(settings)
-        try:
-            deliver.send_test(settings, transport, variant, key, addresses)
-        finally:
-            transport.close()
-        click.echo(f"Sent a [TEST] copy of {key} to {', '.join(addresses)} (nothing recorded)")
+        _send_test_copy(settings, store, now, key, test_to)
         return
-    signer = None if dry_run else Signer.from_env()
-    if not store.issue_exists(key):
-        result = build_issue(settings, now)
-        if result.issue.thin:  # said once, as the error, not also as a warning
-            raise DeliveryError(
-                f"{key} is a thin week ({len(result.issue.articles)} article(s), [issue] min_items = "
-                f"{settings.issue.min_items}): not sent",
-                hint="lower min_items or wait for more articles",
-            )
-        warn(result.warnings)
-        if dry_run:
-            active = store.subscriber_counts().get("active", 0)
-            click.echo(f'Dry run: {key} "{result.rendered.subject}" would go to {active} active subscriber(s)')
-            return
-        deliver.record(store, result)
-        click.echo(f"Recorded {key}: {result.rendered.subject}")
-    elif dry_run:
-        counts = store.delivery_counts(key)
-        click.echo(f"Dry run: {key} is recorded; deliveries so far: {_counts(counts) or 'none'}")
+    if dry_run:
+        _dry_run(settings, store, now, key)
         return
+    signer = Signer.from_env()
+    ready = weekly.ready_to_send(settings, store, now)
+    if ready.built is not None:
+        warn(ready.built.warnings)
+        click.echo(f"Recorded {key}: {ready.subject}")
     if retry_failed:
         click.echo(f"{store.retry_failed(key)} recipient(s) of failed batches queued again")
-    assert signer is not None
     transport = open_transport(settings)
     try:
-        report = deliver.send_pending(store, settings, transport, signer, key, progress=make_progress())
+        report = deliver.send_pending(store, settings, transport, signer, key, progress=make_progress(key))
     finally:
         transport.close()
     click.echo(f"{key}: {_counts(report.counts)} (this run: {report.sent_now} in {report.batches} batch(es))")
@@ -354,12 +331,43 @@ def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[
         )
 
 
-def _fresh(settings: Settings, now: datetime) -> Build:
-    from .build import build as build_issue
+def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, addresses: tuple[str, ...]) -> None:
+    """[TEST] copies of the recorded snapshot if there is one, else of a fresh build."""
+    from . import deliver, weekly
+    from .subscribers import check_email
+    from .transports import open_transport
 
-    result = build_issue(settings, now)
-    warn(result.warnings)
-    return result
+    checked = [check_email(a) for a in addresses]
+    record = store.issue(key)
+    if record is not None and record.status != "skipped":
+        variant = deliver.stored_variant(store, key)
+    else:
+        built = weekly.build_for(settings, store, now)
+        warn(built.warnings)
+        variant = built.rendered
+    transport = open_transport(settings)
+    try:
+        deliver.send_test(settings, transport, variant, key, checked)
+    finally:
+        transport.close()
+    click.echo(f"Sent a [TEST] copy of {key} to {', '.join(checked)} (nothing recorded)")
+
+
+def _dry_run(settings: Settings, store: Store, now: datetime, key: str) -> None:
+    from . import weekly
+
+    record = store.issue(key)
+    if record is not None and record.status != "skipped":
+        counts = store.delivery_counts(key)
+        click.echo(f"Dry run: {key} is {record.status}; deliveries so far: {_counts(counts) or 'none'}")
+        return
+    built = weekly.build_for(settings, store, now)
+    warn(built.warnings)
+    if built.issue.thin:
+        click.echo(f"Dry run: {key} is a thin week ({len(built.issue.articles)} article(s)): it would not be sent")
+        return
+    active = store.subscriber_counts().get("active", 0)
+    click.echo(f'Dry run: {key} "{built.rendered.subject}" would go to {active} active subscriber(s)')
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -400,21 +408,175 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
         click.echo(f"  ... and {len(problems) - 50} more (use --json for all)")
 
 
-def configure_logging() -> None:
+# --- the schedule and editors' review ------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--print-next", "print_next", type=click.IntRange(1, 520), metavar="N", help="Print the next N send times and exit."
+)
+def schedule(config_path: Path, print_next: int | None) -> None:
+    """Run the weekly scheduler until SIGTERM or SIGINT (Docker, systemd, or by hand)."""
+    settings = load_settings(config_path)
+    if print_next:
+        _print_next(settings, print_next)
+        return
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("digest: %(message)s"))
-    root = logging.getLogger("digest")
-    if not root.handlers:
-        root.addHandler(handler)
-    root.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)
+    from .schedule import Service
+    from .tokens import Signer
+
+    configure_logging(settings)
+    Signer.from_env()  # refuse to start without the signing secret, not at 09:00 on Friday
+    service = Service(config_path)
+    logging.getLogger("digest.schedule").info(
+        "sending on '%s' (%s); SIGTERM or Ctrl-C stops after the batch in flight",
+        settings.schedule.cron,
+        settings.newsletter.timezone,
+    )
+    service.run_forever()
 
 
-def make_progress() -> Any:
+def _print_next(settings: Settings, count: int) -> None:
+    from datetime import timedelta
+
+    from .schedule import next_sends
+
+    review = settings.schedule.review_hours
+    for when in next_sends(settings.schedule.cron, settings.newsletter.zone, count, datetime.now(UTC)):
+        line = f"{when:%a %Y-%m-%d %H:%M %Z}  ({when.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+        if review:
+            draft = when - timedelta(hours=review)
+            line += f"  draft {draft:%a %Y-%m-%d %H:%M %Z}"
+        click.echo(line)
+
+
+def issue_argument(func: Any) -> Any:
+    return click.argument("issue_key", metavar="ISSUE")(func)
+
+
+@cli.command()
+@config_option
+@issue_argument
+def approve(config_path: Path, issue_key: str) -> None:
+    """Approve a draft: it goes out at its send time, exactly as it is now."""
+    from . import weekly
+
+    store = open_store(load_settings(config_path))
+    weekly.approve(store, issue_key)
+
+    record = store.issue(issue_key)
+    zone = load_settings(config_path).newsletter.zone
+    when = f" at {record.send_at.astimezone(zone):%a %Y-%m-%d %H:%M %Z}" if record and record.send_at else ""
+    click.echo(f"Approved {issue_key}; it will be sent{when}")
+
+
+def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> None:
+    from . import weekly
+    from .errors import DeliveryError
+
+    settings = load_settings(config_path)
+    store = open_store(settings)
+    key = issue_key or _current_draft(store)
+    if key is None:
+        raise DeliveryError("no draft to edit", hint="pass --issue KEY (e.g. 2026-W48)")
+    weekly.edit(store, key, url, action)
+    done = "Pinned" if action == "pin" else "Excluded"
+    record = store.issue(key)
+    if record is not None and record.status == "draft":
+        result = weekly.rebuild(settings, store, key)
+        warn(result.warnings)
+        click.echo(f"{done} {url} in {key}; the draft is rebuilt: {result.rendered.subject}")
+    else:
+        click.echo(f"{done} {url} for {key}; it applies when {key} is built")
+
+
+def _current_draft(store: Store) -> str | None:
+    for record, _ in store.issue_list():
+        if record.status == "draft":
+            return record.key
+    return None
+
+
+@cli.command()
+@config_option
+@click.argument("url")
+@click.option("--issue", "issue_key", metavar="KEY", help="The issue (default: the current draft).")
+def pin(config_path: Path, url: str, issue_key: str | None) -> None:
+    """Show an article first in its section in this issue, and rebuild the draft."""
+    _edit(config_path, url, issue_key, "pin")
+
+
+@cli.command()
+@config_option
+@click.argument("url")
+@click.option("--issue", "issue_key", metavar="KEY", help="The issue (default: the current draft).")
+def exclude(config_path: Path, url: str, issue_key: str | None) -> None:
+    """Leave an article out of this issue, and rebuild the draft."""
+    _edit(config_path, url, issue_key, "exclude")
+
+
+@cli.command("issues")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def issues_command(config_path: Path, as_json: bool) -> None:
+    """List issues with their state (draft, approved, sending, sent, skipped) and counts."""
+    store = open_store(load_settings(config_path))
+    rows = store.issue_list()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "issue": r.key,
+                        "status": r.status,
+                        "subject": r.subject,
+                        "articles": r.article_count,
+                        "send_at": r.send_at.isoformat() if r.send_at else None,
+                        "note": r.note,
+                        "deliveries": counts,
+                    }
+                    for r, counts in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        click.echo("No issues recorded yet.")
+    for r, counts in rows:
+        detail = _counts(counts) or r.note or r.subject
+        click.echo(f"{r.key}  {r.status:9} {r.article_count:3} article(s)  {detail}")
+
+
+@cli.command()
+@config_option
+def health(config_path: Path) -> None:
+    """Exit 0 if the scheduler is alive (its heartbeat is recent), 1 if not: for HEALTHCHECK."""
+    from .schedule import health as check
+
+    ok, message = check(load_settings(config_path))
+    click.echo(message)
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+def configure_logging(settings: Settings) -> None:
+    """One line per event on stderr, text or JSON as configured; a terminal shows only warnings
+    (the progress bar says the rest)."""
+    from .logs import configure
+
+    level = settings.logging.level
+    if sys.stderr.isatty() and level in ("debug", "info"):
+        level = "warning"
+    configure(settings.logging.format, level)
+
+
+def make_progress(issue: str) -> Any:
     from .progress import BarProgress, LogProgress
 
-    return BarProgress() if sys.stderr.isatty() else LogProgress()
+    return BarProgress() if sys.stderr.isatty() else LogProgress(issue)
 
 
 def main(argv: list[str] | None = None) -> None:

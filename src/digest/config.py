@@ -68,6 +68,9 @@ class Newsletter(_Model):
         description="Subject template; fields: " + ", ".join(sorted(SUBJECT_FIELDS)) + ".",
     )
     logo_url: str = Field(default="", description="Optional header logo image URL.")
+    editors: list[str] = Field(
+        default_factory=list, description="Editors' addresses: review copies and notices (thin week, feeds down)."
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -253,6 +256,70 @@ class Delivery(_Model):
     sendgrid: SendGrid = Field(default_factory=SendGrid)
 
 
+class Schedule(_Model):
+    """When the scheduler (`digest schedule`) sends, and how editors review first."""
+
+    cron: str = Field(
+        default="0 9 * * FRI", description="Send time as a 5-field crontab line, in the newsletter's time zone."
+    )
+    grace: str = Field(
+        default="2h", description="How late a missed or delayed send may still go out (e.g. 90m, 2h); never later."
+    )
+    review_hours: int = Field(
+        default=0, ge=0, le=24 * 6, description="Build a draft this many hours before the send for editors to approve."
+    )
+    auto_approve: bool = Field(default=False, description="Send the draft at send time without waiting for approval.")
+    feed_retry: str = Field(
+        default="10m", description="How often feeds that cannot be fetched are tried again within the grace."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from .schedule import cron_trigger
+
+        try:
+            cron_trigger(value, ZoneInfo("UTC"))
+        except ValueError as exc:
+            raise ValueError(f"is not a valid crontab line ({exc})") from exc
+        return value
+
+    @field_validator("grace", "feed_retry")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def grace_seconds(self) -> float:
+        return parse_duration(self.grace)
+
+    @property
+    def feed_retry_seconds(self) -> float:
+        return parse_duration(self.feed_retry)
+
+
+class Logging(_Model):
+    """How digest logs."""
+
+    format: Literal["text", "json"] = Field(default="text", description="text, or json: one JSON object per line.")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe level logged."
+    )
+
+
+def parse_duration(value: str) -> float:
+    """``"90m"``, ``"2h"``, ``"1h30m"``, ``"45s"`` as seconds; a ValueError says what is accepted."""
+    import re
+
+    text = value.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
+    if not text or not parts or not any(parts.groups()):
+        raise ValueError(f"{value!r} is not a duration; write it like 90m, 2h, 1h30m or 45s")
+    hours, minutes, seconds = (int(g or 0) for g in parts.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
 class Settings(_Model):
     """The whole config file."""
 
@@ -267,6 +334,8 @@ class Settings(_Model):
     render: Render = Field(default_factory=Render)
     store: Store = Field(default_factory=Store)
     delivery: Delivery = Field(default_factory=Delivery)
+    schedule: Schedule = Field(default_factory=Schedule)
+    logging: Logging = Field(default_factory=Logging)
 
     # Set by ``load``: the directory relative paths are resolved against, and the file itself.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from .build import Build, preview_values, summary
@@ -84,8 +84,11 @@ def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, ema
     }
 
 
-def record(store: Store, result: Build) -> bool:
-    """Store the issue and its rendered variant(s); False if it was recorded before (kept as is)."""
+def record(store: Store, result: Build, *, status: str = "sending", send_at: datetime | None = None) -> bool:
+    """Store the issue, its rendered variant(s) and its articles; False if it was recorded before.
+
+    ``status`` is "sending" for an issue about to go out, "draft" for one built for review.
+    """
     issue = result.issue
     r = result.rendered
     return store.record_issue(
@@ -95,6 +98,9 @@ def record(store: Store, result: Build) -> bool:
         article_count=len(issue.articles),
         summary=summary(result),
         rendered={ALL: (r.subject, r.html, r.text)},
+        articles=[a.canonical_url for a in issue.articles],
+        status=status,
+        send_at=send_at,
     )
 
 
@@ -124,7 +130,9 @@ def send_pending(
     report.enqueued = store.enqueue(key, ALL)
     report.orphaned = store.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
     if report.orphaned:
-        log.warning("%s: %d batch(es) left in flight by a stopped process are now 'unknown'", key, report.orphaned)
+        log.warning(
+            "%d batch(es) left in flight by a stopped process are now 'unknown'", report.orphaned, extra={"issue": key}
+        )
     progress = progress or NoProgress()
     progress.start(store.delivery_counts(key).get("pending", 0))
     size = min(cfg.batch_size, transport.max_batch)
@@ -144,6 +152,8 @@ def send_pending(
     finally:
         progress.close()
     report.counts = store.delivery_counts(key)
+    if not report.counts.get("pending") and not report.counts.get("submitting"):
+        store.set_issue_status(key, "sent", expect=("sending",))
     return report
 
 
@@ -167,7 +177,13 @@ def _send_claimed(
         store.finish(claimed, {r.delivery_id: ("unknown", f"interrupted: {exc!r}") for r in batch.recipients})
         raise
     status = store.finish(claimed, result.outcomes, result.provider_id)
-    log.info("%s: batch %d (%d recipient(s)): %s", claimed.issue_key, claimed.id, len(claimed.recipients), status)
+    log.info(
+        "batch %d (%d recipient(s)): %s",
+        claimed.id,
+        len(claimed.recipients),
+        status,
+        extra={"issue": claimed.issue_key},
+    )
     if result.fatal:
         raise AuthError(result.fatal)
 
@@ -215,7 +231,12 @@ def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Call
                     f"{cfg.max_rate_wait:g} s)",
                     retry_after=wait,
                 ) from exc
-            log.warning("rate limited; waiting %.1f s before sending batch %d again", wait, batch.batch_id)
+            log.warning(
+                "rate limited; waiting %.1f s before sending batch %d again",
+                wait,
+                batch.batch_id,
+                extra={"issue": batch.issue_key},
+            )
             waited += wait
             sleep(wait)
         except TemporaryError as exc:
@@ -223,7 +244,7 @@ def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Call
             if failures > cfg.retries:
                 raise TemporaryError(f"{exc} (after {failures} tries)") from exc
             delay = min(cfg.max_backoff, cfg.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-            log.warning("%s; retrying batch %d in %.1f s", exc, batch.batch_id, delay)
+            log.warning("%s; retrying batch %d in %.1f s", exc, batch.batch_id, delay, extra={"issue": batch.issue_key})
             sleep(delay)
 
 

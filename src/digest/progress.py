@@ -33,21 +33,22 @@ class BarProgress:
 class LogProgress:
     """One plain line per batch (for logs, cron mail, journald): done of total, rate, time left."""
 
-    def __init__(self) -> None:
+    def __init__(self, issue: str = "") -> None:
         self.total = 0
         self.done = 0
         self.started = time.monotonic()
+        self.extra = {"issue": issue} if issue else {}
 
     def start(self, total: int) -> None:
         self.total, self.done, self.started = total, 0, time.monotonic()
-        log.info("sending to %d recipient(s)", total)
+        log.info("sending to %d recipient(s)", total, extra=self.extra)
 
     def advance(self, count: int) -> None:
         self.done += count
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = self.done / elapsed
         left = (self.total - self.done) / rate if rate else 0.0
-        log.info("submitted %d of %d (%.0f/s, about %.0f s left)", self.done, self.total, rate, left)
+        log.info("submitted %d of %d (%.0f/s, about %.0f s left)", self.done, self.total, rate, left, extra=self.extra)
 
     def close(self) -> None:
         return None

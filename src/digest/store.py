@@ -27,7 +27,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
-from .schema import batches, deliveries, issues, subscribers, variants
+from .schema import (
+    batches,
+    deliveries,
+    heartbeats,
+    issue_articles,
+    issue_edits,
+    issues,
+    scheduler_runs,
+    subscribers,
+    variants,
+)
 
 SQLITE_BUSY_MS = 30_000
 CHUNK = 500  # rows per IN (...) list: well under SQLite's bound-parameter limit
@@ -79,6 +89,20 @@ class Claimed:
     issue_key: str
     variant: str
     recipients: tuple[tuple[int, int, str, str], ...]  # (delivery id, subscriber id, email, name)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRecord:
+    key: str
+    status: str
+    subject: str
+    window_start: datetime
+    window_end: datetime
+    article_count: int
+    send_at: datetime | None
+    approved_at: datetime | None
+    sent_at: datetime | None
+    note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,29 +316,44 @@ class Store:
         article_count: int,
         summary: Mapping[str, Any],
         rendered: Mapping[str, tuple[str, str, str]],
+        articles: Sequence[str] = (),
+        status: str = "sending",
+        send_at: datetime | None = None,
     ) -> bool:
-        """Store an issue and its variants (subject, html, text) unless it is already stored.
+        """Store an issue, its variants (subject, html, text) and its article URLs.
 
-        Returns True if this call recorded it. An issue already recorded keeps its first
-        snapshot: every batch of one issue sends the same content, whichever process sends it.
+        Returns True if this call recorded it. An issue already recorded keeps its snapshot (every
+        batch of one issue sends the same content, whichever process sends it), except a draft or
+        a skipped issue, which a new build replaces: editors rebuild drafts, and a week skipped
+        for a passing reason may be built again.
         """
         now = utcnow()
+        values = dict(
+            subject=subject,
+            window_start=window[0],
+            window_end=window[1],
+            article_count=article_count,
+            summary=dict(summary),
+            status=status,
+            send_at=send_at,
+            note=None,
+        )
         with self.engine.begin() as conn:
-            result = conn.execute(
-                self._insert()(issues)
-                .values(
-                    key=key,
-                    subject=subject,
-                    window_start=window[0],
-                    window_end=window[1],
-                    article_count=article_count,
-                    summary=dict(summary),
-                    created_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(issues.c.key)
-            )
-            if result.scalar() is None:  # rowcount is not reliable here across drivers
+            current = conn.execute(sa.select(issues.c.status).where(issues.c.key == key)).scalar()
+            if current is None:
+                inserted = conn.execute(
+                    self._insert()(issues)
+                    .values(key=key, created_at=now, **values)
+                    .on_conflict_do_nothing()
+                    .returning(issues.c.key)
+                ).scalar()
+                if inserted is None:  # another process recorded it a moment ago
+                    return False
+            elif current in ("draft", "skipped"):
+                conn.execute(issues.update().where(issues.c.key == key).values(**values))
+                conn.execute(variants.delete().where(variants.c.issue_key == key))
+                conn.execute(issue_articles.delete().where(issue_articles.c.issue_key == key))
+            else:
                 return False
             conn.execute(
                 variants.insert(),
@@ -323,7 +362,155 @@ class Store:
                     for name, (s, h, t) in rendered.items()
                 ],
             )
+            urls = list(dict.fromkeys(articles))
+            if urls:
+                conn.execute(issue_articles.insert(), [{"issue_key": key, "canonical_url": u} for u in urls])
         return True
+
+    def skip_issue(
+        self, key: str, note: str, *, window: tuple[datetime, datetime], send_at: datetime | None = None
+    ) -> None:
+        """Record that an issue was not sent, and why (a thin week, feeds down, no approval)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(issues.c.status).where(issues.c.key == key)).scalar()
+            if current is None:
+                conn.execute(
+                    self._insert()(issues)
+                    .values(
+                        key=key,
+                        subject="",
+                        window_start=window[0],
+                        window_end=window[1],
+                        article_count=0,
+                        summary={},
+                        created_at=now,
+                        status="skipped",
+                        send_at=send_at,
+                        note=note,
+                    )
+                    .on_conflict_do_nothing()
+                )
+            elif current in ("draft", "approved", "skipped"):
+                conn.execute(issues.update().where(issues.c.key == key).values(status="skipped", note=note))
+
+    def issue(self, key: str) -> IssueRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(issues).where(issues.c.key == key)).first()
+        return _issue(row) if row else None
+
+    def issue_list(self, limit: int = 52) -> list[tuple[IssueRecord, dict[str, int]]]:
+        """The newest issues with their delivery counts, for `digest issues`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(issues).order_by(issues.c.window_end.desc()).limit(limit)).all()
+            counts: dict[str, dict[str, int]] = {}
+            keys = [r.key for r in rows]
+            if keys:
+                for key, status, n in conn.execute(
+                    sa.select(deliveries.c.issue_key, deliveries.c.status, sa.func.count())
+                    .where(deliveries.c.issue_key.in_(keys))
+                    .group_by(deliveries.c.issue_key, deliveries.c.status)
+                ):
+                    counts.setdefault(key, {})[status] = n
+        return [(_issue(r), counts.get(r.key, {})) for r in rows]
+
+    def set_issue_status(self, key: str, status: str, *, expect: Sequence[str] = (), note: str | None = None) -> bool:
+        """Move an issue to ``status`` (only from one of ``expect``, if given); False if it was not."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": status}
+        if status == "approved":
+            values["approved_at"] = now
+        if status == "sent":
+            values["sent_at"] = now
+        if note is not None:
+            values["note"] = note
+        query = issues.update().where(issues.c.key == key)
+        if expect:
+            query = query.where(issues.c.status.in_(expect))
+        with self.engine.begin() as conn:
+            return bool(conn.execute(query.values(**values)).rowcount)
+
+    def add_edit(self, key: str, url: str, action: str) -> None:
+        """Pin or exclude an article for one issue (the latest word on a URL wins)."""
+        with self.engine.begin() as conn:
+            conn.execute(issue_edits.delete().where(issue_edits.c.issue_key == key, issue_edits.c.url == url))
+            conn.execute(issue_edits.insert().values(issue_key=key, url=url, action=action, created_at=utcnow()))
+
+    def edits(self, key: str) -> tuple[list[str], list[str]]:
+        """(pins in the order given, excluded URLs) for an issue."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(issue_edits.c.url, issue_edits.c.action)
+                .where(issue_edits.c.issue_key == key)
+                .order_by(issue_edits.c.created_at)
+            ).all()
+        return [r.url for r in rows if r.action == "pin"], [r.url for r in rows if r.action == "exclude"]
+
+    def sent_articles(self, *, besides: str) -> set[str]:
+        """Canonical URLs of articles in other issues already sending or sent: never sent again."""
+        query = (
+            sa.select(issue_articles.c.canonical_url)
+            .join(issues, issues.c.key == issue_articles.c.issue_key)
+            .where(issues.c.status.in_(("sending", "sent")), issues.c.key != besides)
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    # --- scheduler ---------------------------------------------------------------------------
+
+    def claim_run(self, run_key: str) -> bool:
+        """Take a scheduled run (job and fire time); False if another process already has it."""
+        with self.engine.begin() as conn:
+            got = conn.execute(
+                self._insert()(scheduler_runs)
+                .values(run_key=run_key, holder=claimer_id(), started_at=utcnow())
+                .on_conflict_do_nothing()
+                .returning(scheduler_runs.c.run_key)
+            ).scalar()
+        return got is not None
+
+    def adopt_run(self, run_key: str, *, lease: timedelta) -> bool:
+        """Take over an unfinished run whose process is gone (a restart after SIGTERM or a crash)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(scheduler_runs).where(scheduler_runs.c.run_key == run_key)).first()
+            if row is None or row.finished_at is not None or _alive(row.holder, lease, row.started_at, now):
+                return False
+            conn.execute(scheduler_runs.update().where(scheduler_runs.c.run_key == run_key).values(holder=claimer_id()))
+        return True
+
+    def unfinished_runs(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(scheduler_runs.c.run_key).where(scheduler_runs.c.finished_at.is_(None))
+                ).scalars()
+            )
+
+    def finish_run(self, run_key: str, outcome: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                scheduler_runs.update()
+                .where(scheduler_runs.c.run_key == run_key)
+                .values(finished_at=utcnow(), outcome=outcome[:2000])
+            )
+
+    def run_outcome(self, run_key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(scheduler_runs.c.outcome).where(scheduler_runs.c.run_key == run_key)).scalar()
+
+    def beat(self, name: str = "scheduler") -> None:
+        """Record that the scheduler is alive (read by `digest health`)."""
+        values = {"holder": claimer_id(), "beat_at": utcnow()}
+        stmt = self._insert()(heartbeats).values(name=name, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=[heartbeats.c.name], set_=values)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def last_beat(self, name: str = "scheduler") -> tuple[str, datetime] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(heartbeats).where(heartbeats.c.name == name)).first()
+        return (row.holder, _aware(row.beat_at)) if row else None
 
     def issue_exists(self, key: str) -> bool:
         with self.engine.connect() as conn:
@@ -532,6 +719,25 @@ class Store:
             .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == "submitting")
             .values(status=status, error=error, updated_at=now)
         )
+
+
+def _maybe(moment: datetime | None) -> datetime | None:
+    return _aware(moment) if moment else None
+
+
+def _issue(row: Any) -> IssueRecord:
+    return IssueRecord(
+        key=row.key,
+        status=row.status,
+        subject=row.subject,
+        window_start=_aware(row.window_start),
+        window_end=_aware(row.window_end),
+        article_count=row.article_count,
+        send_at=_maybe(row.send_at),
+        approved_at=_maybe(row.approved_at),
+        sent_at=_maybe(row.sent_at),
+        note=row.note or "",
+    )
 
 
 def _subscriber(row: Any) -> Subscriber:

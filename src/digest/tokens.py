@@ -14,7 +14,7 @@ from functools import cached_property
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from .config import secret
-from .errors import DeliveryError
+from .errors import ConfigError
 
 SECRET_ENV = "DIGEST_SECRET"
 PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"
@@ -36,7 +36,7 @@ class Signer:
     def from_env(cls) -> Signer:
         current = secret(SECRET_ENV)
         if not current:
-            raise DeliveryError(
+            raise ConfigError(
                 f"${SECRET_ENV} is not set: it signs the unsubscribe links",
                 hint=f"export {SECRET_ENV}=<a long random string> (e.g. from `python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))'`) and keep it the same between runs",

@@ -21,7 +21,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 
 from ..config import Settings, secret
-from ..errors import DeliveryError
+from ..errors import ConfigError
 from ..message import list_id
 from ..render import RECIPIENT_FIELDS, placeholder
 from ..text import one_line
@@ -62,7 +62,7 @@ class SendGridTransport:
     def from_settings(cls, settings: Settings) -> SendGridTransport:
         key = secret(API_KEY_ENV)
         if not key:
-            raise DeliveryError(f"${API_KEY_ENV} is not set", hint="export it with a key that has Mail Send permission")
+            raise ConfigError(f"${API_KEY_ENV} is not set", hint="export it with a key that has Mail Send permission")
         return cls(settings, key)
 
     def close(self) -> None:

@@ -42,8 +42,8 @@ how far the message had got, which is why ``_Connection`` overrides ``data()``: 
   outcomes are recorded. Nobody is sent twice, and nobody is dropped without an outcome.
 
 The password comes from ``$DIGEST_SMTP_PASSWORD``. A username without it is reported by
-``from_settings`` as a ``DeliveryError``, like SendGrid's missing key and the missing signing
-secret: before any batch is claimed, rather than as a refusal in the middle of a send.
+``from_settings`` as a ``ConfigError`` (exit code 2), like SendGrid's missing key and the missing
+signing secret: before any batch is claimed, rather than as a refusal in the middle of a send.
 
 Certificates are verified with ``ssl.create_default_context()``. ``ssl_context`` in the
 constructor replaces it; it exists so the tests can trust their own self-signed CA and is never
@@ -65,7 +65,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from ..config import Settings, secret
-from ..errors import DeliveryError
+from ..errors import ConfigError
 from ..message import build_message
 from .base import AuthError, Batch, Outcome, RejectedError, Result, TemporaryError, TransportError
 
@@ -142,7 +142,7 @@ class SmtpTransport:
         self.settings = settings
         self.cfg = settings.delivery.smtp
         if self.cfg.username and not password:
-            raise DeliveryError(
+            raise ConfigError(
                 f"[delivery.smtp] username is {self.cfg.username!r} but ${PASSWORD_ENV} is not set",
                 hint=f"export {PASSWORD_ENV} with that account's password, or leave username empty to send "
                 "without logging in",

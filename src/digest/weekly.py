@@ -1,0 +1,132 @@
+"""The weekly run, one code path for `digest send` and the scheduler: what goes out, or why not.
+
+An issue moves draft -> approved -> sending -> sent, or ends as skipped with a reason. The rules
+that keep an empty, stale, unapproved or repeated issue from going out live here:
+
+- a thin week is recorded as skipped, never sent;
+- an article already carried by an issue that was sent is never chosen again;
+- when editors review (``[schedule] review_hours``), only an approved draft is sent, and what
+  is sent is the approved snapshot, not a fresh build;
+- editors' pins and exclusions for an issue apply to every (re)build of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import deliver, rank
+from .build import Build, build
+from .config import Settings
+from .errors import DeliveryError
+from .links import canonical_url
+from .store import Store
+
+log = logging.getLogger("digest.weekly")
+
+
+class NotSent(DeliveryError):
+    """The issue is not sent this time, on purpose; ``reason`` is what editors are told."""
+
+    def __init__(self, key: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{key}: {reason}", hint=hint)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """An issue recorded and ready to send (pending deliveries may be queued)."""
+
+    key: str
+    subject: str
+    built: Build | None  # None when an earlier run recorded it
+
+
+def build_for(settings: Settings, store: Store, now: datetime) -> Build:
+    """Build the issue for run time ``now`` with its editors' pins and exclusions, leaving out
+    every article an earlier issue already sent."""
+    key = rank.issue_key(now, settings.newsletter.zone)
+    pins, excluded = store.edits(key)
+    already = store.sent_articles(besides=key)
+    return build(settings, now, pins=pins, exclude=[*excluded, *already])
+
+
+def _refuse_thin(settings: Settings, store: Store, result: Build, send_at: datetime | None) -> None:
+    issue = result.issue
+    if not issue.thin:
+        return
+    reason = (
+        f"thin week: {len(issue.articles)} new article(s), fewer than [issue] min_items = "
+        f"{settings.issue.min_items}; not sent"
+    )
+    store.skip_issue(issue.key, reason, window=(issue.window.start, issue.window.end), send_at=send_at)
+    raise NotSent(issue.key, reason, hint="lower min_items or wait for more articles")
+
+
+def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
+    """Build (or rebuild) the issue that goes out at ``send_at`` and record it as a draft."""
+    result = build_for(settings, store, send_at)
+    _refuse_thin(settings, store, result, send_at)
+    record = store.issue(result.issue.key)
+    if record is not None and record.status not in ("draft", "skipped"):
+        raise NotSent(result.issue.key, f"is already {record.status}; a draft cannot replace it")
+    deliver.record(store, result, status="draft", send_at=send_at)
+    log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
+    return result
+
+
+def rebuild(settings: Settings, store: Store, key: str) -> Build:
+    """Rebuild a draft after editors pinned or excluded articles; same window, same send time."""
+    record = store.issue(key)
+    if record is None:
+        raise DeliveryError(f"no issue {key} is recorded", hint="a draft is built by the scheduler or `digest draft`")
+    if record.status != "draft":
+        raise DeliveryError(f"{key} is {record.status}, not a draft: only a draft can be rebuilt")
+    return draft(settings, store, record.send_at or record.window_end)
+
+
+def edit(store: Store, key: str, url: str, action: str) -> None:
+    """Record an editor's pin or exclusion for an issue that has not started sending."""
+    record = store.issue(key)
+    if record is not None and record.status in ("sending", "sent"):
+        raise DeliveryError(f"{key} is already {record.status}; pins and exclusions no longer apply")
+    store.add_edit(key, canonical_url(url), action)
+
+
+def approve(store: Store, key: str) -> None:
+    record = store.issue(key)
+    if record is None:
+        raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
+    if record.status == "approved":
+        return
+    if not store.set_issue_status(key, "approved", expect=("draft",)):
+        raise DeliveryError(f"{key} is {record.status}; only a draft can be approved")
+
+
+def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled: bool = False) -> Ready:
+    """Make sure the issue for ``now`` is recorded and approved to send, or raise NotSent.
+
+    ``scheduled`` is True for the scheduler's send: with ``review_hours`` set and no
+    ``auto_approve``, only an approved draft may go out then.
+    """
+    cfg = settings.schedule
+    review = cfg.review_hours > 0 and not cfg.auto_approve
+    key = rank.issue_key(now, settings.newsletter.zone)
+    record = store.issue(key)
+    if record is None or record.status == "skipped":
+        if review and scheduled:
+            raise NotSent(key, "no draft was built and approved for review; not sent")
+        result = build_for(settings, store, now)
+        _refuse_thin(settings, store, result, now)
+        deliver.record(store, result, status="sending", send_at=now)
+        return Ready(key, result.rendered.subject, result)
+    if record.status == "draft":
+        if review or not scheduled:
+            raise NotSent(key, "the draft was not approved; not sent", hint=f"approve it with `digest approve {key}`")
+        store.set_issue_status(key, "approved", expect=("draft",))
+        record = store.issue(key) or record
+    if record.status == "approved":
+        store.set_issue_status(key, "sending", expect=("approved",))
+    return Ready(key, record.subject, None)
