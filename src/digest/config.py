@@ -224,6 +224,9 @@ class SendGrid(_Model):
     timeout: float = Field(default=30.0, gt=0, description="Seconds a request may take before its outcome is unknown.")
     category: str = Field(default="newsletter", max_length=255, description="Category attached to every message.")
     sandbox: bool = Field(default=False, description="SendGrid sandbox mode: accepted but delivered to nobody.")
+    asm_group_id: int = Field(
+        default=0, ge=0, description="SendGrid unsubscribe group added to every message (asm.group_id); 0 for none."
+    )
 
     @field_validator("api_host")
     @classmethod
@@ -299,6 +302,18 @@ class Schedule(_Model):
         return parse_duration(self.feed_retry)
 
 
+class Web(_Model):
+    """The subscriber-facing web app (`digest serve`)."""
+
+    host: str = Field(default="127.0.0.1", description="Address `digest serve` listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port `digest serve` listens on.")
+    sendgrid_webhook_key: str = Field(
+        default="",
+        description="SendGrid's Event Webhook verification key (public, base64); when set, unsigned or "
+        "badly signed webhook requests are refused.",
+    )
+
+
 class Logging(_Model):
     """How digest logs."""
 
@@ -335,6 +350,7 @@ class Settings(_Model):
     store: Store = Field(default_factory=Store)
     delivery: Delivery = Field(default_factory=Delivery)
     schedule: Schedule = Field(default_factory=Schedule)
+    web: Web = Field(default_factory=Web)
     logging: Logging = Field(default_factory=Logging)
 
     # Set by ``load``: the directory relative paths are resolved against, and the file itself.

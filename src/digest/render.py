@@ -47,6 +47,24 @@ def fill(rendered_part: str, values: Mapping[str, str], part: Part) -> str:
     return out
 
 
+RECIPIENT_ONLY = "recipient-only"  # class of template elements that only make sense in someone's inbox
+
+
+def archive_copy(html: str) -> str:
+    """The HTML of an issue for the public web archive: per-recipient parts removed.
+
+    Elements with class ``recipient-only`` (the unsubscribe and preferences links) are dropped,
+    and any other placeholder is emptied, so an archived page never carries anyone's token.
+    """
+    from lxml import html as lxml_html
+
+    doc = lxml_html.document_fromstring(html)
+    for element in doc.find_class(RECIPIENT_ONLY):
+        element.drop_tree()
+    out = lxml_html.tostring(doc, encoding="unicode", doctype="<!DOCTYPE html>")
+    return fill(out, {}, "html")
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """One variant of an issue, ready to be filled per recipient."""

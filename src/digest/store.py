@@ -112,6 +112,10 @@ class Problem:
     error: str
 
 
+# A suppression only ever gets stronger: active < unsubscribed < bounced < complained.
+_SUPPRESSION_RANK = {"active": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}
+
+
 def claimer_id() -> str:
     """Who holds a claim: host and process, so a restart on the same host can tell it died."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -277,6 +281,44 @@ class Store:
                 subscribers.update()
                 .where(subscribers.c.email_key == email_key(email))
                 .values(status=status, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return _subscriber(row) if row else None
+
+    def suppress(self, subscriber_id: int, status: str) -> bool:
+        """Stop all mail to a subscriber at once (one-click unsubscribe, bounce, complaint).
+
+        Idempotent, and it never turns a stronger suppression into a weaker one: a complaint
+        stays a complaint if an unsubscribe arrives after it. False if the id is unknown.
+        """
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).scalar()
+            if current is None:
+                return False
+            if _SUPPRESSION_RANK[status] > _SUPPRESSION_RANK[current]:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status=status, updated_at=utcnow())
+                )
+        return True
+
+    def suppress_email(self, email: str, status: str) -> bool:
+        """``suppress`` by address (for provider events, which name the address)."""
+        found = self.subscriber(email)
+        return self.suppress(found.id, status) if found else False
+
+    def set_sections(self, subscriber_id: int, sections: Sequence[str]) -> bool:
+        """A subscriber's choice of sections (empty means all): their next issue carries only those."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(sections=list(sections), updated_at=utcnow())
             )
         return bool(result.rowcount)
 
@@ -527,6 +569,14 @@ class Store:
         if row is None:
             raise StoreError(f"issue {key} has no stored variant {name!r}")
         return row.subject, row.html, row.text
+
+    def sent_issues(self) -> list[IssueRecord]:
+        """Issues that went out (sending or sent), newest first: the web archive."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(issues).where(issues.c.status.in_(("sending", "sent"))).order_by(issues.c.window_end.desc())
+            ).all()
+        return [_issue(r) for r in rows]
 
     def latest_issue(self) -> str | None:
         with self.engine.connect() as conn:

@@ -81,6 +81,8 @@ class SendGridTransport:
             body["categories"] = [s.delivery.sendgrid.category]
         if s.delivery.sendgrid.sandbox:
             body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        if s.delivery.sendgrid.asm_group_id:
+            body["asm"] = {"group_id": s.delivery.sendgrid.asm_group_id}
         return body
 
     def payload(self, batch: Batch) -> dict[str, Any]:
