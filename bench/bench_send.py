@@ -100,7 +100,7 @@ def measured_send(config: str) -> None:
         nonlocal statements
         statements += 1
 
-    deliver.record(store, build(settings, now))
+    deliver.record(store, settings, build(settings, now))
     before_send = statements
     os.environ.setdefault("SENDGRID_API_KEY", "SG.bench")  # the stand-in accepts any SG. key
     report = deliver.send_pending(store, settings, open_transport(settings), Signer("bench-secret"), "2026-W48")

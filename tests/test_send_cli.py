@@ -94,7 +94,9 @@ def test_send_writes_one_message_per_subscriber_and_a_rerun_sends_nothing(sample
     imported(sample)
     first = run("send", "--config", str(sample), "--now", NOW)
     assert first.exit_code == 0, first.output
-    assert f"{KEY}: 5 submitted (this run: 5 in 1 batch(es))" in first.stdout
+    # Four variants among the sample's subscribers (all; Asia-Pacific + Middle East; Europe;
+    # Military Industrial Complex), one batch each.
+    assert f"{KEY}: 5 submitted (this run: 5 in 4 batch(es))" in first.stdout
     files = outbox(sample)
     assert len(files) == 5
     second = run("send", "--config", str(sample), "--now", NOW)
@@ -164,3 +166,67 @@ def test_without_a_secret_nothing_is_recorded_or_sent(sample):
     assert result.stderr.startswith("digest: error: $DIGEST_SECRET is not set: it signs the unsubscribe links")
     assert result.stderr.count("\n") == 1
     assert outbox(sample) == []
+
+
+def section_headings(path: Path) -> list[str]:
+    import re
+
+    msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+    html = msg.get_body(("html",)).get_content()
+    return re.findall(r'<div class="section-name"[^>]*>([^<]+)</div>', html)
+
+
+def test_subscribers_get_only_the_sections_they_chose(sample, monkeypatch):
+    from digest import render
+
+    imported(sample)
+    calls = []
+    real = render.inline_css
+    monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or real(html))
+    assert run("send", "--config", str(sample), "--now", NOW).exit_code == 0
+    assert len(calls) == 4  # one inlining per variant, not per subscriber
+    by_reader = {}
+    for path in outbox(sample):
+        to = message_from_bytes(path.read_bytes(), policy=policy.default)["To"]
+        by_reader[str(to)] = section_headings(path)
+    assert by_reader["Chloé Martin <chloe@example.com>"] == ["Europe"]
+    assert by_reader["Ben Okafor <Ben.Okafor@example.org>"] == ["Asia-Pacific", "Middle East"]
+    assert by_reader["Eve Adams <eve@example.org>"] == ["Military Industrial Complex"]
+    assert by_reader["Dev Patel <dev.patel@example.net>"] == [
+        "Asia-Pacific",
+        "Military Industrial Complex",
+        "Middle East",
+        "Europe",
+        "Also this week",
+    ]
+
+
+def test_a_choice_with_nothing_this_week_is_skipped_not_sent_empty(sample):
+    text = sample.read_text()
+    text = text.replace(
+        "[issue]\n", '[[sections]]\nname = "Arctic"\ncategories = ["arctic"]\nlimit = 3\n\n[issue]\n', 1
+    )
+    sample.write_text(text)
+    imported(sample)
+    run("subscribers", "add", "--config", str(sample), "polar@example.org", "--section", "Arctic")
+    result = run("send", "--config", str(sample), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert f"{KEY}: 5 submitted, 1 skipped" in result.stdout
+    assert not [p for p in outbox(sample) if "polar" in p.read_text()]
+    # A reader who chooses a new combination after the issue was recorded still gets it,
+    # rendered from the same articles.
+    run(
+        "subscribers",
+        "add",
+        "--config",
+        str(sample),
+        "late@example.org",
+        "--section",
+        "Europe",
+        "--section",
+        "Asia-Pacific",
+    )
+    again = run("send", "--config", str(sample), "--now", NOW)
+    assert "(this run: 1 in 1 batch(es))" in again.stdout
+    (late,) = [p for p in outbox(sample) if "late@example.org" in p.read_text()]
+    assert section_headings(late) == ["Asia-Pacific", "Europe"]

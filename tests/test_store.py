@@ -27,6 +27,10 @@ def store(database_url):
     s.close()
 
 
+def everyone(choice: tuple[str, ...]) -> str:
+    return "all"
+
+
 def people(n: int, start: int = 0) -> list[NewSubscriber]:
     return [NewSubscriber(f"Reader{i}@Example.org", f"Reader {i}") for i in range(start, start + n)]
 
@@ -86,12 +90,12 @@ def test_recording_an_issue_twice_keeps_the_first_snapshot(store):
 def test_each_subscriber_is_queued_once_and_newcomers_join(store):
     store.merge_subscribers(people(25))
     record(store)
-    assert store.enqueue(KEY) == 25
-    assert store.enqueue(KEY) == 0
+    assert store.enqueue(KEY, everyone) == 25
+    assert store.enqueue(KEY, everyone) == 0
     first = drain(store)
     assert len(first) == len(set(first)) == 25
     store.merge_subscribers(people(2, start=25))
-    assert store.enqueue(KEY) == 2
+    assert store.enqueue(KEY, everyone) == 2
     assert sorted(drain(store)) == ["Reader25@Example.org", "Reader26@Example.org"]
     assert store.delivery_counts(KEY) == {"submitted": 27}
 
@@ -99,7 +103,7 @@ def test_each_subscriber_is_queued_once_and_newcomers_join(store):
 def test_a_subscriber_who_leaves_before_their_batch_is_claimed_is_skipped(store):
     store.merge_subscribers(people(5))
     record(store)
-    store.enqueue(KEY)
+    store.enqueue(KEY, everyone)
     store.set_status("reader3@example.org", "unsubscribed")
     assert "Reader3@Example.org" not in drain(store)
     assert store.delivery_counts(KEY) == {"submitted": 4, "skipped": 1}
@@ -109,7 +113,7 @@ def test_concurrent_claims_never_share_a_recipient(database_url):
     setup = Store.open(database_url)
     setup.merge_subscribers(people(400))
     record(setup)
-    setup.enqueue(KEY)
+    setup.enqueue(KEY, everyone)
     seen: list[list[str]] = [[], []]
     stores = [Store.open(database_url), Store.open(database_url)]
     start = threading.Barrier(2)
@@ -134,7 +138,7 @@ def test_concurrent_claims_never_share_a_recipient(database_url):
 def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
     store.merge_subscribers(people(10))
     record(store)
-    store.enqueue(KEY)
+    store.enqueue(KEY, everyone)
     claimed = store.claim(KEY, 4, "outbox")
     assert claimed is not None
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -149,7 +153,7 @@ def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
 def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
     store.merge_subscribers(people(4))
     record(store)
-    store.enqueue(KEY)
+    store.enqueue(KEY, everyone)
     store.claim(KEY, 2, "outbox")
     assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
     with store.engine.begin() as conn:
@@ -162,7 +166,7 @@ def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
 def test_mixed_outcomes_and_retry_of_failed_batches(store):
     store.merge_subscribers(people(3))
     record(store)
-    store.enqueue(KEY)
+    store.enqueue(KEY, everyone)
     claimed = store.claim(KEY, 3, "smtp")
     ids = [d for d, *_ in claimed.recipients]
     status = store.finish(
@@ -178,7 +182,7 @@ def test_mixed_outcomes_and_retry_of_failed_batches(store):
 def test_release_gives_a_batch_back_untouched(store):
     store.merge_subscribers(people(3))
     record(store)
-    store.enqueue(KEY)
+    store.enqueue(KEY, everyone)
     store.release(store.claim(KEY, 3, "sendgrid"))
     assert store.delivery_counts(KEY) == {"pending": 3}
     with store.engine.connect() as conn:

@@ -21,14 +21,16 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from .build import Build, preview_values, summary
 from .config import Delivery, Settings
-from .render import Rendered
+from .models import Issue, issue_from_data, issue_to_data
+from .rank import restrict
+from .render import Rendered, Renderer
 from .store import Claimed, Store
 from .tokens import Signer
 from .transports.base import (
@@ -84,20 +86,52 @@ def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, ema
     }
 
 
-def record(store: Store, result: Build, *, status: str = "sending", send_at: datetime | None = None) -> bool:
-    """Store the issue, its rendered variant(s) and its articles; False if it was recorded before.
+def variant_key(settings: Settings, choice: Sequence[str]) -> str:
+    """The variant a choice of sections gets: ``all``, or the chosen sections' positions
+    (``1,3``) in config order. Unknown names (a section renamed since) are ignored, and a
+    choice of every section, or of none that still exists, is ``all``."""
+    names = [s.name for s in settings.sections] + ([settings.issue.catch_all] if settings.issue.catch_all else [])
+    chosen = {c.casefold() for c in choice}
+    picked = [str(i) for i, name in enumerate(names, start=1) if name.casefold() in chosen]
+    return ALL if not picked or len(picked) == len(names) else ",".join(picked)
 
-    ``status`` is "sending" for an issue about to go out, "draft" for one built for review.
+
+def variant_sections(settings: Settings, key: str) -> list[str]:
+    names = [s.name for s in settings.sections] + ([settings.issue.catch_all] if settings.issue.catch_all else [])
+    return names if key == ALL else [names[int(i) - 1] for i in key.split(",")]
+
+
+def record(
+    store: Store,
+    settings: Settings,
+    result: Build,
+    *,
+    status: str = "sending",
+    send_at: datetime | None = None,
+    renderer: Renderer | None = None,
+) -> bool:
+    """Store the issue, one rendered variant per choice of sections subscribers have made, and
+    its articles; False if it was recorded before (its snapshot is kept).
+
+    Each variant is rendered and inlined once, however many subscribers share it. ``status`` is
+    "sending" for an issue about to go out, "draft" for one built for review.
     """
     issue = result.issue
-    r = result.rendered
+    renderer = renderer or Renderer(settings)
+    rendered = {ALL: _parts(result.rendered)}
+    for choice in sorted(store.section_choices()):
+        key = variant_key(settings, choice)
+        if key not in rendered:
+            part = restrict(issue, variant_sections(settings, key))
+            if part is not None:
+                rendered[key] = _parts(renderer.render(part))
     return store.record_issue(
         issue.key,
-        subject=r.subject,
+        subject=result.rendered.subject,
         window=(issue.window.start, issue.window.end),
         article_count=len(issue.articles),
-        summary=summary(result),
-        rendered={ALL: (r.subject, r.html, r.text)},
+        summary={**summary(result), "issue_data": issue_to_data(issue)},
+        rendered=rendered,
         articles=[a.canonical_url for a in issue.articles],
         status=status,
         send_at=send_at,
@@ -107,6 +141,51 @@ def record(store: Store, result: Build, *, status: str = "sending", send_at: dat
 def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
     subject, html, text = store.variant(key, name)
     return Rendered(subject=subject, html=html, text=text, warnings=())
+
+
+def _parts(r: Rendered) -> tuple[str, str, str]:
+    return r.subject, r.html, r.text
+
+
+class Variants:
+    """The variant each choice of sections gets for one recorded issue, rendered on first need.
+
+    A choice first met after the issue was recorded (a new subscriber, a changed preference) is
+    rendered from the issue's stored articles, so it carries the same content as the rest.
+    """
+
+    def __init__(self, store: Store, settings: Settings, key: str) -> None:
+        self.store, self.settings, self.key = store, settings, key
+        self.known = store.variant_names(key)
+        self.empty: set[str] = set()
+        self._issue: Issue | None = None
+        self._renderer: Renderer | None = None
+
+    def __call__(self, choice: tuple[str, ...]) -> str | None:
+        name = variant_key(self.settings, choice)
+        if name in self.known:
+            return name
+        if name in self.empty:
+            return None
+        stored = self._stored_issue()
+        if stored is None:  # recorded before issues kept their articles: everyone gets it whole
+            return ALL
+        part = restrict(stored, variant_sections(self.settings, name))
+        if part is None:
+            self.empty.add(name)
+            return None
+        self._renderer = self._renderer or Renderer(self.settings)
+        self.store.add_variant(self.key, name, _parts(self._renderer.render(part)))
+        self.known.add(name)
+        return name
+
+    def _stored_issue(self) -> Issue | None:
+        if self._issue is None:
+            data = self.store.issue_summary(self.key).get("issue_data")
+            if not data:
+                return None
+            self._issue = issue_from_data(data)
+        return self._issue
 
 
 def send_pending(
@@ -127,7 +206,7 @@ def send_pending(
     """
     cfg = settings.delivery
     report = SendReport(key)
-    report.enqueued = store.enqueue(key, ALL)
+    report.enqueued = store.enqueue(key, Variants(store, settings, key))
     report.orphaned = store.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
     if report.orphaned:
         log.warning(

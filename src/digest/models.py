@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,84 @@ class Issue:
     lead: Article | None
     thin: bool = False
     warnings: tuple[str, ...] = field(default=())
+    ranked: tuple[Article, ...] = field(default=())  # every article, best first, across sections
 
     @property
     def articles(self) -> tuple[Article, ...]:
         """Every article in the issue, in display order."""
         return tuple(a for s in self.sections for a in s.articles)
+
+
+# --- JSON form ---------------------------------------------------------------------------------
+# An issue is stored with its articles so a variant for a choice of sections first met after the
+# issue was recorded (a new subscriber) is rendered from exactly the same articles.
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def article_to_data(a: Article) -> dict[str, object]:
+    image = a.image
+    return {
+        "id": a.id,
+        "url": a.url,
+        "canonical_url": a.canonical_url,
+        "title": a.title,
+        "published": a.published.isoformat() if a.published else None,
+        "seen": a.seen.isoformat(),
+        "authors": list(a.authors),
+        "categories": list(a.categories),
+        "summary_html": a.summary_html,
+        "summary_text": a.summary_text,
+        "feed": a.feed,
+        "image": None
+        if image is None
+        else {
+            "url": image.url,
+            "alt": image.alt,
+            "credit": image.credit,
+            "width": image.width,
+            "height": image.height,
+        },
+    }
+
+
+def article_from_data(d: dict[str, Any]) -> Article:
+    image = d.get("image")
+    return Article(
+        id=d["id"],
+        url=d["url"],
+        canonical_url=d["canonical_url"],
+        title=d["title"],
+        published=_when(d.get("published")),
+        seen=_when(d["seen"]) or datetime.min,
+        authors=tuple(d.get("authors", ())),
+        categories=tuple(d.get("categories", ())),
+        summary_html=d.get("summary_html", ""),
+        summary_text=d.get("summary_text", ""),
+        feed=d.get("feed", ""),
+        image=Image(**image) if image else None,
+    )
+
+
+def issue_to_data(issue: Issue) -> dict[str, object]:
+    """The issue as JSON-ready data: sections in order, articles in rank order."""
+    ranked = issue.ranked or issue.articles
+    home = {a.id: s.name for s in issue.sections for a in s.articles}
+    return {
+        "key": issue.key,
+        "window": [issue.window.start.isoformat(), issue.window.end.isoformat()],
+        "sections": [s.name for s in issue.sections],
+        "ranked": [{"section": home[a.id], **article_to_data(a)} for a in ranked],
+        "lead": issue.lead.id if issue.lead else None,
+    }
+
+
+def issue_from_data(d: dict[str, Any]) -> Issue:
+    ranked = [(item["section"], article_from_data(item)) for item in d["ranked"]]
+    sections = tuple(Section(name, tuple(a for home, a in ranked if home == name)) for name in d["sections"])
+    articles = tuple(a for _, a in ranked)
+    lead = next((a for a in articles if a.id == d.get("lead")), None)
+    start, end = (datetime.fromisoformat(v) for v in d["window"])
+    return Issue(key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles)

@@ -7,6 +7,7 @@ tested with hand-made articles and the same rules serve build, preview and send.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -69,12 +70,6 @@ def rank_key(pins: Sequence[str], featured: str) -> RankKey:
     return key
 
 
-def choose_lead(sections: Sequence[Section], key: RankKey) -> Article | None:
-    """The top-ranked article that has an image opens the issue; None if no article has one."""
-    candidates = [a for s in sections for a in s.articles if a.image is not None]
-    return min(candidates, key=key) if candidates else None
-
-
 def build_issue(
     articles: Sequence[Article],
     settings: Settings,
@@ -114,6 +109,7 @@ def build_issue(
             hint="add their categories to a [[sections]] entry or set [issue] catch_all",
         )
     count = sum(len(s.articles) for s in sections)
+    ranked = tuple(sorted((a for s in sections for a in s.articles), key=key))
     thin = count < cfg.min_items
     warnings = (
         (f"thin week: {count} article(s), fewer than [issue] min_items = {cfg.min_items}; it will not be sent",)
@@ -124,7 +120,21 @@ def build_issue(
         key=issue_key(now, settings.newsletter.zone),
         window=window,
         sections=sections,
-        lead=choose_lead(sections, key),
+        lead=next((a for a in ranked if a.image is not None), None),
         thin=thin,
         warnings=warnings,
+        ranked=ranked,
     )
+
+
+def restrict(issue: Issue, names: Sequence[str]) -> Issue | None:
+    """The issue as a subscriber who chose ``names`` gets it: only those sections, and the lead
+    the top-ranked article with an image among them. None when none of them has an article."""
+    chosen = {n.casefold() for n in names}
+    sections = tuple(s for s in issue.sections if s.name.casefold() in chosen)
+    if not sections:
+        return None
+    kept = {a.id for s in sections for a in s.articles}
+    ranked = tuple(a for a in (issue.ranked or issue.articles) if a.id in kept)
+    lead = next((a for a in ranked if a.image is not None), None)
+    return replace(issue, sections=sections, ranked=ranked, lead=lead, warnings=())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -584,27 +584,87 @@ class Store:
 
     # --- the ledger ------------------------------------------------------------------------
 
-    def enqueue(self, key: str, variant: str = "all") -> int:
-        """A pending delivery for every active subscriber who has none for this issue yet."""
+    def enqueue(self, key: str, variant_of: Callable[[tuple[str, ...]], str | None]) -> int:
+        """A delivery for every active subscriber who has none for this issue yet.
+
+        ``variant_of`` maps a choice of sections to the variant that subscriber gets, or None
+        when that variant has no article this week: the delivery is then recorded as skipped, so
+        nobody is sent an empty email. Subscribers who chose nothing (most) are queued with one
+        INSERT .. SELECT; the others are read, given their variant, and inserted in batches.
+        """
         now = utcnow()
         have = sa.select(deliveries.c.id).where(
             deliveries.c.issue_key == key, deliveries.c.subscriber_id == subscribers.c.id
         )
-        source = sa.select(
-            sa.literal(key), subscribers.c.id, sa.literal(variant), sa.literal("pending"), sa.literal(now)
-        ).where(subscribers.c.status == "active", ~have.exists())
-        stmt = (
-            self._insert()(deliveries)
-            .from_select(["issue_key", "subscriber_id", "variant", "status", "updated_at"], source)
-            .on_conflict_do_nothing()
-        )
+        waiting = sa.and_(subscribers.c.status == "active", ~have.exists())
+        chose_nothing = sa.cast(subscribers.c.sections, sa.Text) == "[]"
+        columns = ["issue_key", "subscriber_id", "variant", "status", "updated_at", "error"]
+        everyone = sa.select(
+            sa.literal(key),
+            subscribers.c.id,
+            sa.literal(variant_of(()) or "all"),
+            sa.literal("pending"),
+            sa.literal(now),
+            sa.null(),
+        ).where(waiting, chose_nothing)
+        # Variants are looked up (and, for a new choice, rendered and stored) before the write
+        # transaction: on SQLite that transaction holds the database's only write lock.
+        with self.engine.connect() as conn:
+            chosen = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.sections).where(waiting, ~chose_nothing)
+            ).all()
+        variant_for = {choice: variant_of(choice) for choice in {tuple(sections or ()) for _, sections in chosen}}
+        rows = []
+        for subscriber_id, sections in chosen:
+            variant = variant_for[tuple(sections or ())]
+            rows.append(
+                {
+                    "issue_key": key,
+                    "subscriber_id": subscriber_id,
+                    "variant": variant or "none",
+                    "status": "pending" if variant else "skipped",
+                    "updated_at": now,
+                    "error": None if variant else "no article in the chosen sections this week",
+                }
+            )
         # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
         # and RETURNING would bring every new id into memory.
         count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
         with self.engine.begin() as conn:
             before = conn.execute(count).scalar_one()
-            conn.execute(stmt)
+            conn.execute(self._insert()(deliveries).from_select(columns, everyone).on_conflict_do_nothing())
+            for chunk in _chunks(rows, 1000):
+                conn.execute(self._insert()(deliveries).on_conflict_do_nothing(), list(chunk))
             return conn.execute(count).scalar_one() - before
+
+    def section_choices(self) -> set[tuple[str, ...]]:
+        """The distinct non-empty choices of sections among active subscribers."""
+        import json
+
+        text = sa.cast(subscribers.c.sections, sa.Text)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(text).where(subscribers.c.status == "active", text != "[]").distinct()
+            ).scalars()
+            return {tuple(json.loads(r)) for r in rows}
+
+    def add_variant(self, key: str, name: str, rendered: tuple[str, str, str]) -> None:
+        """Store one more variant of a recorded issue (a choice of sections first met now)."""
+        subject, html, text = rendered
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert()(variants)
+                .values(issue_key=key, variant=name, subject=subject, html=html, text=text)
+                .on_conflict_do_nothing()
+            )
+
+    def variant_names(self, key: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(variants.c.variant).where(variants.c.issue_key == key)).scalars())
+
+    def issue_summary(self, key: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(issues.c.summary).where(issues.c.key == key)).scalar() or {})
 
     def reap_orphans(self, key: str, *, lease: timedelta) -> int:
         """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)."""

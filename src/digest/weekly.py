@@ -72,7 +72,7 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
     record = store.issue(result.issue.key)
     if record is not None and record.status not in ("draft", "skipped"):
         raise NotSent(result.issue.key, f"is already {record.status}; a draft cannot replace it")
-    deliver.record(store, result, status="draft", send_at=send_at)
+    deliver.record(store, settings, result, status="draft", send_at=send_at)
     log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
     return result
 
@@ -120,7 +120,7 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
             raise NotSent(key, "no draft was built and approved for review; not sent")
         result = build_for(settings, store, now)
         _refuse_thin(settings, store, result, now)
-        deliver.record(store, result, status="sending", send_at=now)
+        deliver.record(store, settings, result, status="sending", send_at=now)
         return Ready(key, result.rendered.subject, result)
     if record.status == "draft":
         if review or not scheduled:
