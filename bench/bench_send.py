@@ -52,7 +52,19 @@ def stop_standin(proc: subprocess.Popen[str]) -> dict[str, int]:
     return json.loads(found.group(0)) if found else {}
 
 
-def setup(work: Path, url: str, count: int, database: str) -> Path:
+def choices(variants: int) -> list[tuple[str, ...]]:
+    """``variants`` distinct choices of the sample's sections: nothing chosen (the whole issue),
+    then proper subsets, smallest first."""
+    from itertools import combinations
+
+    names = ["Asia-Pacific", "Military Industrial Complex", "Middle East", "Europe", "Also this week"]
+    subsets = [c for size in range(1, len(names)) for c in combinations(names, size)]
+    if variants - 1 > len(subsets):
+        sys.exit(f"at most {len(subsets) + 1} variants from the sample's sections")
+    return [(), *subsets[: variants - 1]]
+
+
+def setup(work: Path, url: str, count: int, database: str, variants: int = 1) -> Path:
     shutil.copytree(ROOT / "examples", work / "examples")
     config = (ROOT / "config.toml").read_text(encoding="utf-8")
     config += f'\n[delivery]\ntransport = "sendgrid"\n[delivery.sendgrid]\napi_host = "{url}"\ntimeout = 30\n'
@@ -64,7 +76,10 @@ def setup(work: Path, url: str, count: int, database: str) -> Path:
     if database:
         os.environ["DIGEST_DATABASE_URL"] = database
     store = Store.open(load(path).database_url)
-    store.merge_subscribers(NewSubscriber(f"reader{i}@example.org", f"Reader {i}") for i in range(count))
+    picks = choices(variants)
+    store.merge_subscribers(
+        NewSubscriber(f"reader{i}@example.org", f"Reader {i}", picks[i % len(picks)]) for i in range(count)
+    )
     store.close()
     return path
 
@@ -103,7 +118,15 @@ def measured_send(config: str) -> None:
     deliver.record(store, settings, build(settings, now))
     before_send = statements
     os.environ.setdefault("SENDGRID_API_KEY", "SG.bench")  # the stand-in accepts any SG. key
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     report = deliver.send_pending(store, settings, open_transport(settings), Signer("bench-secret"), "2026-W48")
+    if os.environ.get("BENCH_PROFILE"):
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
     wall = time.perf_counter() - started
     print(
         json.dumps(
@@ -124,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--database", default="", help="SQLAlchemy URL (default: a SQLite file)")
+    parser.add_argument("--variants", type=int, default=1, help="distinct choices of sections among subscribers")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,7 +156,7 @@ def main() -> None:
         return
     if args.setup:
         work, url = args.setup.split("|", 1)
-        print(setup(Path(work), url, args.subscribers, args.database))
+        print(setup(Path(work), url, args.subscribers, args.database, args.variants))
         return
     standin, url = start_standin()
     try:
@@ -147,6 +171,8 @@ def main() -> None:
                     f"{tmp}|{url}",
                     "--subscribers",
                     str(args.subscribers),
+                    "--variants",
+                    str(args.variants),
                     "--database",
                     args.database,
                 ],

@@ -207,7 +207,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscriber_counts() == {"active": 3}
     assert again.issue_exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
     again.close()
 
 

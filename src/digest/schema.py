@@ -181,6 +181,6 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("issue_key", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
-    Index("ix_deliveries_issue_status", "issue_key", "status"),
+    Index("ix_deliveries_claim", "issue_key", "status", "variant", "id"),
     Index("ix_deliveries_batch", "batch_id"),
 )
