@@ -290,7 +290,8 @@ class Schedule(_Model):
     @field_validator("grace", "feed_retry")
     @classmethod
     def _duration(cls, value: str) -> str:
-        parse_duration(value)
+        if parse_duration(value) < 1:
+            raise ValueError("must be at least 1s")
         return value
 
     @property

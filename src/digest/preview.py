@@ -498,4 +498,3 @@ def _listen(host: str, port: int) -> socket.socket:
 def _url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
-

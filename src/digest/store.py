@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from .schema import (
 )
 
 SQLITE_BUSY_MS = 30_000
+MIGRATION_LOCK = 0x6469676573  # "diges": the PostgreSQL advisory lock held while migrating
+_MIGRATING = threading.Lock()
 CHUNK = 500  # rows per IN (...) list: well under SQLite's bound-parameter limit
 
 
@@ -212,7 +215,10 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("digest") / "migrations"))
-        with self.engine.begin() as conn:
+        with _MIGRATING, self.engine.begin() as conn:  # Alembic's API is not thread-safe
+            if self.dialect == "postgresql":
+                # Two processes opening a new database at once must not both create the tables.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
 
@@ -518,8 +524,16 @@ class Store:
             row = conn.execute(sa.select(scheduler_runs).where(scheduler_runs.c.run_key == run_key)).first()
             if row is None or row.finished_at is not None or _alive(row.holder, lease, row.started_at, now):
                 return False
-            conn.execute(scheduler_runs.update().where(scheduler_runs.c.run_key == run_key).values(holder=claimer_id()))
-        return True
+            taken = conn.execute(
+                scheduler_runs.update()
+                .where(
+                    scheduler_runs.c.run_key == run_key,
+                    scheduler_runs.c.holder == row.holder,
+                    scheduler_runs.c.finished_at.is_(None),
+                )
+                .values(holder=claimer_id())
+            ).rowcount
+        return bool(taken)  # another restarting process may have adopted it a moment ago
 
     def unfinished_runs(self) -> list[str]:
         with self.engine.connect() as conn:

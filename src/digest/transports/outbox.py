@@ -37,7 +37,7 @@ class OutboxTransport:
                 message = build_message(
                     self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
                 )
-                name = f"{r.email}.eml" if batch.test else f"{r.delivery_id:08d}-{r.subscriber_id}.eml"
+                name = _file_name(batch, r.delivery_id, r.subscriber_id, r.email)
                 atomic_write(folder / name, message.as_bytes())
         except OSError as exc:
             raise TemporaryError(f"outbox {folder}: cannot write: {exc.strerror or exc}") from exc
@@ -45,3 +45,13 @@ class OutboxTransport:
 
     def close(self) -> None:
         return None
+
+
+def _file_name(batch: Batch, delivery_id: int, subscriber_id: int, email: str) -> str:
+    """A delivery's file is named by its ledger ids, so a re-run rewrites it; a test copy by its
+    address; anything else (an editors' notice) by its batch too, so notices never overwrite."""
+    if batch.test:
+        return f"{email}.eml"
+    if subscriber_id:
+        return f"{delivery_id:08d}-{subscriber_id}.eml"
+    return f"{batch.batch_id}-{delivery_id:03d}-{email}.eml"
