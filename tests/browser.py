@@ -14,6 +14,11 @@ paths and passes everything else through) and call ``Browser.measure(base_url, p
 The same middleware serves placeholder images (``image_url``), so a test can point a fixture's
 remote image URLs at it and see the page with its images really loaded.
 
+To act on a page as a person does (click a button or a checkbox, submit a form, read the page
+that comes back), ``Browser.session()`` keeps one Chromium open and drives it over the DevTools
+protocol on a pipe (``--remote-debugging-pipe``): real mouse clicks, no extra package. See
+``Session``.
+
 Use ``browser()`` to get a ``Browser``: it fails the test with a clear message when chromium is
 missing (CI installs it; a silent skip would hide that the layout was never checked) unless the
 environment sets ``DIGEST_SKIP_BROWSER=1``, in which case it skips with that reason.
@@ -138,9 +143,7 @@ class Browser:
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 out, err = proc.communicate()
-                raise BrowserError(
-                    f"chromium timed out after {self.timeout:.0f} s on {url}{_tail(err)}"
-                ) from None
+                raise BrowserError(f"chromium timed out after {self.timeout:.0f} s on {url}{_tail(err)}") from None
             finally:
                 _kill_group(proc)  # helpers that outlived the browser process
         if proc.returncode != 0:
@@ -176,6 +179,240 @@ class Browser:
         if "error" in data:
             raise BrowserError(f"measuring {path} failed in the page: {data['error']}")
         return Metrics(**data)
+
+    def session(self, *, width: int = 1024, height: int = 768) -> Session:
+        """A browser kept open to drive a page like a person: open a URL, click a button or a
+        checkbox (real mouse events at the element's place on the screen), read the DOM. Use it
+        as a context manager; see ``Session``."""
+        return Session(self.binary, timeout=self.timeout, width=width, height=height)
+
+
+# --- Driving a page: the DevTools protocol over a pipe -----------------------------------------
+
+
+# Where to click an element: its centre, after scrolling it into view; or why it cannot be clicked.
+_CLICK_POINT = """(() => {
+  const el = document.querySelector(SELECTOR);
+  if (!el) return null;
+  el.scrollIntoView({block: 'center'});
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) return 'hidden';
+  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+  const hit = document.elementFromPoint(x, y);
+  if (hit !== el && !el.contains(hit)) return 'covered by ' + (hit ? hit.tagName.toLowerCase() : 'nothing');
+  return [x, y];
+})()"""
+
+
+class Session:
+    """One headless Chromium driven over the Chrome DevTools Protocol (CDP) on a pipe.
+
+    ``--remote-debugging-pipe`` makes Chromium read commands on fd 3 and write answers on fd 4,
+    each a JSON object ended by a NUL byte: no port, no websocket client, nothing to install.
+    Clicks are real mouse events (``Input.dispatchMouseEvent``) at the centre of the element, so
+    a button that is hidden, covered or outside the page cannot be clicked by accident, and a form
+    is submitted by the browser itself (its own encoding, the page's CSP ``form-action`` applied).
+    Reading the page uses ``Runtime.evaluate``, which DevTools runs whatever the page's CSP says.
+
+        with chromium.session(width=375) as page:
+            page.open(url)
+            page.click_and_wait("button[type=submit]")
+            assert "unsubscribed" in page.dom()
+    """
+
+    def __init__(self, binary: str, *, timeout: float = 30.0, width: int = 1024, height: int = 768) -> None:
+        self.binary = binary
+        self.timeout = timeout
+        self.width = width
+        self.height = height
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._profile: tempfile.TemporaryDirectory[str] | None = None
+        self._to_browser = -1
+        self._from_browser = -1
+        self._buffer = b""
+        self._next_id = 0
+        self._session_id = ""
+        self.events: list[dict[str, Any]] = []
+
+    # -- lifecycle --
+
+    def __enter__(self) -> Session:
+        self._profile = tempfile.TemporaryDirectory(prefix="digest-chromium-", ignore_cleanup_errors=True)
+        commands_read, commands_write = os.pipe()  # we write, chromium reads on its fd 3
+        answers_read, answers_write = os.pipe()  # chromium writes on its fd 4, we read
+        os.set_inheritable(commands_read, True)
+        os.set_inheritable(answers_write, True)
+
+        def remap() -> None:  # in the child, before exec: put the two ends where chromium looks
+            os.dup2(commands_read, 3)
+            os.dup2(answers_write, 4)
+
+        args = [
+            self.binary,
+            *BASE_FLAGS,
+            f"--user-data-dir={self._profile.name}",
+            f"--window-size={self.width},{self.height}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        self._to_browser, self._from_browser = commands_write, answers_read
+        try:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(3, 4),
+                preexec_fn=remap,
+                start_new_session=True,  # its helpers share our process group: killed together
+            )
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(commands_read)  # chromium has its copies; ours would keep the pipe open
+            os.close(answers_write)
+        try:
+            targets = self.call("Target.getTargets", browser=True)["targetInfos"]
+            page = next((t for t in targets if t.get("type") == "page"), None)
+            target_id = (
+                page["targetId"]
+                if page
+                else self.call("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
+            )
+            attached = self.call("Target.attachToTarget", {"targetId": target_id, "flatten": True}, browser=True)
+            self._session_id = attached["sessionId"]
+            self.call("Page.enable")
+            # The window cannot be narrower than 500 px in headless mode: emulate the screen instead,
+            # as a phone (its viewport meta honoured) when it is phone-sized.
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": self.width <= 480},
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(BrowserError, OSError):
+                self.call("Browser.close", browser=True, timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            _kill_group(self.proc)  # helpers that outlived the browser process
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            self.proc = None
+        for fd in (self._to_browser, self._from_browser):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._to_browser = self._from_browser = -1
+        if self._profile is not None:
+            self._profile.cleanup()
+            self._profile = None
+
+    # -- the protocol --
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send one CDP command (to the page, or with ``browser`` to the browser) and return its
+        result; events that arrive meanwhile are kept in ``events``."""
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if not browser:
+            message["sessionId"] = self._session_id
+        data = json.dumps(message).encode("utf-8") + b"\0"
+        while data:
+            data = data[os.write(self._to_browser, data) :]
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            answer = self._read(deadline, f"the answer to {method}")
+            if answer.get("id") == message["id"]:
+                if "error" in answer:
+                    raise BrowserError(f"{method} failed: {answer['error'].get('message', answer['error'])}")
+                return dict(answer.get("result", {}))
+            if "method" in answer:
+                self.events.append(answer)
+
+    def wait_for_event(self, method: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The first ``method`` event seen since the last ``clear_events`` (waiting for it)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            for event in self.events:
+                if event["method"] == method:
+                    self.events.remove(event)
+                    return event
+            message = self._read(deadline, f"the event {method}")
+            if "method" in message:
+                self.events.append(message)
+
+    def clear_events(self) -> None:
+        self.events.clear()
+
+    def _read(self, deadline: float, what: str) -> dict[str, Any]:
+        import select
+
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrowserError(f"chromium did not send {what} within {self.timeout:.0f} s")
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self._from_browser, 1 << 16)
+            if not chunk:
+                raise BrowserError(f"chromium closed the DevTools pipe while we waited for {what}")
+            self._buffer += chunk
+        raw, _, self._buffer = self._buffer.partition(b"\0")
+        return dict(json.loads(raw))
+
+    # -- what a person does --
+
+    def open(self, url: str) -> None:
+        """Load ``url`` and wait for its load event."""
+        self.clear_events()
+        result = self.call("Page.navigate", {"url": url})
+        if result.get("errorText"):
+            raise BrowserError(f"chromium could not open {url}: {result['errorText']}")
+        self.wait_for_event("Page.loadEventFired")
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (DevTools is not bound by its CSP)."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise BrowserError(f"evaluating {expression!r} failed: {result['exceptionDetails'].get('text')}")
+        return result.get("result", {}).get("value")
+
+    def click(self, selector: str) -> None:
+        """Click the element ``selector`` matches with the mouse, where it is drawn."""
+        where = self.evaluate(_CLICK_POINT.replace("SELECTOR", json.dumps(selector)))
+        if where is None:
+            raise BrowserError(f"nothing in the page matches {selector!r}")
+        if isinstance(where, str):
+            raise BrowserError(f"{selector!r} cannot be clicked: it is {where}")
+        x, y = where
+        self.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def click_and_wait(self, selector: str) -> None:
+        """Click something that loads a new page (a submit button, a link) and wait for it."""
+        self.clear_events()
+        self.click(selector)
+        self.wait_for_event("Page.loadEventFired")
+
+    def dom(self) -> str:
+        """The page's DOM as HTML now."""
+        return str(self.evaluate("document.documentElement.outerHTML"))
+
+    def url(self) -> str:
+        return str(self.evaluate("location.href"))
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

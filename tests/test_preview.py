@@ -52,7 +52,7 @@ def copy_sample(dest: Path, *, templates: bool = False) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "examples", dest / "examples")
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text, n = re.subn(r'(?m)^data_dir = .*$', 'data_dir = "state"', text)
+    text, n = re.subn(r"(?m)^data_dir = .*$", 'data_dir = "state"', text)
     assert n == 1, "the sample config should set [store] data_dir"
     if templates:
         (dest / "my-templates").mkdir()
@@ -344,8 +344,18 @@ def test_an_editor_saving_by_rename_is_seen(watcher: Watcher, state: PreviewStat
 
 def test_cli_preview_serves_on_a_free_port_and_stops_cleanly_on_ctrl_c(config: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "preview", "--config", str(config), "--now", "2026-11-27T09:00",
-         "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "preview",
+            "--config",
+            str(config),
+            "--now",
+            "2026-11-27T09:00",
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -461,8 +471,12 @@ def test_the_issue_fits_the_width_in_a_real_browser(
     assert all(i["loaded"] for i in metrics.images), [i["src"] for i in metrics.images if not i["loaded"]]
 
     shot = _shoot(
-        chromium, f"{base}/issue.html", f"issue-{width}.png", tmp_path,
-        width=width, height=min(metrics.scroll_height, 12000),
+        chromium,
+        f"{base}/issue.html",
+        f"issue-{width}.png",
+        tmp_path,
+        width=width,
+        height=min(metrics.scroll_height, 12000),
     )
     assert not is_blank(shot)
     cut = right_edge_clear(shot)
@@ -497,9 +511,7 @@ def _escaped(text: str) -> str:
 
 
 @pytest.mark.browser
-def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(
-    chromium: Browser, tmp_path: Path
-) -> None:
+def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(chromium: Browser, tmp_path: Path) -> None:
     config = copy_sample(tmp_path / "site", templates=True)
     state = PreviewState(config, now=NOW)
     assert state.rebuild().ok

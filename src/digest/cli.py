@@ -562,6 +562,24 @@ def health(config_path: Path) -> None:
         raise click.exceptions.Exit(1)
 
 
+# --- the subscriber's side ---------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--host", help="Address to listen on (default: [web] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: [web] port; 0 picks one).")
+def serve(config_path: Path, host: str | None, port: int | None) -> None:
+    """Serve one-click unsubscribe, section preferences, SendGrid's event webhook and the archive."""
+    from .tokens import Signer
+    from .web import serve as run
+
+    settings = load_settings(config_path)
+    configure_logging(settings)
+    Signer.from_env()  # tokens cannot be checked without the secret: refuse to start
+    run(settings, host=host or settings.web.host, port=settings.web.port if port is None else port)
+
+
 def configure_logging(settings: Settings) -> None:
     """One line per event on stderr, text or JSON as configured; a terminal shows only warnings
     (the progress bar says the rest)."""

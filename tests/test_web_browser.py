@@ -1,0 +1,178 @@
+"""The subscriber's pages in a real headless Chromium, clicked like a person clicks them: the
+unsubscribe button, the section checkboxes and Save; then the next issue, sent through the outbox,
+carries only the sections that were ticked."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from browser import Browser, Session, browser, serve_app
+from digest.cli import cli
+from digest.config import Settings, load
+from digest.store import Store, Subscriber
+from digest.tokens import Signer
+from digest.web import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "browser-test-secret"
+NOW = "2026-11-27T09:00"
+KEY = "2026-W48"
+PHONE = 375
+
+
+@dataclass
+class Live:
+    config: Path
+    settings: Settings
+    store: Store
+    signer: Signer
+    base: str
+
+    def subscriber(self, email: str) -> Subscriber:
+        found = self.store.subscriber(email)
+        assert found is not None, email
+        return found
+
+    def link(self, page: str, email: str) -> str:
+        return f"{self.base}/{page}?t={self.signer.token(self.subscriber(email).id)}"
+
+
+def cli_run(*args: str) -> str:
+    result = CliRunner(env={"DIGEST_SECRET": SECRET}).invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def chromium() -> Browser:
+    return browser()
+
+
+@pytest.fixture
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
+    """The bundled sample with its subscribers imported, and the web app served on loopback."""
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    config = tmp_path / "config.toml"
+    cli_run("subscribers", "import", "--config", str(config), str(tmp_path / "examples" / "subscribers.csv"))
+    settings = load(config)
+    store = Store.open(settings.database_url)
+    signer = Signer(SECRET)
+    try:
+        with serve_app(create_app(settings, store, signer)) as base:
+            yield Live(config, settings, store, signer, base)
+    finally:
+        store.close()
+
+
+def fits_a_phone(page: Session) -> None:
+    """One column that fits 375 px, and buttons a thumb can hit."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE, f"the page is {width} px wide in a {PHONE} px window"
+    heights = page.evaluate("[...document.querySelectorAll('button')].map(b => b.getBoundingClientRect().height)")
+    assert heights and min(heights) >= 44, heights
+
+
+def ticked(page: Session) -> dict[str, bool]:
+    return dict(page.evaluate("[...document.querySelectorAll('input[name=section]')].map(b => [b.value, b.checked])"))
+
+
+def choose_sections(live: Live, page: Session, email: str, wanted: set[str]) -> None:
+    """Open the preferences link, click the boxes whose state differs from ``wanted``, Save."""
+    page.open(live.link("preferences", email))
+    fits_a_phone(page)
+    for name, checked in ticked(page).items():
+        if checked != (name in wanted):
+            page.click(f'input[name=section][value="{name}"]')
+    assert {name for name, checked in ticked(page).items() if checked} == wanted
+    page.click_and_wait("button[type=submit]")
+    assert page.evaluate("document.querySelector('h1').textContent") == "Your choice is saved"
+
+
+@pytest.mark.browser
+def test_unsubscribing_with_the_button_in_a_real_browser(chromium: Browser, live: Live) -> None:
+    email = "ben.okafor@example.org"
+    with chromium.session(width=PHONE, height=800) as page:
+        page.open(live.link("unsubscribe", email))
+        fits_a_phone(page)
+        assert page.evaluate("document.querySelector('h1').textContent") == "Unsubscribe from Statecraft Weekly?"
+        assert live.subscriber(email).status == "active"  # opening the link changed nothing
+        page.click_and_wait("button[type=submit]")
+        assert page.evaluate("document.querySelector('h1').textContent") == "You are unsubscribed"
+        assert live.subscriber(email).status == "unsubscribed"
+        assert page.url().startswith(live.base + "/unsubscribe?t=")  # posted to itself, CSP allowing
+        page.click_and_wait("main a")  # the link to the preferences
+        assert page.evaluate("document.querySelector('h1').textContent") == "Your sections"
+        assert "unsubscribed" in page.evaluate("document.querySelector('main').innerText")
+
+
+@pytest.mark.browser
+def test_choosing_sections_in_a_real_browser(chromium: Browser, live: Live) -> None:
+    email = "chloe@example.com"  # imported with "Europe"
+    with chromium.session(width=PHONE, height=900) as page:
+        page.open(live.link("preferences", email))
+        assert ticked(page) == {
+            "Asia-Pacific": False,
+            "Military Industrial Complex": False,
+            "Middle East": False,
+            "Europe": True,
+            "Also this week": False,
+        }
+        choose_sections(live, page, email, {"Asia-Pacific", "Middle East"})
+        assert live.subscriber(email).sections == ("Asia-Pacific", "Middle East")
+        shown = page.evaluate("[...document.querySelectorAll('main li')].map(li => li.textContent)")
+        assert shown == ["Asia-Pacific", "Middle East"]
+        choose_sections(live, page, email, set())  # none ticked: every section
+        assert live.subscriber(email).sections == ()
+        page.open(live.link("preferences", email))
+        assert all(ticked(page).values())
+
+
+def sections_in(message: EmailMessage) -> tuple[list[str], list[str]]:
+    """Section headings of the HTML part and of the text part."""
+    html_part = message.get_body(("html",))
+    text_part = message.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    page = html_part.get_content()
+    headings = [html.unescape(h).strip() for h in re.findall(r'<div class="section-name"[^>]*>(.*?)</div>', page, re.S)]
+    text = re.findall(r"(?m)^== (.+) ==$", text_part.get_content())
+    return headings, text
+
+
+@pytest.mark.browser
+def test_the_next_issue_carries_only_the_sections_chosen_in_the_browser(chromium: Browser, live: Live) -> None:
+    chooser, unsubscriber, everyone = "chloe@example.com", "ben.okafor@example.org", "dev.patel@example.net"
+    chosen = {"Asia-Pacific", "Middle East"}
+    with chromium.session(width=PHONE, height=900) as page:
+        choose_sections(live, page, chooser, chosen)
+        page.open(live.link("unsubscribe", unsubscriber))
+        page.click_and_wait("button[type=submit]")
+
+    cli_run("send", "--config", str(live.config), "--now", NOW)
+
+    folder = live.config.parent / ".digest" / "outbox" / KEY
+
+    def eml(email: str) -> list[Path]:
+        return sorted(folder.glob(f"*-{live.subscriber(email).id}.eml"))
+
+    assert eml(unsubscriber) == []  # unsubscribed in the browser: not sent
+    (full,) = eml(everyone)
+    all_html, all_text = sections_in(message_from_bytes(full.read_bytes(), policy=policy.default))
+    assert set(all_html) - chosen, "the sample issue should have sections beyond the chosen ones"
+    (mine,) = eml(chooser)
+    got_html, got_text = sections_in(message_from_bytes(mine.read_bytes(), policy=policy.default))
+    expected = [name for name in all_html if name in chosen]
+    assert expected, "the sample issue should have articles in the chosen sections"
+    assert got_html == expected, f"{chooser} chose {sorted(chosen)} but the HTML part has {got_html}"
+    assert got_text == [name for name in all_text if name in chosen], got_text
