@@ -158,6 +158,8 @@ def main() -> None:
         work, url = args.setup.split("|", 1)
         print(setup(Path(work), url, args.subscribers, args.database, args.variants))
         return
+    if args.database:  # both children (setup and the measured send) use it
+        os.environ["DIGEST_DATABASE_URL"] = args.database
     standin, url = start_standin()
     try:
         with tempfile.TemporaryDirectory() as tmp:
