@@ -241,3 +241,11 @@ def test_test_copies_are_marked_and_recorded_nowhere(tmp_path, sg, store):
     assert request.body["custom_args"] == {"issue": KEY, "test": "1"}
     assert sg.recipients() == ["editor@example.org"]
     assert store.delivery_counts(KEY) == {}
+
+
+def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path, sg, store):
+    prepare(store, 3)
+    settings = make_settings(tmp_path, sg.url, sendgrid={"api_host": sg.url, "timeout": 0.5, "asm_group_id": 4242})
+    assert send(store, settings).counts == {"submitted": 3}
+    (request,) = sg.accepted
+    assert request.body["asm"] == {"group_id": 4242}
