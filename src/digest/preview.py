@@ -25,7 +25,6 @@ import html as html_lib
 import logging
 import re
 import secrets
-import socket
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -48,6 +47,8 @@ from watchfiles import Change, DefaultFilter, watch
 from . import build as pipeline
 from .config import Settings, load
 from .errors import ConfigError, DigestError
+from .listen import listen
+from .listen import url as url_for
 from .message import build_message
 from .rank import issue_key
 from .render import bundled_templates, fill, format_dates, template_dirs
@@ -436,8 +437,8 @@ def serve(config_path: Path, *, host: str, port: int, now: datetime | None, open
     try:
         state = PreviewState(config_path, now=now)
         status = state.rebuild()
-        sock = _listen(host, port)
-        url = _url(host, sock.getsockname()[1])
+        sock = listen(host, port)
+        url = url_for(host, sock.getsockname()[1])
         click.echo(f"Previewing {status.key or 'the issue'} at {url} (Ctrl-C to stop)")
         _report(status, first=True)
         watcher = Watcher(state, on_rebuild=_report).start()
@@ -472,29 +473,3 @@ def _report(status: Status, *, first: bool = False) -> None:
         click.echo(f"Rebuilt {good.key}: {good.count} article(s) (generation {status.generation})")
     for line in good.warnings:
         click.echo(f"digest: warning: {line}", err=True)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: a free one), or one clear error."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise DigestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise DigestError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint="pass another --port, or --port 0 to pick a free one",
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"

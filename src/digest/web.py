@@ -35,7 +35,6 @@ import json
 import logging
 import re
 import signal
-import socket
 import threading
 import time
 from collections import OrderedDict
@@ -60,7 +59,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .deliver import ALL, stored_variant
-from .errors import ConfigError, DigestError
+from .errors import ConfigError
+from .listen import listen
+from .listen import url as url_for
 from .render import archive_copy, format_dates
 from .store import Store, Subscriber, email_key
 from .tokens import BadToken, Signer
@@ -654,9 +655,9 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     store = Store.open(settings.database_url)
     try:
         app = create_app(settings, store, signer)
-        sock = _listen(host, port)
+        sock = listen(host, port)
         try:
-            url = _url(host, sock.getsockname()[1])
+            url = url_for(host, sock.getsockname()[1])
             config = uvicorn.Config(
                 app,
                 log_level="warning",
@@ -675,34 +676,3 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
             sock.close()
     finally:
         store.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (0: a free one), or one clear error.
-
-    Bound here rather than by uvicorn so the real port is known before serving, and with
-    uvicorn's own backlog (2048): a burst of one-click POSTs after a send must queue, not be
-    refused.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise DigestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise DigestError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint="pass another --port, or --port 0 to pick a free one",
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
