@@ -166,11 +166,6 @@ def open_store(settings: Settings) -> Store:
     return Store.open(settings.database_url)
 
 
-def section_names(settings: Settings) -> list[str]:
-    names = [s.name for s in settings.sections]
-    return [*names, settings.issue.catch_all] if settings.issue.catch_all else names
-
-
 # --- subscribers -------------------------------------------------------------------------------
 
 
@@ -188,7 +183,7 @@ def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> 
     from .subscribers import describe_bad_rows, read_csv
 
     settings = load_settings(config_path)
-    parsed = read_csv(csv_path, section_names(settings))
+    parsed = read_csv(csv_path, settings.section_names)
     for line in describe_bad_rows(csv_path, parsed.bad):
         click.echo(f"digest: warning: {line}", err=True)
     report = open_store(settings).merge_subscribers(parsed.rows, resubscribe=resubscribe)
@@ -216,7 +211,7 @@ def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[st
     from .subscribers import check_email, parse_sections
 
     settings = load_settings(config_path)
-    row = NewSubscriber(check_email(email), name, parse_sections(";".join(sections), section_names(settings)))
+    row = NewSubscriber(check_email(email), name, parse_sections(";".join(sections), settings.section_names))
     report = open_store(settings).merge_subscribers([row], resubscribe=resubscribe)
     if report.kept_suppressed:
         click.echo(

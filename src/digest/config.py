@@ -373,6 +373,13 @@ class Settings(_Model):
         return p if p.is_absolute() else self.base_dir / p
 
     @property
+    def section_names(self) -> list[str]:
+        """Every section an article (and a subscriber's choice) can name, in display order, the
+        catch-all last."""
+        names = [s.name for s in self.sections]
+        return [*names, self.issue.catch_all] if self.issue.catch_all else names
+
+    @property
     def data_dir(self) -> Path:
         return self.path(self.store.data_dir)
 

@@ -90,14 +90,14 @@ def variant_key(settings: Settings, choice: Sequence[str]) -> str:
     """The variant a choice of sections gets: ``all``, or the chosen sections' positions
     (``1,3``) in config order. Unknown names (a section renamed since) are ignored, and a
     choice of every section, or of none that still exists, is ``all``."""
-    names = [s.name for s in settings.sections] + ([settings.issue.catch_all] if settings.issue.catch_all else [])
+    names = settings.section_names
     chosen = {c.casefold() for c in choice}
     picked = [str(i) for i, name in enumerate(names, start=1) if name.casefold() in chosen]
     return ALL if not picked or len(picked) == len(names) else ",".join(picked)
 
 
 def variant_sections(settings: Settings, key: str) -> list[str]:
-    names = [s.name for s in settings.sections] + ([settings.issue.catch_all] if settings.issue.catch_all else [])
+    names = settings.section_names
     return names if key == ALL else [names[int(i) - 1] for i in key.split(",")]
 
 

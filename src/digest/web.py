@@ -143,12 +143,6 @@ def mask_email(address: str) -> str:
     return f"{shown}@{domain}"
 
 
-def section_names(settings: Settings) -> list[str]:
-    """The sections a subscriber can choose, in display order (the catch-all last)."""
-    names = [s.name for s in settings.sections]
-    return [*names, settings.issue.catch_all] if settings.issue.catch_all else names
-
-
 def _root(request: Request) -> str:
     """A relative prefix from this page to the app's root, so links keep working behind a proxy
     that mounts the app under a path."""
@@ -307,7 +301,7 @@ def create_app(
     (tests replay SendGrid's published example, signed in 2020)."""
     env = _environment()
     name = settings.newsletter.name
-    sections = section_names(settings)
+    sections = settings.section_names
     webhook_key = load_webhook_key(settings.web.sendgrid_webhook_key) if settings.web.sendgrid_webhook_key else None
     if webhook_key is None:
         log.warning(
