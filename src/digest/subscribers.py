@@ -1,5 +1,10 @@
 """Reading subscriber lists: CSV in, checked rows out, every bad row reported by its line.
 
+Exports are opened in spreadsheets, which run a cell that starts like a formula (``=cmd|...``,
+``+1+1``, ``@SUM(...)``): every exported cell is neutralised the OWASP "CSV Injection" way, with a
+leading single quote, and import takes that quote off again, so export -> import gives back every
+name and address exactly.
+
 Addresses are checked for syntax only (email-validator, no DNS: an import must not depend on the
 network, and deliverability is the mailbox provider's call). Section names are checked against
 the config so a typo does not silently give someone an empty newsletter.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,13 @@ from .store import NewSubscriber, Subscriber
 
 SECTION_SEPARATORS = (";", "|")
 EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "updated_at")
+
+# OWASP "CSV Injection": a spreadsheet evaluates a cell whose first character is one of these.
+FORMULA_TRIGGERS = "=+-@\t\r"
+# Cells that get one more quote on export: a trigger after any run of quotes (none included), so
+# that a name which itself starts with quotes before a trigger ("'=x") comes back unchanged too.
+_NEEDS_QUOTE = re.compile(f"'*[{re.escape(FORMULA_TRIGGERS)}]")
+_QUOTED = re.compile(f"'+[{re.escape(FORMULA_TRIGGERS)}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +54,17 @@ def check_email(address: str) -> str:
         return validate_email(address.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise SubscriberError(f"{address!r} is not a valid email address: {exc}") from exc
+
+
+def neutralise_formula(cell: str) -> str:
+    """``=SUM(1)`` -> ``'=SUM(1)``: the quote makes a spreadsheet show the cell as text, not run it."""
+    return "'" + cell if _NEEDS_QUOTE.match(cell) else cell
+
+
+def restore_formula(cell: str) -> str:
+    """Undo ``neutralise_formula`` exactly; a cell it cannot have made (``O'Brien``, ``'Tis``,
+    ``-Ann`` as written by hand) is returned unchanged."""
+    return cell[1:] if _QUOTED.match(cell) else cell
 
 
 def parse_sections(value: str, known: Sequence[str]) -> tuple[str, ...]:
@@ -83,7 +107,7 @@ def read_csv(path: Path, known_sections: Sequence[str]) -> Parsed:
     duplicates = 0
     for record in reader:
         line = reader.line_num
-        fields = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items() if k}
+        fields = {(k or "").strip().lower(): restore_formula((v or "").strip()) for k, v in record.items() if k}
         try:
             email = check_email(fields.get("email", ""))
             sections = parse_sections(fields.get("sections", ""), known_sections)
@@ -101,14 +125,14 @@ def read_csv(path: Path, known_sections: Sequence[str]) -> Parsed:
 
 
 def write_csv(subscribers: Iterable[Subscriber], out: io.TextIOBase | io.StringIO) -> int:
-    """Export in the import format (plus status and dates), so an export can be imported again."""
+    """Export in the import format (plus status and dates), so an export can be imported again;
+    every cell neutralised against formulas (``read_csv`` restores them)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for s in subscribers:
-        writer.writerow(
-            [s.email, s.name, s.status, "; ".join(s.sections), s.created_at.isoformat(), s.updated_at.isoformat()]
-        )
+        cells = [s.email, s.name, s.status, "; ".join(s.sections), s.created_at.isoformat(), s.updated_at.isoformat()]
+        writer.writerow([neutralise_formula(cell) for cell in cells])
         count += 1
     return count
 
