@@ -111,7 +111,7 @@ def run(recipients: int, batch_size: int, config: Path) -> None:
                 }
             )
             variant = build(settings, NOW).rendered
-            signer = Signer("bench-secret")
+            signer = Signer("bench-secret-long-enough-to-sign-links")
             transport = SmtpTransport(settings)
             outcomes: dict[str, int] = {}
             start = time.perf_counter()

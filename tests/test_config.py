@@ -90,3 +90,55 @@ def test_every_config_key_is_documented_in_the_readme():
     assert len(reference) == 2, "README.md has no '## Configuration reference' section"
     missing = [key for key in config.documented_keys() if f"`{key}`" not in reference[1]]
     assert not missing, f"config keys not documented in README.md: {missing}"
+
+
+# --- secrets: from the environment, long enough to resist guessing -----------------------------
+
+GOOD_SECRET = "a-test-secret-of-well-over-32-bytes-for-signing"
+MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DIGEST_SECRET": "x"}, "$DIGEST_SECRET is 1 byte(s) long"),
+        ({"DIGEST_SECRET": "sample-secret"}, "$DIGEST_SECRET is 13 byte(s) long"),
+        ({"DIGEST_SECRET": GOOD_SECRET, "DIGEST_SECRET_PREVIOUS": "old"}, "$DIGEST_SECRET_PREVIOUS is 3 byte(s) long"),
+    ],
+)
+def test_a_short_secret_is_one_line_saying_how_to_make_one_and_nothing_is_sent(tmp_path, monkeypatch, env, expected):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DIGEST_SECRET_PREVIOUS", raising=False)
+    config_path = str(tmp_path / "config.toml")
+    runner = CliRunner(env=env)
+    imported = runner.invoke(
+        cli, ["subscribers", "import", "--config", config_path, str(tmp_path / "examples/subscribers.csv")]
+    )
+    assert imported.exit_code == 0, imported.output
+    result = runner.invoke(cli, ["send", "--config", config_path, "--now", "2026-11-27T09:00"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"digest: error: {expected}: a secret that signs unsubscribe links needs at least")
+    assert MAKE_ONE in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not list(tmp_path.glob(".digest/outbox/*/*.eml"))
+
+
+@pytest.mark.parametrize(("secret", "accepted"), [("s" * 31, False), ("s" * 32, True), ("é" * 16, True)])
+def test_a_secret_needs_32_bytes(monkeypatch, secret, accepted):
+    from digest.tokens import Signer
+
+    monkeypatch.setenv("DIGEST_SECRET", secret)
+    monkeypatch.delenv("DIGEST_SECRET_PREVIOUS", raising=False)
+    if accepted:
+        assert Signer.from_env().current == secret
+    else:
+        with pytest.raises(ConfigError, match=r"\$DIGEST_SECRET is 31 byte\(s\) long"):
+            Signer.from_env()

@@ -63,7 +63,7 @@ def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     text += "\n[schedule]\nreview_hours = 24\n"
     config = tmp_path / "config.toml"
     config.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     result = run("subscribers", "import", "--config", str(config), str(tmp_path / "examples" / "subscribers.csv"))
     assert "5 added" in result.stdout

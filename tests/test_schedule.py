@@ -268,7 +268,7 @@ def _stop_is_clear() -> Iterator[None]:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
 
 

@@ -55,7 +55,11 @@ def due(tmp_path, sg, database_url, monkeypatch):
     of subscribers and the batch size."""
 
     def make(subscribers: int, batch_size: int) -> tuple[Project, dict[str, str], Any]:
-        env = {"DIGEST_SECRET": "test-secret", "SENDGRID_API_KEY": "SG.test", "DIGEST_DATABASE_URL": database_url}
+        env = {
+            "DIGEST_SECRET": "test-secret-long-enough-to-sign-links",
+            "SENDGRID_API_KEY": "SG.test",
+            "DIGEST_DATABASE_URL": database_url,
+        }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         fire = fire_ago(timedelta(minutes=10))
@@ -188,7 +192,7 @@ def test_health_is_0_while_a_scheduler_process_runs_and_sigint_stops_it_with_0(
     project = write_project(tmp_path, cron="0 9 * * FRI", url=database_url)
     args = ["health", "--config", str(project.config)]
     assert CliRunner().invoke(cli, args).exit_code == 1  # no scheduler has ever beaten
-    env = {**os.environ, "DIGEST_SECRET": "test-secret", "DIGEST_DATABASE_URL": database_url}
+    env = {**os.environ, "DIGEST_SECRET": "test-secret-long-enough-to-sign-links", "DIGEST_DATABASE_URL": database_url}
     one = Scheduler(project, env, "idle")
     schedulers.append(one)
     wait_for(one.ready, what="the scheduler to start")

@@ -19,7 +19,7 @@ from digest.tokens import Signer
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"
-SECRET = "test-secret"
+SECRET = "test-secret-long-enough-to-sign-links"
 
 
 @pytest.fixture

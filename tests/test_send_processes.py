@@ -38,7 +38,7 @@ def job(tmp_path, sg, database_url):
     (tmp_path / "subs.csv").write_text(f"email,name\n{rows}\n", encoding="utf-8")
     env = {
         **os.environ,
-        "DIGEST_SECRET": "test-secret",
+        "DIGEST_SECRET": "test-secret-long-enough-to-sign-links",
         "SENDGRID_API_KEY": "SG.test",
         "DIGEST_DATABASE_URL": database_url,
     }

@@ -22,7 +22,7 @@ from digest.transports.sendgrid import SendGridTransport
 
 KEY = "2026-W48"
 NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
-SIGNER = Signer("test-secret")
+SIGNER = Signer("test-secret-long-enough-to-sign-links")
 VARIANT = Rendered(
     subject="Statecraft Weekly: A lead story",
     html='<p>Hi %%name%%</p><a href="%%unsubscribe_url%%">Unsubscribe</a>\n',

@@ -24,7 +24,7 @@ from digest.tokens import Signer
 from digest.web import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "browser-test-secret"
+SECRET = "browser-test-secret-long-enough-to-sign-links"
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"
 PHONE = 375

@@ -3,6 +3,7 @@
 itsdangerous signs with HMAC-SHA1 (keyed, so a forged or altered token fails) and accepts a list of
 secrets, newest last: during a rotation the previous secret still verifies old links while every
 new link is signed with the new one. The secret comes from the environment, never from config.
+A secret shorter than 32 bytes is refused: whoever guesses it can sign a link for any subscriber.
 Tokens do not expire: RFC 8058 unsubscribe links in old issues must keep working.
 """
 
@@ -19,6 +20,8 @@ from .errors import ConfigError
 SECRET_ENV = "DIGEST_SECRET"
 PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"
 SALT = "digest.subscriber"
+MIN_SECRET_BYTES = 32  # as many as secrets.token_urlsafe(32) draws at random
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class BadToken(ValueError):
@@ -32,14 +35,18 @@ class Signer:
     current: str
     previous: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_length(SECRET_ENV, self.current)
+        if self.previous is not None:
+            _check_length(PREVIOUS_SECRET_ENV, self.previous)
+
     @classmethod
     def from_env(cls) -> Signer:
         current = secret(SECRET_ENV)
         if not current:
             raise ConfigError(
                 f"${SECRET_ENV} is not set: it signs the unsubscribe links",
-                hint=f"export {SECRET_ENV}=<a long random string> (e.g. from `python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))'`) and keep it the same between runs",
+                hint=f"export {SECRET_ENV}=<the output of `{MAKE_SECRET}`> and keep it the same between runs",
             )
         return cls(current, secret(PREVIOUS_SECRET_ENV))
 
@@ -59,3 +66,14 @@ class Signer:
         if not isinstance(value, int):
             raise BadToken("this link does not name a subscriber")
         return value
+
+
+def _check_length(name: str, value: str) -> None:
+    """Refuse a secret too short to resist guessing, naming the variable and how to make one."""
+    size = len(value.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"${name} is {size} byte(s) long: a secret that signs unsubscribe links needs at least "
+            f"{MIN_SECRET_BYTES} bytes",
+            hint=f"make one with `{MAKE_SECRET}`",
+        )
