@@ -256,6 +256,13 @@ BAD_TOKENS: dict[str, Callable[[Site], str]] = {
     "truncated": lambda site: site.token("ana")[:-3],
     "garbage": lambda site: "not-a-token",
     "not a number": lambda site: Signer(SECRET)._serializer.dumps("ana"),
+    # Signed by us, but no id we could have signed: each once acted as someone or gave a 500.
+    "true": lambda site: Signer(SECRET)._serializer.dumps(True),
+    "2**70": lambda site: Signer(SECRET)._serializer.dumps(2**70),
+    "past INTEGER": lambda site: Signer(SECRET)._serializer.dumps(2**31),
+    "zero": lambda site: Signer(SECRET)._serializer.dumps(0),
+    "negative": lambda site: Signer(SECRET)._serializer.dumps(-site.ids["ana"]),
+    "float": lambda site: Signer(SECRET)._serializer.dumps(float(site.ids["ana"])),
     "markup": lambda site: "<script>alert(1)</script>",
 }
 

@@ -21,6 +21,8 @@ SECRET_ENV = "DIGEST_SECRET"
 PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"
 SALT = "digest.subscriber"
 MIN_SECRET_BYTES = 32  # as many as secrets.token_urlsafe(32) draws at random
+MAX_SUBSCRIBER_ID = 2**31 - 1  # subscribers.id is an INTEGER column: 32-bit signed on PostgreSQL
+NOT_VALID = "this link is not valid (it was altered or not made by us)"
 MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -59,12 +61,15 @@ class Signer:
         return self._serializer.dumps(subscriber_id)
 
     def subscriber_id(self, token: str) -> int:
+        """The subscriber id a token carries; BadToken, the same for all, when it was not signed by
+        us or its payload is not an id we could have signed (``true``, ``0``, ``2**70``: such a
+        payload would otherwise act as subscriber 1 or fail in the database)."""
         try:
             value = self._serializer.loads(token)
         except BadSignature as exc:
-            raise BadToken("this link is not valid (it was altered or not made by us)") from exc
-        if not isinstance(value, int):
-            raise BadToken("this link does not name a subscriber")
+            raise BadToken(NOT_VALID) from exc
+        if type(value) is not int or not 1 <= value <= MAX_SUBSCRIBER_ID:  # type(): a bool is an int
+            raise BadToken(NOT_VALID)
         return value
 
 
