@@ -569,11 +569,21 @@ def test_malformed_json_is_400_once_the_signature_is_good(signed_site: Site, key
     assert signed_site.everyone() == before
 
 
-def test_without_a_key_the_webhook_accepts_unsigned_events(site: Site) -> None:
-    assert site.client.post("/webhooks/sendgrid", content=b"not json").status_code == 400
-    r = site.client.post("/webhooks/sendgrid", json=[{"email": PEOPLE["ana"].email, "event": "spamreport"}])
-    assert r.status_code == 200
-    assert site.status("ana") == "complained"
+def test_without_a_key_the_webhook_refuses_everything_and_changes_nothing(site: Site, keys: SendGridKeys) -> None:
+    """Issue 9: with the default config one unsigned POST marked a subscriber bounced."""
+    before = site.everyone()
+    bounce = json.dumps([{"email": PEOPLE["ana"].email, "event": "bounce", "subscriber_id": str(site.ids["ana"])}])
+    for body, headers in (
+        (bounce.encode(), {"Content-Type": "application/json"}),  # unsigned, as curl sends it
+        (bounce.encode(), keys.headers(bounce.encode())),  # signed with a key nobody configured
+        (b"not json", {}),
+        (b"[]", {}),
+    ):
+        r = site.client.post("/webhooks/sendgrid", content=body, headers=headers)
+        assert r.status_code == 403, r.text
+        assert r.json() == {"error": "the SendGrid webhook is off until [web] sendgrid_webhook_key is set"}
+    assert site.everyone() == before
+    assert site.status("ana") == "active"
 
 
 # SendGrid's own example of a signed request (sendgrid-python, test/unit/test_eventwebhook.py).
@@ -776,7 +786,11 @@ def test_unknown_paths_and_methods_get_plain_pages(site: Site) -> None:
     assert site.status("ana") == "active"
 
 
-def test_a_database_error_is_a_plain_500_page(site: Site, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+def test_a_database_error_is_a_plain_500_page(
+    signed_site: Site, keys: SendGridKeys, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    site = signed_site
+
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise sa.exc.OperationalError("UPDATE subscribers ...", {}, Exception("database is gone"))
 
@@ -794,7 +808,8 @@ def test_a_database_error_is_a_plain_500_page(site: Site, monkeypatch: pytest.Mo
         assert "Something went wrong" in r.text
         assert "Traceback" not in r.text and "database is gone" not in r.text and "UPDATE" not in r.text
         assert r.headers["content-security-policy"] == CSP
-    hook = site.client.post("/webhooks/sendgrid", json=[{"email": PEOPLE["ana"].email, "event": "bounce"}])
+    events = json.dumps([{"email": PEOPLE["ana"].email, "event": "bounce"}]).encode()
+    hook = site.client.post("/webhooks/sendgrid", content=events, headers=keys.headers(events))
     assert hook.status_code == 500  # SendGrid retries it later
     assert "database is gone" in caplog.text and token not in caplog.text
 
@@ -837,12 +852,15 @@ data_dir = "state"
 
 
 @contextmanager
-def served(config: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``serve`` in a process of its own, as ``digest serve`` runs it; yields it and its URL."""
+def served(
+    config: Path, database_url: str, *, command: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``serve`` in a process of its own, as ``digest serve`` runs it (or ``command``, given the
+    config's path); yields it and its URL."""
     env = {**os.environ, "DIGEST_SECRET": SECRET, "DIGEST_DATABASE_URL": database_url}
     env.pop("DIGEST_SECRET_PREVIOUS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(config)],
+        [*(command or [sys.executable, "-c", SERVE]), str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -911,6 +929,27 @@ def test_serve_prints_its_address_and_ctrl_c_exits_0(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_digest_serve_says_at_start_that_the_webhook_is_off(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'digest.sqlite3'}"
+    command = [sys.executable, "-m", "digest", "serve", "--port", "0", "--config"]
+    with served(write_config(tmp_path), url, command=command) as (proc, base):
+        r = httpx.post(
+            base + "webhooks/sendgrid",
+            json=[{"email": "a@example.org", "event": "bounce"}],
+            timeout=10,
+            trust_env=False,
+        )
+        assert r.status_code == 403
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    off = [line for line in err.splitlines() if "webhook is off" in line]
+    assert off == [
+        "digest: the SendGrid webhook is off until [web] sendgrid_webhook_key is set: "
+        "/webhooks/sendgrid refuses every request (403) until then"
+    ], err
 
 
 def test_serve_needs_the_secret_and_a_free_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -310,8 +310,8 @@ class Web(_Model):
     port: int = Field(default=8080, ge=0, le=65535, description="Port `digest serve` listens on.")
     sendgrid_webhook_key: str = Field(
         default="",
-        description="SendGrid's Event Webhook verification key (public, base64); when set, unsigned or "
-        "badly signed webhook requests are refused.",
+        description="SendGrid's Event Webhook verification key (public, base64); unsigned or badly signed "
+        "webhook requests are refused, and every request while it is empty.",
     )
 
 

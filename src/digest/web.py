@@ -16,9 +16,10 @@ Routes (every page is plain HTML with inline CSS: no JavaScript, nothing fetched
   again: saving a silently different choice would be worse than asking again.
 - ``POST /webhooks/sendgrid``: SendGrid's Event Webhook. Bounces, drops, spam reports and
   unsubscribes suppress the subscriber (by the ``subscriber_id`` custom arg, else by address).
-  With ``[web] sendgrid_webhook_key`` set, the ECDSA signature is checked over the raw body
+  SendGrid's ECDSA signature (``[web] sendgrid_webhook_key``) is checked over the raw body
   before anything is parsed, and a request signed more than a day ago is refused (see
-  ``WEBHOOK_MAX_AGE``); without it, requests are accepted unsigned (a warning is logged).
+  ``WEBHOOK_MAX_AGE``). It fails closed: without the key every request is refused (403) and
+  ``serve`` says so at start, because an unsigned webhook lets anyone empty the list.
 - ``GET /issues/`` and ``GET /issues/<key>``: the public archive of sent issues, the target of
   the emails' view-in-browser link, with every per-recipient part removed.
 
@@ -97,6 +98,7 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # never weaken), so the window is SendGrid's retry period, plus some clock skew either way.
 WEBHOOK_MAX_AGE = 24 * 3600
 CLOCK_SKEW = 300
+WEBHOOK_OFF = "the SendGrid webhook is off until [web] sendgrid_webhook_key is set"
 
 # SendGrid event -> subscriber status. Everything else (processed, delivered, open, click,
 # deferred, group_resubscribe...) is ignored: nothing here ever makes a subscriber active again.
@@ -303,11 +305,6 @@ def create_app(
     name = settings.newsletter.name
     sections = settings.section_names
     webhook_key = load_webhook_key(settings.web.sendgrid_webhook_key) if settings.web.sendgrid_webhook_key else None
-    if webhook_key is None:
-        log.warning(
-            "[web] sendgrid_webhook_key is not set: /webhooks/sendgrid accepts unsigned events, so anyone "
-            "who can reach it can mark subscribers as bounced or unsubscribed"
-        )
     archived: OrderedDict[str, str] = OrderedDict()  # sent issues never change: keep a few pages
     archive_lock = threading.Lock()
 
@@ -461,15 +458,16 @@ def create_app(
     # --- the webhook ------------------------------------------------------------------------
 
     async def sendgrid_webhook(request: Request) -> Response:
+        if webhook_key is None:  # no unsigned mode: anyone could mark every subscriber as bounced
+            return JSONResponse({"error": WEBHOOK_OFF}, status_code=403)
         try:
             body = await read_body(request, WEBHOOK_LIMIT)
         except PageError as problem:
             return JSONResponse({"error": problem.title}, status_code=problem.status)
-        if webhook_key is not None:
-            refused = _check_signature(request, body)
-            if refused:
-                log.warning("SendGrid webhook refused: %s", refused)
-                return JSONResponse({"error": refused}, status_code=403)
+        refused = _check_signature(request, body, webhook_key)
+        if refused:
+            log.warning("SendGrid webhook refused: %s", refused)
+            return JSONResponse({"error": refused}, status_code=403)
         try:
             events = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -483,7 +481,7 @@ def create_app(
             return JSONResponse({"error": "internal error"}, status_code=500)
         return JSONResponse({"applied": report.applied, "ignored": report.ignored, "unknown": report.unknown})
 
-    def _check_signature(request: Request, body: bytes) -> str:
+    def _check_signature(request: Request, body: bytes, key: Any) -> str:
         """Why the request's signature is not acceptable, or "" when it is."""
         signature = request.headers.get(SIGNATURE_HEADER, "")
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
@@ -491,7 +489,7 @@ def create_app(
             return "missing signature headers"
         if not re.fullmatch(r"[0-9]{1,12}", timestamp):
             return "malformed timestamp"
-        if not verify_signature(webhook_key, body, signature, timestamp):
+        if not verify_signature(key, body, signature, timestamp):
             return "bad signature"
         age = clock() - int(timestamp)
         if age > WEBHOOK_MAX_AGE + CLOCK_SKEW or age < -CLOCK_SKEW:
@@ -649,6 +647,8 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     store = Store.open(settings.database_url)
     try:
         app = create_app(settings, store, signer)
+        if not settings.web.sendgrid_webhook_key:
+            log.warning("%s: /webhooks/sendgrid refuses every request (403) until then", WEBHOOK_OFF)
         sock = listen(host, port)
         try:
             url = url_for(host, sock.getsockname()[1])
