@@ -522,7 +522,7 @@ def create_app(state: PreviewState) -> Starlette:
         )
         return HTMLResponse(page, headers=NO_STORE)
 
-    def chosen(request: Request) -> Variant | Response:
+    def chosen(request: Request) -> tuple[Snapshot, Variant] | Response:
         """The variant ``?variant=`` names (the whole issue without it), or the error response."""
         status = state.status
         if status.good is None:
@@ -531,28 +531,28 @@ def create_app(state: PreviewState) -> Starlette:
         found = status.good.variant(name)
         if found is None:
             return PlainTextResponse(f"{status.good.key} has no variant {name!r}\n", status_code=404, headers=NO_STORE)
-        return found
+        return status.good, found
 
     async def issue_html(request: Request) -> Response:
         if state.status.good is None:
             return HTMLResponse(_no_issue_page(state.status), status_code=503, headers=NO_STORE)
         found = chosen(request)
-        return found if isinstance(found, Response) else HTMLResponse(found.html, headers=NO_STORE)
+        return found if isinstance(found, Response) else HTMLResponse(found[1].html, headers=NO_STORE)
 
     async def issue_txt(request: Request) -> Response:
         found = chosen(request)
-        return found if isinstance(found, Response) else PlainTextResponse(found.text, headers=NO_STORE)
+        return found if isinstance(found, Response) else PlainTextResponse(found[1].text, headers=NO_STORE)
 
     async def issue_eml(request: Request) -> Response:
         found = chosen(request)
         if isinstance(found, Response):
             return found
-        key = state.status.good.key if state.status.good else "issue"
-        suffix = "" if found.name == ALL else f"-{found.name.replace(',', '-')}"
+        good, variant = found
+        suffix = "" if variant.name == ALL else f"-{variant.name.replace(',', '-')}"
         return Response(
-            found.eml,
+            variant.eml,
             media_type="message/rfc822",
-            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{key}{suffix}.eml"'},
+            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{good.key}{suffix}.eml"'},
         )
 
     async def api_state(request: Request) -> Response:
