@@ -88,7 +88,26 @@ def test_empty_week_is_an_error_not_an_empty_issue(sample, tmp_path):
     assert run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "w48")).exit_code == 0
     result = run("build", "--config", str(sample), "--now", "2027-06-01T09:00", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
-    assert "no articles published between" in result.stderr
+    # --now without an offset is New York time, and the window is given in it, zone named.
+    assert "no articles published between 2027-05-25 09:00 and 2027-06-01 09:00 (America/New_York)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_refuses_a_week_whose_articles_were_all_sent_as_send_does(sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+    assert run("send", "--config", str(sample), "--now", NOW).exit_code == 0  # 2026-W48 goes out
+    monday = "2026-11-30T09:00"  # 2026-W49: its window holds only articles W48 carried
+    built = run("build", "--config", str(sample), "--now", monday, "--out", str(tmp_path / "out"))
+    sent = run("send", "--config", str(sample), "--now", monday)
+    assert built.exit_code == sent.exit_code == 1
+    assert built.stderr.count("\n") == 1 and built.stdout == ""
+    assert built.stderr.startswith(
+        "digest: error: no new articles published between 2026-11-23 09:00 and 2026-11-30 09:00 "
+        "(America/New_York): all "
+    )
+    assert "already sent in an earlier issue" in built.stderr
+    assert built.stderr.splitlines()[-1] == sent.stderr.splitlines()[-1]  # the same refusal
     assert not (tmp_path / "out").exists()
 
 

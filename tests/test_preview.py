@@ -291,6 +291,146 @@ def test_the_watch_set_follows_the_config(config: Path, state: PreviewState) -> 
     assert site in ws.directories()
 
 
+# --- What send sends: editors' edits, the recorded snapshot, the variants ---------------------
+
+SITE = "https://responsiblestatecraft.example"
+KEY = "2026-W48"
+LEAD = f"{SITE}/2026/11/21/nationalize-defense-primes/"  # the sample week's lead, unedited
+JAPAN = f"{SITE}/2026/11/25/japan-counterstrike-missiles/"  # has an image: pinned, it leads
+JAPAN_TITLE = "Japan's counterstrike missiles are a windfall for U.S. contractors, and a risk for Tokyo"
+
+
+def digest(*args: str) -> str:
+    """Run a ``digest`` command in process; it must succeed."""
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+@pytest.fixture
+def ledger(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sample site with its subscribers imported into its own database (under ``state``)."""
+    monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
+    digest("subscribers", "import", "--config", str(config), str(config.parent / "examples" / "subscribers.csv"))
+    return config
+
+
+def first_article(html_page: str) -> str:
+    """The first article link of an issue's HTML: the lead's."""
+    found = re.search(rf'href="({re.escape(SITE)}/20[^"?]+)', html_page)
+    assert found, "no article link"
+    return found.group(1)
+
+
+def subject_on_page(page: str) -> str:
+    found = re.search(r'<div class="subject" id="subject">(.*?)</div>', page)
+    assert found, "no subject on the page"
+    return html.unescape(found.group(1))
+
+
+def test_preview_applies_editors_pins_and_exclusions(ledger: Path) -> None:
+    state = PreviewState(ledger, now=NOW)
+    assert state.rebuild().ok, state.status.error
+    assert first_article(last_good(state).html) == LEAD
+
+    digest("exclude", "--config", str(ledger), "--issue", KEY, LEAD)
+    digest("pin", "--config", str(ledger), "--issue", KEY, JAPAN)
+    assert state.rebuild().ok, state.status.error
+    with TestClient(create_app(state)) as client:
+        assert subject_on_page(client.get("/").text) == f"Statecraft Weekly: {JAPAN_TITLE}"
+        issue = client.get("/issue.html").text
+        assert first_article(issue) == JAPAN and LEAD not in issue
+        eml = email.message_from_bytes(client.get("/issue.eml").content, policy=email.policy.default)
+        assert eml["Subject"] == f"Statecraft Weekly: {JAPAN_TITLE}"
+        assert client.get("/api/state").json()["recorded"] is None  # a fresh build, as send would make
+
+
+def test_preview_shows_each_variant_as_send_renders_it(ledger: Path) -> None:
+    from digest import weekly
+    from digest.build import preview_values
+    from digest.config import load
+    from digest.render import fill
+    from digest.store import Store
+
+    state = PreviewState(ledger, now=NOW)
+    assert state.rebuild().ok, state.status.error
+    good = last_good(state)
+    # Ben chose Asia-Pacific and Middle East, Eve the Military Industrial Complex, Chloé Europe.
+    assert [(v.name, v.label) for v in good.variants] == [
+        ("all", "All sections"),
+        ("1,3", "Asia-Pacific + Middle East"),
+        ("2", "Military Industrial Complex"),
+        ("4", "Europe"),
+    ]
+    with TestClient(create_app(state)) as client:
+        page = client.get("/").text
+        chooser = re.search(r'<nav class="variants".*?</nav>', page, re.S)
+        assert chooser and re.findall(r'<a href="([^"]+)"', chooser.group(0)) == [
+            "/",
+            "/?variant=1,3",
+            "/?variant=2",
+            "/?variant=4",
+        ]
+        europe = client.get("/?variant=4").text
+        assert '<a href="/?variant=4" aria-current="page">Europe</a>' in europe
+        assert re.findall(r'<iframe src="([^"]+)"', europe) == ["/issue.html?variant=4"] * 2
+        shown = {v.name: (client.get(f"/issue.html?variant={v.name}").text, v.subject) for v in good.variants}
+        assert client.get("/issue.html?variant=9").status_code == 404
+
+    # Send's own path records the same issue: each variant it stores is what the preview showed.
+    settings = load(ledger)
+    store = Store.open(settings.database_url)
+    try:
+        weekly.draft(settings, store, NOW.replace(tzinfo=settings.newsletter.zone))
+        values = preview_values(settings)
+        for name, (page_html, subject) in shown.items():
+            stored_subject, stored_html, _ = store.variant(KEY, name)
+            assert (fill(stored_html, values, "html"), stored_subject) == (page_html, subject), name
+    finally:
+        store.close()
+
+
+def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Path) -> None:
+    from digest import weekly
+    from digest.config import load
+    from digest.store import Store
+
+    settings = load(ledger)
+    store = Store.open(settings.database_url)
+    try:
+        weekly.draft(settings, store, NOW.replace(tzinfo=settings.newsletter.zone))
+    finally:
+        store.close()
+    # A feed edit after the draft was recorded does not change what goes out, so not the preview.
+    feed = ledger.parent / "examples" / "feeds" / "statecraft.rss"
+    edit(feed, "<title>Is nationalizing the defense industry such a bad idea?</title>", "<title>Edited</title>")
+    state = PreviewState(ledger, now=NOW)
+    assert state.rebuild().ok, state.status.error
+    assert last_good(state).recorded == "draft"
+    assert "Is nationalizing the defense industry" in last_good(state).subject
+    with TestClient(create_app(state)) as client:
+        assert f"{KEY} is recorded as draft" in client.get("/").text
+
+    watcher = Watcher(state, step_ms=30, debounce_ms=300).start()
+    try:
+        assert watcher.ready.wait(5), "the watcher did not start"
+        digest("exclude", "--config", str(ledger), LEAD)  # the current draft, rebuilt
+        # The preview sees the database change by itself: no file it watches changed.
+        wait_for(lambda: state.status.good is not None and LEAD not in state.status.good.html)
+    finally:
+        watcher.stop()
+    assert state.status.ok, state.status.error
+    with TestClient(create_app(state)) as client:
+        subject = subject_on_page(client.get("/").text)
+        issue = client.get("/issue.html").text
+    assert subject == "Statecraft Weekly: The Oman channel is the only Iran policy that has worked"
+    assert LEAD not in issue and first_article(issue) == f"{SITE}/2026/11/26/iran-talks-oman-channel/"
+
+
 # --- The watcher ------------------------------------------------------------------------------
 
 
@@ -312,7 +452,7 @@ def test_editing_a_local_feed_rebuilds(watcher: Watcher, state: PreviewState, co
     assert state.status.ok
     assert "A title edited in the feed" in last_good(state).html
     # The rebuild wrote the feed cache beside the config: that must not trigger another one.
-    time.sleep(0.8)
+    assert watcher.wait_quiet(), "the watcher never settled"
     assert state.status.generation == 2
 
 

@@ -101,6 +101,24 @@ def test_empty_window_raises_instead_of_building_an_empty_issue(tmp_path):
         rank.build_issue([article("old", hours_ago=24 * 30)], settings(tmp_path), NOW)
 
 
+def test_the_empty_window_is_named_in_the_newsletters_zone(tmp_path):
+    # NOW is 14:00 UTC, 09:00 in New York: the message gives the local times and names the zone.
+    with pytest.raises(EmptyIssueError) as caught:
+        rank.build_issue([article("old", hours_ago=24 * 30)], settings(tmp_path), NOW)
+    assert "between 2026-11-20 09:00 and 2026-11-27 09:00 (America/New_York) in 1 feed(s)" in str(caught.value)
+    assert "UTC" not in str(caught.value)
+
+
+def test_a_window_whose_articles_were_all_left_out_says_so(tmp_path):
+    articles = [article("a"), article("b")]
+    with pytest.raises(EmptyIssueError) as caught:
+        rank.build_issue(articles, settings(tmp_path), NOW, exclude=[a.url for a in articles])
+    assert str(caught.value).startswith(
+        "no new articles published between 2026-11-20 09:00 and 2026-11-27 09:00 (America/New_York): "
+        "all 2 were already sent in an earlier issue or excluded by an editor; nothing to build"
+    )
+
+
 def test_undated_article_counts_from_when_it_was_first_seen(tmp_path):
     undated = article("undated", hours_ago=2, published=False)
     issue = rank.build_issue([undated, article("b")], settings(tmp_path), NOW)

@@ -123,12 +123,18 @@ def warn(lines: tuple[str, ...] | list[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the issue.")
 def build(config_path: Path, now_text: str | None, out_dir: Path, as_json: bool) -> None:
     """Build this week's issue and write it as HTML, text and .eml files."""
-    from .build import build as build_issue
     from .build import summary, write_files
+    from .weekly import build_for
 
     settings = load_settings(config_path)
     now = parse_now(now_text, settings)
-    result = build_issue(settings, now)
+    # The ledger's rules, as `send` applies them: editors' pins and exclusions, and no article
+    # that an earlier issue already sent.
+    store = open_store(settings)
+    try:
+        result = build_for(settings, store, now)
+    finally:
+        store.close()
     paths = write_files(result, settings, out_dir, now)
     warn(result.warnings)
     if as_json:

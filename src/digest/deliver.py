@@ -119,12 +119,10 @@ def record(
     issue = result.issue
     renderer = renderer or Renderer(settings)
     rendered = {ALL: _parts(result.rendered)}
-    for choice in sorted(store.section_choices()):
-        key = variant_key(settings, choice)
-        if key not in rendered:
-            part = restrict(issue, variant_sections(settings, key))
-            if part is not None:
-                rendered[key] = _parts(renderer.render(part))
+    for name in chosen_variants(store, settings):
+        part = render_variant(settings, issue, name, renderer)
+        if part is not None:
+            rendered[name] = _parts(part)
     return store.record_issue(
         issue.key,
         subject=result.rendered.subject,
@@ -136,6 +134,20 @@ def record(
         status=status,
         send_at=send_at,
     )
+
+
+def chosen_variants(store: Store, settings: Settings) -> list[str]:
+    """The variants besides ``all`` that active subscribers' choices of sections call for, in
+    config order of their first section."""
+    names = {variant_key(settings, choice) for choice in store.section_choices()} - {ALL}
+    return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
+
+
+def render_variant(settings: Settings, issue: Issue, name: str, renderer: Renderer) -> Rendered | None:
+    """The issue as the readers of variant ``name`` get it; None when its sections have no
+    article this week (those readers are sent nothing)."""
+    part = restrict(issue, variant_sections(settings, name))
+    return None if part is None else renderer.render(part)
 
 
 def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
@@ -162,24 +174,35 @@ class Variants:
         self._renderer: Renderer | None = None
 
     def __call__(self, choice: tuple[str, ...]) -> str | None:
+        """The variant a subscriber with ``choice`` is sent (stored on first need), or None."""
         name = variant_key(self.settings, choice)
         if name in self.known:
             return name
         if name in self.empty:
             return None
-        stored = self._stored_issue()
-        if stored is None:  # recorded before issues kept their articles: everyone gets it whole
+        if self.stored_issue() is None:  # recorded before issues kept their articles: everyone gets it whole
             return ALL
-        part = restrict(stored, variant_sections(self.settings, name))
-        if part is None:
+        rendered = self.render(name)
+        if rendered is None:
             self.empty.add(name)
             return None
-        self._renderer = self._renderer or Renderer(self.settings)
-        self.store.add_variant(self.key, name, _parts(self._renderer.render(part)))
+        self.store.add_variant(self.key, name, _parts(rendered))
         self.known.add(name)
         return name
 
-    def _stored_issue(self) -> Issue | None:
+    def render(self, name: str) -> Rendered | None:
+        """Variant ``name`` as it is (or would be) sent, storing nothing: the stored rendering if
+        there is one, else one from the issue's stored articles; None if it has no article."""
+        if name in self.known:
+            return stored_variant(self.store, self.key, name)
+        stored = self.stored_issue()
+        if stored is None:
+            return stored_variant(self.store, self.key, ALL)
+        self._renderer = self._renderer or Renderer(self.settings)
+        return render_variant(self.settings, stored, name, self._renderer)
+
+    def stored_issue(self) -> Issue | None:
+        """The recorded issue's sections, articles and lead (None if it was recorded without)."""
         if self._issue is None:
             data = self.store.issue_summary(self.key).get("issue_data")
             if not data:

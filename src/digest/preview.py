@@ -1,5 +1,10 @@
 """``digest preview``: this week's issue served locally, rebuilt whenever one of its inputs changes.
 
+The preview shows exactly what ``digest send`` would send: it goes through the same code
+(``weekly.outgoing``), so editors' pins and exclusions apply, articles an earlier issue sent are
+left out, and an issue already recorded (a draft, an approved issue) is shown as its recorded
+snapshot, with every variant subscribers' choices of sections call for.
+
 Three small parts, each testable on its own:
 
 - ``PreviewState`` re-reads the config and rebuilds the issue (``rebuild()``). It keeps the last
@@ -8,10 +13,11 @@ Three small parts, each testable on its own:
   blank page or a traceback. Every rebuild, good or bad, bumps ``generation``: that is what the
   editor's page polls to know when to reload.
 - ``create_app(state)`` is the Starlette app: the editor's page ``/``, the issue as the reader gets
-  it (``/issue.html``, ``/issue.txt``, ``/issue.eml``) and ``/api/state``.
+  it (``/issue.html``, ``/issue.txt``, ``/issue.eml``, each with ``?variant=``) and ``/api/state``.
 - ``Watcher`` runs watchfiles in a thread over the config file, the template directories and the
   local feed files (the set is recomputed from the config after each rebuild, so adding a feed or
-  a ``[render] templates`` folder is picked up) and calls ``rebuild()`` on a change.
+  a ``[render] templates`` folder is picked up) and calls ``rebuild()`` on a change, or when the
+  database changed what goes out (``digest pin``, ``exclude``, ``approve`` in another terminal).
 
 ``serve`` wires them together with uvicorn. It binds 127.0.0.1 unless told otherwise, prints one
 line with the real address (``--port 0`` picks a free port) and one line per rebuild, and returns
@@ -45,13 +51,17 @@ from starlette.routing import Route
 from watchfiles import Change, DefaultFilter, watch
 
 from . import build as pipeline
+from . import weekly
 from .config import Settings, load
+from .deliver import ALL, variant_sections
 from .errors import ConfigError, DigestError
 from .listen import listen
 from .listen import url as url_for
 from .message import build_message
-from .rank import issue_key
-from .render import bundled_templates, fill, format_dates, template_dirs
+from .models import Issue
+from .rank import issue_key, restrict
+from .render import Rendered, bundled_templates, fill, format_dates, template_dirs
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +78,90 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One good build, with everything the pages show, filled with the preview recipient values."""
+class Variant:
+    """One variant of the issue as its readers get it, filled with the preview recipient values."""
 
-    key: str
+    name: str  # "all", or the chosen sections' positions in config order ("1,3")
+    label: str
     subject: str
     preheader: str
-    from_name: str
-    from_email: str
-    dates: str
     count: int
     sections: tuple[tuple[str, int], ...]
     lead_title: str
-    thin: bool
-    warnings: tuple[str, ...]
     html: str
     text: str
     eml: bytes
-    built_at: datetime
 
     @property
     def html_bytes(self) -> int:
         return len(self.html.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One good build: the whole issue first, then each variant subscribers' choices call for.
+
+    ``unsent`` names the variants whose sections have no article this week: their readers are
+    sent nothing. ``recorded`` is the recorded issue's status when the snapshot is the recorded
+    one (draft, approved, sending, sent), None for a fresh build.
+    """
+
+    key: str
+    from_name: str
+    from_email: str
+    dates: str
+    thin: bool
+    warnings: tuple[str, ...]
+    built_at: datetime
+    variants: tuple[Variant, ...]
+    unsent: tuple[str, ...] = ()
+    recorded: str | None = None
+
+    @property
+    def whole(self) -> Variant:
+        """The issue every subscriber who chose no sections gets."""
+        return self.variants[0]
+
+    def variant(self, name: str | None) -> Variant | None:
+        """The variant called ``name`` (the whole issue for None or ``all``); None if there is none."""
+        return next((v for v in self.variants if v.name == (name or ALL)), None)
+
+    # The whole issue's parts: what most readers get, and what the page shows first.
+    @property
+    def subject(self) -> str:
+        return self.whole.subject
+
+    @property
+    def preheader(self) -> str:
+        return self.whole.preheader
+
+    @property
+    def count(self) -> int:
+        return self.whole.count
+
+    @property
+    def sections(self) -> tuple[tuple[str, int], ...]:
+        return self.whole.sections
+
+    @property
+    def lead_title(self) -> str:
+        return self.whole.lead_title
+
+    @property
+    def html(self) -> str:
+        return self.whole.html
+
+    @property
+    def text(self) -> str:
+        return self.whole.text
+
+    @property
+    def eml(self) -> bytes:
+        return self.whole.eml
+
+    @property
+    def html_bytes(self) -> int:
+        return self.whole.html_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +195,8 @@ class Status:
             "articles": good.count if good else None,
             "html_bytes": good.html_bytes if good else None,
             "warnings": list(good.warnings) if good else [],
+            "recorded": good.recorded if good else None,
+            "variants": [v.name for v in good.variants] if good else [],
         }
 
 
@@ -169,7 +243,7 @@ def local_feed_path(settings: Settings, url: str) -> Path:
     return path.resolve()
 
 
-Builder = Callable[[Settings, datetime], pipeline.Build]
+Builder = Callable[[Settings, datetime], weekly.Outgoing]
 
 
 class PreviewState:
@@ -178,7 +252,8 @@ class PreviewState:
     ``now`` is the run time to build for; None means the real time at each rebuild, and a time
     without an offset is in the newsletter's zone (as configured at each rebuild).
     ``rebuild`` is thread-safe (the watcher calls it from its thread); readers take ``status``,
-    an immutable value, without locking.
+    an immutable value, without locking. The default builder is ``weekly.outgoing`` on the
+    configured database, which stays open between rebuilds (``close()`` closes it).
     """
 
     def __init__(
@@ -193,9 +268,43 @@ class PreviewState:
         self.instance = secrets.token_hex(6)  # a restarted server is a new page, whatever the generation
         self.status = Status()
         self.last_exception: BaseException | None = None
-        self._builder: Builder = builder or pipeline.build
-        self._lock = threading.Lock()
+        self._builder: Builder = builder or self._outgoing
+        self._lock = threading.RLock()
         self._watch = WatchSet(files=frozenset({self.config_path.resolve()}))
+        self._store: Store | None = None
+        self._store_url = ""
+        self._ledger: tuple[Any, ...] | None = None  # the ledger the shown issue was built from
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def ledger_changed(self) -> bool:
+        """True when the database changed what goes out since the last build: an editor pinned,
+        excluded or approved, an issue was sent, a subscriber chose other sections."""
+        with self._lock:
+            key, seen, store = self.status.key, self._ledger, self._store
+            if key is None or seen is None or store is None:
+                return False
+            try:
+                return weekly.ledger_mark(store, key) != seen
+            except Exception:  # the database went away: a rebuild shows the error
+                log.debug("reading the ledger failed", exc_info=True)
+                return True
+
+    def _outgoing(self, settings: Settings, now: datetime) -> weekly.Outgoing:
+        """What `send` would send at ``now``, noting the ledger it was worked out from."""
+        self._ledger = None
+        url = settings.database_url
+        if self._store is None or self._store_url != url:
+            self.close()
+            self._store, self._store_url = Store.open(url), url
+        mark = weekly.ledger_mark(self._store, issue_key(now, settings.newsletter.zone))
+        result = weekly.outgoing(settings, self._store, now)
+        self._ledger = mark
+        return result
 
     def watch_set(self) -> WatchSet:
         """What to watch: from the last config that loaded (the config file alone before that)."""
@@ -242,31 +351,54 @@ class PreviewState:
 _PREHEADER = re.compile(r'<div class="preheader"[^>]*>(.*?)</div>', re.S)
 
 
-def _snapshot(settings: Settings, result: pipeline.Build, now: datetime) -> Snapshot:
-    values = pipeline.preview_values(settings)
-    issue, rendered = result.issue, result.rendered
+def _snapshot(settings: Settings, out: weekly.Outgoing, now: datetime) -> Snapshot:
+    issue = out.issue
     zone = settings.newsletter.zone
-    page = fill(rendered.html, values, "html")
-    found = _PREHEADER.search(page)
-    first = issue.lead or (issue.articles[0] if issue.articles else None)
     from_name, from_email = parseaddr(settings.newsletter.from_address)
+    variants = [_variant(settings, ALL, issue, out.whole, now)]
+    unsent = []
+    for name, rendered in out.variants.items():
+        part = restrict(issue, variant_sections(settings, name))
+        if rendered is None or part is None:
+            unsent.append(_label(settings, name))
+        else:
+            variants.append(_variant(settings, name, part, rendered, now))
     return Snapshot(
         key=issue.key,
-        subject=rendered.subject,
-        preheader=" ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split()) if found else "",
         from_name=from_name or settings.newsletter.name,
         from_email=from_email,
         dates=format_dates(issue.window.start.astimezone(zone), issue.window.end.astimezone(zone)),
+        thin=issue.thin,
+        warnings=out.warnings,
+        built_at=datetime.now(UTC),
+        variants=tuple(variants),
+        unsent=tuple(unsent),
+        recorded=out.recorded,
+    )
+
+
+def _variant(settings: Settings, name: str, issue: Issue, rendered: Rendered, now: datetime) -> Variant:
+    """One variant filled with the preview recipient values; ``issue`` holds its own sections."""
+    values = pipeline.preview_values(settings)
+    page = fill(rendered.html, values, "html")
+    found = _PREHEADER.search(page)
+    first = issue.lead or (issue.articles[0] if issue.articles else None)
+    return Variant(
+        name=name,
+        label=_label(settings, name),
+        subject=rendered.subject,
+        preheader=" ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split()) if found else "",
         count=len(issue.articles),
         sections=tuple((s.name, len(s.articles)) for s in issue.sections),
         lead_title=first.title if first else "",
-        thin=issue.thin,
-        warnings=result.warnings,
         html=page,
         text=fill(rendered.text, values, "text"),
         eml=build_message(settings, rendered, values, now=now).as_bytes(),
-        built_at=datetime.now(UTC),
     )
+
+
+def _label(settings: Settings, name: str) -> str:
+    return "All sections" if name == ALL else " + ".join(variant_sections(settings, name))
 
 
 # --- Watching ---------------------------------------------------------------------------------
@@ -294,6 +426,8 @@ class Watcher:
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.ready = threading.Event()  # set once the current watch set is being watched
+        self._idle = threading.Condition()
+        self._quiet_spells = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="digest-preview-watcher", daemon=True)
 
@@ -305,6 +439,19 @@ class Watcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def wait_quiet(self, timeout: float = 10.0) -> bool:
+        """Wait for the watcher's next quiet spell (``rust_timeout`` with no wanted change and an
+        unchanged ledger): every change made before the call has been handled by then, rebuilt
+        or ignored. False if none came within ``timeout`` seconds."""
+        with self._idle:
+            seen = self._quiet_spells
+            return self._idle.wait_for(lambda: self._quiet_spells > seen, timeout)
+
+    def _quiet(self) -> None:
+        with self._idle:
+            self._quiet_spells += 1
+            self._idle.notify_all()
 
     def _run(self) -> None:
         default = DefaultFilter()
@@ -328,7 +475,8 @@ class Watcher:
                 )
                 for changes in changes_seen:
                     self.ready.set()
-                    if not changes:
+                    if not changes and not self.state.ledger_changed():
+                        self._quiet()
                         continue
                     status = self.state.rebuild()
                     if self.on_rebuild:
@@ -359,9 +507,12 @@ def create_app(state: PreviewState) -> Starlette:
 
     async def index(request: Request) -> Response:
         status = state.status
+        good = status.good
+        shown = good and (good.variant(request.query_params.get("variant")) or good.whole)
         page = env.get_template("editor.html.j2").render(
             status=status,
-            good=status.good,
+            good=good,
+            shown=shown,
             instance=state.instance,
             config=str(state.config_path),
             desktop_width=DESKTOP_WIDTH,
@@ -371,26 +522,37 @@ def create_app(state: PreviewState) -> Starlette:
         )
         return HTMLResponse(page, headers=NO_STORE)
 
+    def chosen(request: Request) -> tuple[Snapshot, Variant] | Response:
+        """The variant ``?variant=`` names (the whole issue without it), or the error response."""
+        status = state.status
+        if status.good is None:
+            return PlainTextResponse(_no_issue_text(status), status_code=503, headers=NO_STORE)
+        name = request.query_params.get("variant")
+        found = status.good.variant(name)
+        if found is None:
+            return PlainTextResponse(f"{status.good.key} has no variant {name!r}\n", status_code=404, headers=NO_STORE)
+        return status.good, found
+
     async def issue_html(request: Request) -> Response:
-        good = state.status.good
-        if good is None:
+        if state.status.good is None:
             return HTMLResponse(_no_issue_page(state.status), status_code=503, headers=NO_STORE)
-        return HTMLResponse(good.html, headers=NO_STORE)
+        found = chosen(request)
+        return found if isinstance(found, Response) else HTMLResponse(found[1].html, headers=NO_STORE)
 
     async def issue_txt(request: Request) -> Response:
-        good = state.status.good
-        if good is None:
-            return PlainTextResponse(_no_issue_text(state.status), status_code=503, headers=NO_STORE)
-        return PlainTextResponse(good.text, headers=NO_STORE)
+        found = chosen(request)
+        return found if isinstance(found, Response) else PlainTextResponse(found[1].text, headers=NO_STORE)
 
     async def issue_eml(request: Request) -> Response:
-        good = state.status.good
-        if good is None:
-            return PlainTextResponse(_no_issue_text(state.status), status_code=503, headers=NO_STORE)
+        found = chosen(request)
+        if isinstance(found, Response):
+            return found
+        good, variant = found
+        suffix = "" if variant.name == ALL else f"-{variant.name.replace(',', '-')}"
         return Response(
-            good.eml,
+            variant.eml,
             media_type="message/rfc822",
-            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{good.key}.eml"'},
+            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{good.key}{suffix}.eml"'},
         )
 
     async def api_state(request: Request) -> Response:
@@ -434,8 +596,8 @@ def serve(config_path: Path, *, host: str, port: int, now: datetime | None, open
     config_path = Path(config_path)
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no such config file", hint="pass --config with the path to config.toml")
+    state = PreviewState(config_path, now=now)
     try:
-        state = PreviewState(config_path, now=now)
         status = state.rebuild()
         sock = listen(host, port)
         url = url_for(host, sock.getsockname()[1])
@@ -459,6 +621,8 @@ def serve(config_path: Path, *, host: str, port: int, now: datetime | None, open
             sock.close()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a preview ends: not an error
+    finally:
+        state.close()
 
 
 def _report(status: Status, *, first: bool = False) -> None:

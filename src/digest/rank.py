@@ -87,13 +87,10 @@ def build_issue(
     cfg = settings.issue
     window = issue_window(now, cfg.window_days)
     excluded = {canonical_url(u) for u in exclude}
-    in_window = [a for a in articles if a.when in window and a.canonical_url not in excluded]
+    published = [a for a in articles if a.when in window]
+    in_window = [a for a in published if a.canonical_url not in excluded]
     if not in_window:
-        raise EmptyIssueError(
-            f"no articles published between {window.start:%Y-%m-%d %H:%M} and {window.end:%Y-%m-%d %H:%M} UTC "
-            f"in {len(settings.feeds)} feed(s): nothing to build",
-            hint="check the feeds, or pass --now for the week you mean",
-        )
+        raise _nothing_new(window, settings, left_out=len(published))
     key = rank_key([*cfg.pins, *pins], cfg.featured_category)
     limits = {s.name: s.limit for s in settings.sections}
     if cfg.catch_all:
@@ -124,6 +121,23 @@ def build_issue(
         thin=thin,
         warnings=warnings,
         ranked=ranked,
+    )
+
+
+def _nothing_new(window: Window, settings: Settings, *, left_out: int) -> EmptyIssueError:
+    """Why a window has nothing to build, with its times in the newsletter's zone (named)."""
+    zone = settings.newsletter.zone
+    start, end = window.start.astimezone(zone), window.end.astimezone(zone)
+    span = f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} ({zone.key})"
+    if left_out:
+        return EmptyIssueError(
+            f"no new articles published {span}: all {left_out} were already sent in an earlier issue "
+            "or excluded by an editor; nothing to build",
+            hint="see `digest issues`, or pass --now for the week you mean",
+        )
+    return EmptyIssueError(
+        f"no articles published {span} in {len(settings.feeds)} feed(s): nothing to build",
+        hint="check the feeds, or pass --now for the week you mean",
     )
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from . import deliver, rank
 from .build import Build, build
 from .config import Settings
 from .errors import DeliveryError
 from .links import canonical_url
+from .models import Issue
+from .render import Rendered, Renderer
 from .store import Store
 
 log = logging.getLogger("digest.weekly")
@@ -51,6 +54,65 @@ def build_for(settings: Settings, store: Store, now: datetime) -> Build:
     pins, excluded = store.edits(key)
     already = store.sent_articles(besides=key)
     return build(settings, now, pins=pins, exclude=[*excluded, *already])
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What `send` sends for a run time, worked out the way it does; nothing recorded or sent.
+
+    ``whole`` is the ``all`` variant; ``variants`` maps each other variant that subscribers'
+    choices of sections call for to its rendering, or to None when those sections have no
+    article (those readers are sent nothing).
+    """
+
+    issue: Issue
+    whole: Rendered
+    variants: dict[str, Rendered | None]
+    warnings: tuple[str, ...]
+    recorded: str | None  # the recorded issue's status (draft, approved...); None: built afresh
+
+
+def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
+    """The issue ``send`` would send at ``now``, each variant as its readers get it.
+
+    A recorded issue (draft, approved, sending, sent) goes out as its recorded snapshot, so that
+    is what this returns; otherwise the build ``send`` would make, with editors' edits and
+    without articles already sent.
+    """
+    key = rank.issue_key(now, settings.newsletter.zone)
+    record = store.issue(key)
+    if record is None or record.status == "skipped":
+        result = build_for(settings, store, now)
+        renderer = Renderer(settings)
+        fresh = {
+            name: deliver.render_variant(settings, result.issue, name, renderer)
+            for name in deliver.chosen_variants(store, settings)
+        }
+        return Outgoing(result.issue, result.rendered, fresh, result.warnings, None)
+    snapshot = deliver.Variants(store, settings, key)
+    issue = snapshot.stored_issue()
+    if issue is None:
+        raise DeliveryError(
+            f"{key} was recorded by an older digest without its articles: it cannot be shown",
+            hint=f"`digest status {key}` shows its deliveries",
+        )
+    stored = {name: snapshot.render(name) for name in deliver.chosen_variants(store, settings)}
+    warnings = tuple(store.issue_summary(key).get("warnings", ()))
+    return Outgoing(issue, deliver.stored_variant(store, key), stored, warnings, record.status)
+
+
+def ledger_mark(store: Store, key: str) -> tuple[Any, ...]:
+    """Everything in the ledger that decides what goes out for ``key``. When it changes (a pin,
+    a rebuilt or approved draft, an issue sent, a new choice of sections), ``outgoing`` may
+    return something else: the preview compares marks to know when to rebuild."""
+    return (
+        store.issue(key),
+        store.edits(key),
+        store.issue_summary(key),
+        store.sent_articles(besides=key),
+        store.section_choices(),
+        store.variant_names(key),
+    )
 
 
 def _refuse_thin(settings: Settings, store: Store, result: Build, send_at: datetime | None) -> None:
