@@ -417,6 +417,19 @@ def test_text_xml_without_charset_still_honours_the_declared_encoding(server, fe
     assert result.articles[0].title == "Café, crème brûlée et Müsli"
 
 
+@pytest.mark.parametrize("name", ["utf16le.xml", "utf16be.xml"])
+@pytest.mark.parametrize("content_type", ["application/rss+xml", "text/xml; charset=utf-8"])
+def test_a_utf16_feed_is_read_whatever_the_http_charset_says(server, feed_settings, name, content_type):
+    # The byte order mark beats any header: the bytes cannot be read any other way.
+    body = (FEED_FIXTURES / name).read_bytes()
+    url = server.route("/feed.xml", Reply(body=body, headers={"Content-Type": content_type}))
+    result = load_articles(feed_settings(url), NOW)
+    assert result.warnings == ()
+    (article,) = result.articles
+    assert article.title == "Grüße aus Αθήνα — 東京の朝"
+    assert article.categories == ("Ökonomie",)
+
+
 def test_http_charset_is_used_when_the_document_declares_none(server, feed_settings):
     body = (
         "<rss version='2.0'><channel><title>t</title><item><title>Crème</title>"

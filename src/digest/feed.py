@@ -447,17 +447,34 @@ def _feedparse(body: bytes, feed: str, base_url: str, content_type: str) -> tupl
     return result, warnings
 
 
+# How a document's first bytes say its encoding (XML 1.0, appendix F): a byte order mark, or the
+# "<" of the first tag in a UTF-16 or UTF-32 layout. UTF-32 comes first: its little-endian BOM
+# starts with UTF-16's. The exact codec is named, since "UTF-16" in a declaration does not say
+# which byte order (and feedparser reads plain "utf-16" as little-endian).
+_SNIFFED = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"<\0\0\0", "utf-32-le"),
+    (b"\0\0\0<", "utf-32-be"),
+    (b"<\0", "utf-16-le"),
+    (b"\0<", "utf-16-be"),
+)
+
+
 def _declared_encoding(body: bytes) -> str | None:
-    """The encoding the document declares (BOM or ``<?xml encoding=…?>``), if any.
+    """The encoding the document declares (BOM, UTF-16/32 layout or ``<?xml encoding=…?>``), if any.
 
     feedparser follows RFC 3023, where ``text/xml`` without a charset means US-ASCII and an HTTP
     charset beats the XML declaration. Servers get both wrong far more often than publishers get
     their declaration wrong, so the declaration is what feedparser is told (RFC 7303's order).
+    A byte order mark or a UTF-16/32 layout beats both: the bytes cannot be read any other way.
     """
-    if body.startswith(b"\xef\xbb\xbf"):
-        return "utf-8"
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None  # UTF-16 with a BOM: feedparser sniffs it
+    for prefix, encoding in _SNIFFED:
+        if body.startswith(prefix):
+            return encoding
     match = _XML_DECLARED.match(body[:512])
     return match.group(1).decode("ascii") if match else None
 
