@@ -322,6 +322,18 @@ def test_a_dripping_server_is_cut_at_total_timeout(server, feed_settings, drip_h
     assert elapsed < 2
 
 
+def test_a_feed_past_its_deadline_is_down_and_the_others_still_read(server, feed_settings):
+    slow = server.route("/slow.xml", Reply(body=RSS, drip=0.1))
+    good = server.route("/good.xml", Reply(body=DATES))
+    start = time.monotonic()
+    result = load_articles(feed_settings(slow, good, fetch={"total_timeout": 1}), NOW)
+    assert time.monotonic() - start < 2
+    assert len(result.articles) == 7 and {a.feed for a in result.articles} == {good}
+    (down,) = result.down
+    assert down.message == f'feed "{slow}": no complete answer within [fetch] total_timeout = 1 s (1 try)'
+    assert result.warnings == (f"feed down, left out of this issue: {down}",)
+
+
 def test_retries_and_their_waits_share_the_total_timeout(server, feed_settings):
     url = server.route("/feed.xml", Reply(status=503, body=b"busy"))
     settings = feed_settings(url, fetch={"retries": 10, "backoff": 0.3, "total_timeout": 1})
@@ -501,3 +513,18 @@ def test_state_survives_a_crash_mid_write(server, feed_settings, tmp_path, monke
     assert after == before  # old state intact, no temporary files left behind
     monkeypatch.undo()
     assert len(load_articles(settings, NOW).articles) == 7
+
+
+def test_failing_to_write_feed_state_is_never_a_feed_down(server, feed_settings, monkeypatch):
+    # Our own disk failing stops the run: it must not pass for one feed being down.
+    a = server.route("/a.xml", Reply(body=RSS))
+    b = server.route("/b.xml", Reply(body=DATES))
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "replace", crash)
+    with pytest.raises(FeedError) as caught:
+        load_articles(feed_settings(a, b), NOW)
+    assert str(caught.value).startswith("cannot write feed state in ")
+    assert len(server.requests) == 1  # stopped at the first feed

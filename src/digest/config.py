@@ -132,6 +132,11 @@ class Fetch(_Model):
         description="Seconds one feed's fetch may take in all: connecting, every read, every retry and "
         "the waits between them. A feed past it is down.",
     )
+    require_all: bool = Field(
+        default=False,
+        description="Build no issue unless every feed answers; false builds from the feeds that did "
+        "when they make a full issue.",
+    )
 
 
 class Section(_Model):
