@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,13 +74,76 @@ def test_bad_config_key_is_one_line_and_exit_2(sample, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_feed_file_names_the_feed(sample, tmp_path):
+def refused_url() -> str:
+    """An http URL on 127.0.0.1 where nobody listens (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/feed.xml"
+
+
+def unreachable_analysis_feed(config: Path) -> str:
+    """Point the sample's second feed at a dead server, tried once."""
+    url = refused_url()
+    edit(config, 'url = "examples/feeds/analysis.atom"', f'url = "{url}"')
+    edit(config, "retries = 3", "retries = 0")
+    return url
+
+
+def test_one_unreachable_feed_of_two_is_named_and_the_issue_built_from_the_other(sample, tmp_path):
+    unreachable_analysis_feed(sample)
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    warning = 'digest: warning: feed down, left out of this issue: feed "Statecraft Analysis": could not connect'
+    assert warning in result.stderr
+    data = json.loads(result.stdout)
+    assert any(w.startswith('feed down, left out of this issue: feed "Statecraft Analysis"') for w in data["warnings"])
+    assert not data["thin"]
+    assert sum(len(s["articles"]) for s in data["sections"]) == 11  # the first feed's; 14 with both
+    assert (tmp_path / "out" / "2026-W48.eml").exists()
+
+
+def test_a_missing_feed_file_is_a_feed_down_too(sample, tmp_path):
     edit(sample, 'url = "examples/feeds/analysis.atom"', 'url = "examples/feeds/missing.atom"')
     result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Built 2026-W48: 11 article(s)")  # 14 with both feeds
+    assert 'feed "Statecraft Analysis": no such file ' in result.stderr and "missing.atom" in result.stderr
+
+
+def test_require_all_fails_the_build_on_one_feed_down_in_one_line(sample, tmp_path):
+    unreachable_analysis_feed(sample)
+    edit(sample, "require_all = false", "require_all = true")
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
-    assert result.stderr.startswith("digest: error: ")
-    assert "missing.atom" in result.stderr
     assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith('digest: error: feed "Statecraft Analysis": could not connect (')
+    assert result.stderr.rstrip().endswith("[fetch] require_all = true builds no issue without every feed")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_feed_down_fails_in_one_line_naming_each(sample, tmp_path):
+    unreachable_analysis_feed(sample)
+    edit(sample, 'url = "examples/feeds/statecraft.rss"', 'url = "examples/feeds/gone.rss"')
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith('digest: error: no feed could be read: feed "Statecraft": no such file ')
+    assert 'feed "Statecraft Analysis": could not connect' in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_feed_down_and_a_thin_rest_is_no_issue(sample, tmp_path):
+    # 14 articles with both feeds, 11 from the first alone: a thin week only without the second.
+    edit(sample, "min_items = 3", "min_items = 12")
+    assert run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "all")).exit_code == 0
+    unreachable_analysis_feed(sample)
+    result = run("build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    error = result.stderr
+    assert error.startswith('digest: error: feed "Statecraft Analysis": could not connect')
+    assert "the other feeds make only a thin week (11 article(s), fewer than [issue] min_items = 12)" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -174,6 +174,9 @@ def test_cdata_and_entities_become_plain_one_line_titles(feed_settings):
             "\u201cQuoted\u201d \u2013 it\u2019s \u20ac5 \u2026 really",
             "Curly \u201cquotes\u201d, an en dash \u2013 and the euro sign \u20ac.",
         ),
+        # UTF-16 with a byte order mark and <?xml encoding="UTF-16"?>, in either byte order.
+        ("utf16le.xml", "Grüße aus Αθήνα — 東京の朝", "Ein Café, ein καφές, ein 珈琲 — 5 €."),
+        ("utf16be.xml", "Grüße aus Αθήνα — 東京の朝", "Ein Café, ein καφές, ein 珈琲 — 5 €."),
     ],
 )
 def test_declared_encodings_are_honoured(feed_settings, name, title, text):

@@ -42,6 +42,8 @@ class Reply:
     last_modified: str | None = None
     delay: float = 0.0
     endless: bool = False  # stream without Content-Length until the client hangs up
+    drip: float = 0.0  # send the body one byte at a time, this many seconds apart
+    drip_head: bool = False  # with ``drip``, drip the status line and headers too
 
 
 @dataclass
@@ -108,6 +110,9 @@ class Server:
                     self.send_header("ETag", reply.etag)
                 if reply.last_modified:
                     self.send_header("Last-Modified", reply.last_modified)
+                if reply.drip:
+                    self._drip(reply, status)
+                    return
                 if reply.endless:
                     self.end_headers()
                     chunk = b"<!-- padding -->" * 4096
@@ -119,6 +124,20 @@ class Server:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _drip(self, reply: Reply, status: int) -> None:
+                """A server that is never silent long enough for a read timeout, and never done."""
+                fields = {**reply.headers, "Content-Length": str(len(reply.body))}
+                head = f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+                data = head.encode("latin-1") + reply.body
+                if not reply.drip_head:
+                    self.wfile.write(data[: len(head)])
+                    data = data[len(head) :]
+                for i in range(len(data)):
+                    if server.release.wait(reply.drip):
+                        return
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
 
         return Handler
 
@@ -286,6 +305,45 @@ def test_read_timeout_is_a_feed_error_and_quick(server, feed_settings):
     assert elapsed < 2
 
 
+@pytest.mark.parametrize("drip_head", [False, True], ids=["dripped-body", "dripped-headers"])
+def test_a_dripping_server_is_cut_at_total_timeout(server, feed_settings, drip_head):
+    # A byte every 0.1 s never trips the 0.5 s read timeout: only the total deadline ends it.
+    url = server.route("/feed.xml", Reply(body=RSS, drip=0.1, drip_head=drip_head))
+    settings = feed_settings(url, fetch={"total_timeout": 1})
+    start = time.monotonic()
+    with pytest.raises(FeedError) as caught:
+        load_articles(settings, NOW)
+    elapsed = time.monotonic() - start
+    assert str(caught.value) == (
+        f'feed "{url}": no complete answer within [fetch] total_timeout = 1 s (1 try); '
+        "the server is stuck or far too slow; raise [fetch] total_timeout if it is just slow"
+    )
+    assert len(server.hits("/feed.xml")) == 1  # no retry can start past the deadline
+    assert elapsed < 2
+
+
+def test_a_feed_past_its_deadline_is_down_and_the_others_still_read(server, feed_settings):
+    slow = server.route("/slow.xml", Reply(body=RSS, drip=0.1))
+    good = server.route("/good.xml", Reply(body=DATES))
+    start = time.monotonic()
+    result = load_articles(feed_settings(slow, good, fetch={"total_timeout": 1}), NOW)
+    assert time.monotonic() - start < 2
+    assert len(result.articles) == 7 and {a.feed for a in result.articles} == {good}
+    (down,) = result.down
+    assert down.message == f'feed "{slow}": no complete answer within [fetch] total_timeout = 1 s (1 try)'
+    assert result.warnings == (f"feed down, left out of this issue: {down}",)
+
+
+def test_retries_and_their_waits_share_the_total_timeout(server, feed_settings):
+    url = server.route("/feed.xml", Reply(status=503, body=b"busy"))
+    settings = feed_settings(url, fetch={"retries": 10, "backoff": 0.3, "total_timeout": 1})
+    start = time.monotonic()
+    with pytest.raises(FeedError, match=r"HTTP 503 Service Unavailable after [1-4] tries"):
+        load_articles(settings, NOW)
+    assert time.monotonic() - start < 1.5  # ten retries would wait 0.3 + 0.6 + 1.2 + ... seconds
+    assert len(server.hits("/feed.xml")) < 5
+
+
 def test_connection_refused_is_a_feed_error(feed_settings):
     with socket.socket() as sock:  # a port that was free a moment ago and has nobody listening
         sock.bind(("127.0.0.1", 0))
@@ -371,6 +429,19 @@ def test_text_xml_without_charset_still_honours_the_declared_encoding(server, fe
     assert result.articles[0].title == "Café, crème brûlée et Müsli"
 
 
+@pytest.mark.parametrize("name", ["utf16le.xml", "utf16be.xml"])
+@pytest.mark.parametrize("content_type", ["application/rss+xml", "text/xml; charset=utf-8"])
+def test_a_utf16_feed_is_read_whatever_the_http_charset_says(server, feed_settings, name, content_type):
+    # The byte order mark beats any header: the bytes cannot be read any other way.
+    body = (FEED_FIXTURES / name).read_bytes()
+    url = server.route("/feed.xml", Reply(body=body, headers={"Content-Type": content_type}))
+    result = load_articles(feed_settings(url), NOW)
+    assert result.warnings == ()
+    (article,) = result.articles
+    assert article.title == "Grüße aus Αθήνα — 東京の朝"
+    assert article.categories == ("Ökonomie",)
+
+
 def test_http_charset_is_used_when_the_document_declares_none(server, feed_settings):
     body = (
         "<rss version='2.0'><channel><title>t</title><item><title>Crème</title>"
@@ -442,3 +513,18 @@ def test_state_survives_a_crash_mid_write(server, feed_settings, tmp_path, monke
     assert after == before  # old state intact, no temporary files left behind
     monkeypatch.undo()
     assert len(load_articles(settings, NOW).articles) == 7
+
+
+def test_failing_to_write_feed_state_is_never_a_feed_down(server, feed_settings, monkeypatch):
+    # Our own disk failing stops the run: it must not pass for one feed being down.
+    a = server.route("/a.xml", Reply(body=RSS))
+    b = server.route("/b.xml", Reply(body=DATES))
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "replace", crash)
+    with pytest.raises(FeedError) as caught:
+        load_articles(feed_settings(a, b), NOW)
+    assert str(caught.value).startswith("cannot write feed state in ")
+    assert len(server.requests) == 1  # stopped at the first feed

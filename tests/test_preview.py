@@ -228,8 +228,16 @@ def test_a_broken_feed_is_a_warning_or_an_error_never_a_crash(
     assert "Statecraft Analysis" in page
 
     feed.write_text("this is not a feed", encoding="utf-8")
-    status = state.rebuild()
-    assert status.error is not None and "Statecraft Analysis" in status.error
+    status = state.rebuild()  # that feed is down: the issue is built from the other, and says so
+    assert status.ok and status.good is not None
+    down = 'feed down, left out of this issue: feed "Statecraft Analysis": not a valid RSS or Atom feed'
+    assert any(w.startswith(down) for w in status.good.warnings), status.good.warnings
+    assert "Statecraft Analysis" in client.get("/").text
+
+    (config.parent / "examples" / "feeds" / "statecraft.rss").write_text("nor is this", encoding="utf-8")
+    status = state.rebuild()  # every feed down: no issue, an error naming each
+    assert status.error is not None and status.error.startswith("no feed could be read: ")
+    assert 'feed "Statecraft"' in status.error and 'feed "Statecraft Analysis"' in status.error
     assert client.get("/").status_code == 200 and client.get("/issue.html").status_code == 200
 
 

@@ -296,3 +296,64 @@ def test_an_article_sent_in_an_earlier_issue_is_not_chosen_again(sample):
     finally:
         store.close()
     assert gulf not in html_of(read(outbox(sample, f"test-{KEY}")[0]))
+
+
+# --- a feed down --------------------------------------------------------------------------------
+
+ANALYSIS = 'url = "examples/feeds/analysis.atom"'
+
+
+def notices(config: Path) -> list[EmailMessage]:
+    return [read(p) for p in outbox(config, f"notices-{KEY}")]
+
+
+def test_a_draft_built_without_a_feed_tells_the_editors_which(sample):
+    edit_config(sample, ANALYSIS, 'url = "examples/feeds/missing.atom"')
+    settings, store = opened(sample)
+    try:
+        assert schedule._review(settings, store, SEND_AT) == f"draft {KEY}"
+        record = store.issue(KEY)
+        assert record is not None and record.status == "draft"
+    finally:
+        store.close()
+    assert len(outbox(sample, f"test-{KEY}")) == 2  # the review copy still goes out
+    told = notices(sample)
+    assert sorted(str(n["To"]) for n in told) == sorted(EDITORS)
+    assert told[0]["Subject"] == f"[digest] {KEY} is built without 1 feed(s)"
+    body = text_of(told[0])
+    assert f'{KEY} was built without 1 of its 2 feeds: feed "Statecraft Analysis": no such file ' in body
+    assert "missing.atom" in body and "The draft holds the other feeds' articles" in body
+
+
+def test_a_full_issue_missing_a_feed_is_sent_on_time_and_the_editors_told(sample):
+    edit_config(sample, "review_hours = 24\n", "review_hours = 0\n")
+    edit_config(sample, ANALYSIS, 'url = "examples/feeds/missing.atom"')
+    settings, store = opened(sample)
+    try:
+        assert schedule._send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
+    finally:
+        store.close()
+    assert len(outbox(sample, KEY)) == 5
+    (first, _) = told = notices(sample)
+    assert len(told) == 2 and first["Subject"] == f"[digest] {KEY} is built without 1 feed(s)"
+    assert 'feed "Statecraft Analysis": no such file ' in text_of(first)
+    assert "It goes out with the other feeds' articles." in text_of(first)
+
+
+def test_require_all_skips_the_issue_when_a_feed_stays_down_past_the_grace(sample):
+    edit_config(sample, "review_hours = 24\n", "review_hours = 0\n")
+    edit_config(sample, ANALYSIS, 'url = "examples/feeds/missing.atom"')
+    edit_config(sample, "require_all = false", "require_all = true")
+    settings, store = opened(sample)
+    try:
+        outcome = schedule._send(settings, store, SEND_AT)  # past its send time: no retry left
+        reason = 'feeds could not be fetched within the grace: feed "Statecraft Analysis": no such file '
+        assert outcome.startswith(f"skipped: {reason}")
+        record = store.issue(KEY)
+        assert record is not None and record.status == "skipped"
+    finally:
+        store.close()
+    assert not outbox(sample, KEY)
+    (first, _) = notices(sample)
+    assert first["Subject"] == f"[digest] {KEY} was not sent"
+    assert "[fetch] require_all = true builds no issue without every feed" in text_of(first)

@@ -15,7 +15,8 @@ import httpx
 
 from . import rank
 from .config import Settings
-from .feed import load_articles
+from .errors import EmptyIssueError, FeedError
+from .feed import FeedResult, load_articles
 from .files import atomic_write
 from .message import build_message
 from .models import Article, Issue
@@ -24,11 +25,15 @@ from .render import Rendered, Renderer, fill
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    """An issue and its rendering, with every warning met on the way."""
+    """An issue and its rendering, with every warning met on the way.
+
+    ``feeds_down`` says, one line each, which feeds were down and left out of this issue.
+    """
 
     issue: Issue
     rendered: Rendered
     warnings: tuple[str, ...]
+    feeds_down: tuple[str, ...] = ()
 
 
 def build(
@@ -40,11 +45,41 @@ def build(
     pins: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Build:
-    """Fetch, choose, rank and render the issue for the run time ``now``."""
+    """Fetch, choose, rank and render the issue for the run time ``now``.
+
+    With some feeds down, the issue is built from the others only when they make a full issue;
+    a thin or empty week is then a FeedError naming the missing feeds, because their absence,
+    not the week, is the likely cause (and the scheduler tries feeds again within its grace).
+    """
     feeds = load_articles(settings, now, client=client)
-    issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude)
+    try:
+        issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude)
+    except EmptyIssueError as exc:
+        if feeds.down:
+            raise _not_without(feeds, "the other feeds have no article for this issue") from exc
+        raise
+    if feeds.down and issue.thin:
+        short = (
+            f"the other feeds make only a thin week ({len(issue.articles)} article(s), "
+            f"fewer than [issue] min_items = {settings.issue.min_items})"
+        )
+        raise _not_without(feeds, short) from feeds.down[0]
     rendered = (renderer or Renderer(settings)).render(issue)
-    return Build(issue=issue, rendered=rendered, warnings=(*feeds.warnings, *rendered.warnings))
+    return Build(
+        issue=issue,
+        rendered=rendered,
+        warnings=(*feeds.warnings, *rendered.warnings),
+        feeds_down=tuple(str(exc) for exc in feeds.down),
+    )
+
+
+def _not_without(feeds: FeedResult, why: str) -> FeedError:
+    """No issue from what the feeds that answered gave: name the ones that did not."""
+    missing = "; ".join(exc.message for exc in feeds.down)
+    return FeedError(
+        f"{missing}; {why}: no issue without the missing feed(s)",
+        hint="build again once the feed is back, or remove it from config.toml",
+    )
 
 
 def preview_values(settings: Settings) -> dict[str, str]:

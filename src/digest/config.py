@@ -126,6 +126,17 @@ class Fetch(_Model):
     retries: int = Field(default=3, ge=0, le=10, description="Retries on 5xx, 429 and connection errors.")
     backoff: float = Field(default=1.0, ge=0, description="First retry delay in seconds; doubles each time.")
     user_agent: str = Field(default="digest/0.1 (+newsletter digest)", description="User-Agent sent with requests.")
+    total_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds one feed's fetch may take in all: connecting, every read, every retry and "
+        "the waits between them. A feed past it is down.",
+    )
+    require_all: bool = Field(
+        default=False,
+        description="Build no issue unless every feed answers; false builds from the feeds that did "
+        "when they make a full issue.",
+    )
 
 
 class Section(_Model):

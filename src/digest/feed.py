@@ -44,10 +44,15 @@ __all__ = ["FeedResult", "ParsedFeed", "load_articles", "parse_feed"]
 
 @dataclass(frozen=True, slots=True)
 class FeedResult:
-    """Every feed's articles merged (feed order, then item order) and the warnings met on the way."""
+    """Every feed's articles merged (feed order, then item order) and the warnings met on the way.
+
+    ``down`` holds the error of each feed that could not be fetched or parsed; the articles are
+    those of the other feeds (the warnings name the missing ones too).
+    """
 
     articles: tuple[Article, ...]
     warnings: tuple[str, ...]
+    down: tuple[FeedError, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,11 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
     A duplicate is an item whose id or canonical URL (tracking parameters ignored) was already
     seen, in this feed or an earlier one; the first wins, so feed order is priority order.
     ``client`` is for tests and callers that share one; otherwise one is made for the run.
+
+    A feed that cannot be fetched or parsed is down: it is left out and listed in ``down``, so
+    one dead feed does not sink the issue (whether the rest make one is the caller's call). A
+    FeedError is raised when every feed is down, or at the first one down with ``[fetch]
+    require_all``; failing to write digest's own feed state is never a feed being down.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("load_articles needs an aware datetime for now")
@@ -113,11 +123,22 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
         client = owned = make_client(settings.fetch)
     articles: list[Article] = []
     warnings: list[str] = []
+    down: list[FeedError] = []
     ids: set[str] = set()
     urls: set[str] = set()
     try:
         for src in settings.feeds:
-            parsed = _load_one(src, settings, now, client, store)
+            state, state_warnings = store.load(src.url, src.label)
+            warnings.extend(state_warnings)
+            try:
+                parsed, state, body = _read_one(src, settings, now, client, store, state)
+            except FeedError as exc:
+                if settings.fetch.require_all and len(settings.feeds) > 1:
+                    raise _required(exc) from exc
+                down.append(exc)
+                warnings.append(f"feed down, left out of this issue: {exc}")
+                continue
+            store.save(replace(state, first_seen=parsed.first_seen), body)
             warnings.extend(parsed.warnings)
             for article in parsed.articles:
                 if article.id in ids or article.canonical_url in urls:
@@ -128,28 +149,50 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
     finally:
         if owned is not None:
             owned.close()
-    return FeedResult(articles=tuple(articles), warnings=tuple(warnings))
+    if len(down) == 1 == len(settings.feeds):
+        raise down[0]  # the one feed's own error, as it was met
+    if len(down) == len(settings.feeds):
+        raise _all_down(down) from down[0]
+    return FeedResult(articles=tuple(articles), warnings=tuple(warnings), down=tuple(down))
 
 
-def _load_one(
-    src: FeedSource, settings: Settings, now: datetime, client: httpx.Client | None, store: _StateStore
-) -> ParsedFeed:
-    state, warnings = store.load(src.url, src.label)
+def _required(exc: FeedError) -> FeedError:
+    """A feed down under ``[fetch] require_all``: its own error, saying why it stops the issue."""
+    why = "[fetch] require_all = true builds no issue without every feed"
+    return FeedError(exc.message, hint=f"{exc.hint}; {why}" if exc.hint else why)
+
+
+def _all_down(down: list[FeedError]) -> FeedError:
+    """The error when none of several feeds could be read: each one's reason, in one line."""
+    return FeedError(
+        f"no feed could be read: {'; '.join(exc.message for exc in down)}",
+        hint="check the feed URLs in config.toml and that their servers are up",
+    )
+
+
+def _read_one(
+    src: FeedSource,
+    settings: Settings,
+    now: datetime,
+    client: httpx.Client | None,
+    store: _StateStore,
+    state: _FeedState,
+) -> tuple[ParsedFeed, _FeedState, bytes | None]:
+    """Fetch (or read) and parse one feed: its articles, its new state and the body to store.
+
+    Every FeedError from here means the feed is down; nothing is stored for it.
+    """
     if src.is_remote:
         assert client is not None  # made by load_articles whenever a feed is remote
-        parsed, state, body = _load_remote(src, settings, now, client, store, state)
-    else:
-        body = None
-        parsed = parse_feed(
-            _read_local(src, settings),
-            feed=src.label,
-            key=src.url,
-            now=now,
-            first_seen=state.first_seen,
-        )
-    state = replace(state, first_seen=parsed.first_seen)
-    store.save(state, body)
-    return replace(parsed, warnings=(*warnings, *parsed.warnings))
+        return _load_remote(src, settings, now, client, store, state)
+    parsed = parse_feed(
+        _read_local(src, settings),
+        feed=src.label,
+        key=src.url,
+        now=now,
+        first_seen=state.first_seen,
+    )
+    return parsed, state, None
 
 
 def _load_remote(
@@ -447,17 +490,34 @@ def _feedparse(body: bytes, feed: str, base_url: str, content_type: str) -> tupl
     return result, warnings
 
 
+# How a document's first bytes say its encoding (XML 1.0, appendix F): a byte order mark, or the
+# "<" of the first tag in a UTF-16 or UTF-32 layout. UTF-32 comes first: its little-endian BOM
+# starts with UTF-16's. The exact codec is named, since "UTF-16" in a declaration does not say
+# which byte order (and feedparser reads plain "utf-16" as little-endian).
+_SNIFFED = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"<\0\0\0", "utf-32-le"),
+    (b"\0\0\0<", "utf-32-be"),
+    (b"<\0", "utf-16-le"),
+    (b"\0<", "utf-16-be"),
+)
+
+
 def _declared_encoding(body: bytes) -> str | None:
-    """The encoding the document declares (BOM or ``<?xml encoding=…?>``), if any.
+    """The encoding the document declares (BOM, UTF-16/32 layout or ``<?xml encoding=…?>``), if any.
 
     feedparser follows RFC 3023, where ``text/xml`` without a charset means US-ASCII and an HTTP
     charset beats the XML declaration. Servers get both wrong far more often than publishers get
     their declaration wrong, so the declaration is what feedparser is told (RFC 7303's order).
+    A byte order mark or a UTF-16/32 layout beats both: the bytes cannot be read any other way.
     """
-    if body.startswith(b"\xef\xbb\xbf"):
-        return "utf-8"
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None  # UTF-16 with a BOM: feedparser sniffs it
+    for prefix, encoding in _SNIFFED:
+        if body.startswith(prefix):
+            return encoding
     match = _XML_DECLARED.match(body[:512])
     return match.group(1).decode("ascii") if match else None
 

@@ -1,8 +1,8 @@
 """Telling editors: a plain notice through the newsletter's own transport, and the log.
 
-Used when an issue is not sent (thin week, feeds down, not approved, missed past the grace) and
-to send the review copy of a draft. A failure to notify is logged, never raised: the notice must
-not turn a skipped issue into a crashed scheduler.
+Used when an issue is not sent (thin week, feeds down, not approved, missed past the grace), when
+one is built without some of its feeds, and to send the review copy of a draft. A failure to
+notify is logged, never raised: the notice must not turn a skipped issue into a crashed scheduler.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections.abc import Sequence
 
 from .config import Settings
 from .render import Rendered
@@ -43,3 +44,23 @@ def tell_editors(settings: Settings, key: str, subject: str, body: str) -> bool:
         log.error("could not email the editors about %s: %s", key, exc, extra={"issue": key})
         return False
     return all(status == "submitted" for status, _ in result.outcomes.values())
+
+
+def tell_feeds_down(settings: Settings, key: str, missing: Sequence[str], *, draft: bool) -> bool:
+    """Tell editors that issue ``key`` was built without some feeds, naming each and why.
+
+    ``missing`` is one line per feed (``Build.feeds_down``); ``draft`` says the issue waits for
+    review rather than going out now.
+    """
+    total = len(settings.feeds)
+    outcome = (
+        "The draft holds the other feeds' articles; pinning or excluding an article rebuilds it with every feed "
+        "read again."
+        if draft
+        else "It goes out with the other feeds' articles."
+    )
+    body = (
+        f"{key} was built without {len(missing)} of its {total} feeds: {' | '.join(missing)}. {outcome} "
+        "Fix the feed or remove it from config.toml; [fetch] require_all = true builds no issue without every feed."
+    )
+    return tell_editors(settings, key, f"{key} is built without {len(missing)} feed(s)", body)

@@ -244,7 +244,12 @@ class _Stopped(Exception):
 
 
 def _with_feed_retries(settings: Any, fire: datetime, attempt: Callable[[], Any]) -> Any:
-    """Retry a build whose feeds cannot be fetched until the grace runs out; then it is skipped."""
+    """Retry a build whose feeds cannot be fetched until the grace runs out; then it is skipped.
+
+    A build fails on feeds only when no full issue can be made without them (every feed down,
+    the rest only a thin week, or ``[fetch] require_all``); a full issue missing a feed goes
+    out on time and the editors are told (weekly.py).
+    """
     from . import rank, weekly
     from .errors import FeedError
 

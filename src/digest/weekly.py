@@ -7,7 +7,11 @@ that keep an empty, stale, unapproved or repeated issue from going out live here
 - an article already carried by an issue that was sent is never chosen again;
 - when editors review (``[schedule] review_hours``), only an approved draft is sent, and what
   is sent is the approved snapshot, not a fresh build;
-- editors' pins and exclusions for an issue apply to every (re)build of it.
+- editors' pins and exclusions for an issue apply to every (re)build of it;
+- an issue built without some feeds (down, but the others make a full issue; see build.py) is
+  recorded and sent like any other, and the editors are told which feeds are missing. Unless
+  ``[fetch] require_all`` is set, a full issue is not held back for a missing feed: the
+  scheduler's retries within the grace are for when no full issue can be built at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import deliver, rank
+from . import deliver, notify, rank
 from .build import Build, build
 from .config import Settings
 from .errors import DeliveryError
@@ -136,6 +140,8 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
         raise NotSent(result.issue.key, f"is already {record.status}; a draft cannot replace it")
     deliver.record(store, settings, result, status="draft", send_at=send_at)
     log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
+    if result.feeds_down:
+        notify.tell_feeds_down(settings, result.issue.key, result.feeds_down, draft=True)
     return result
 
 
@@ -183,6 +189,8 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
         result = build_for(settings, store, now)
         _refuse_thin(settings, store, result, now)
         deliver.record(store, settings, result, status="sending", send_at=now)
+        if result.feeds_down:
+            notify.tell_feeds_down(settings, key, result.feeds_down, draft=False)
         return Ready(key, result.rendered.subject, result)
     if record.status == "draft":
         if review or not scheduled:
