@@ -158,7 +158,7 @@ def test_empty_week_is_an_error_not_an_empty_issue(sample, tmp_path):
 
 
 def test_build_refuses_a_week_whose_articles_were_all_sent_as_send_does(sample, tmp_path, monkeypatch):
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret")
+    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     assert run("send", "--config", str(sample), "--now", NOW).exit_code == 0  # 2026-W48 goes out
     monday = "2026-11-30T09:00"  # 2026-W49: its window holds only articles W48 carried
