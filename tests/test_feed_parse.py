@@ -226,6 +226,27 @@ def test_rss_author_strings_give_names_not_addresses(author, expected):
     assert article.authors == expected
 
 
+def test_control_characters_are_taken_out_of_every_text_field(feed_settings):
+    # hostile.xml carries NUL, SOH, BEL and ESC as character references and as raw bytes.
+    result = load(feed_settings, "hostile.xml")
+    first, refs, raw = result.articles
+
+    assert refs.title == "Nullbyte and bell title"
+    assert refs.authors == ("Null Author",)
+    assert refs.categories == ("Asia-Pacific",)
+    assert refs.summary_text == "Summary with a control"
+    assert refs.summary_html == "Summary with a control"
+    assert refs.image is not None and (refs.image.alt, refs.image.credit) == ("Alt text", "Photo: Someone")
+    assert raw.title == "Raw NUL and raw escape title"
+    # An encoded word is feed text like any other: it is decoded only where headers are written.
+    assert first.title == "=?utf-8?q?Hello=0D=0ABcc:_evil@example.com=0D=0AX-Injected:_yes?="
+    for article in result.articles:
+        texts = [getattr(article, name) for name in ("title", "summary_html", "summary_text", "feed")]
+        texts += [*article.authors, *article.categories]
+        texts += [article.image.alt, article.image.credit] if article.image else []
+        assert not [t for t in texts if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in t)], article
+
+
 # --- untrusted HTML --------------------------------------------------------------------------
 
 

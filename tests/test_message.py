@@ -2,7 +2,11 @@
 
 from email import message_from_bytes, policy
 
+import pytest
+
+import hostile
 from digest import rank
+from digest.build import build, write_files
 from digest.message import build_message, list_id
 from digest.render import Rendered, Renderer, fill
 from factories import NOW, article, settings
@@ -80,3 +84,49 @@ def test_without_recipient_the_copy_is_addressed_to_nobody(tmp_path):
     r, s = rendered(tmp_path)
     msg = parse(build_message(s, r, VALUES, now=NOW).as_bytes())
     assert msg["To"] == "undisclosed-recipients:;"
+
+
+# --- hostile values: nothing from a feed or a name adds a header (see tests/hostile.py) -----------
+
+
+@pytest.mark.parametrize("lead", hostile.SUBJECTS)
+def test_a_hostile_feed_adds_no_header_to_the_eml_that_build_writes(tmp_path, lead):
+    result = build(
+        settings(tmp_path, feeds=[{"url": str(hostile.FEED)}], issue={"min_items": 1}), hostile.NOW, pins=[lead]
+    )
+    paths = write_files(result, settings(tmp_path), tmp_path / "out", hostile.NOW)
+    raw = paths["eml"].read_bytes()
+
+    assert hostile.header_names(raw) == hostile.expected()
+    msg = hostile.parsed(raw)
+    assert msg["Subject"] == hostile.SUBJECTS[lead]
+    assert all(ord(c) >= 32 for name, value in msg.items() for c in str(value)), msg.items()
+
+
+@pytest.mark.parametrize("lead", hostile.SUBJECTS)
+def test_a_hostile_title_and_name_add_no_header_to_a_recipients_message(tmp_path, lead):
+    values = {**VALUES, "name": hostile.NAME, "unsubscribe_url": hostile.URL}
+    raw = build_message(
+        settings(tmp_path), hostile.variant(tmp_path, lead), values, now=NOW, to="eve@example.net"
+    ).as_bytes()
+
+    assert hostile.header_names(raw) == hostile.expected()
+    msg = hostile.parsed(raw)
+    assert msg["Subject"] == hostile.SUBJECTS[lead]
+    assert msg["To"].addresses[0].display_name == hostile.NAME_SHOWN
+    assert msg["To"].addresses[0].addr_spec == "eve@example.net"
+    assert msg["List-Unsubscribe"] == f"<{hostile.URL_SHOWN}>"
+
+
+def test_header_values_are_cleaned_after_decoding_whatever_the_header(tmp_path):
+    s = settings(tmp_path)
+    s = s.model_copy(
+        update={"newsletter": s.newsletter.model_copy(update={"name": "=?utf-8?b?V2Vla2x5DQpYLUxpc3Q6IDE=?="})}
+    )
+    r = Rendered(subject="=?utf-8?q?A=00B?= =?utf-8?q?=1B[31m?=", html="<p>x</p>\n", text="x\n", warnings=())
+    raw = build_message(s, r, VALUES, now=NOW, to="zoe@example.net").as_bytes()
+
+    assert hostile.header_names(raw) == hostile.expected()
+    msg = hostile.parsed(raw)
+    assert msg["Subject"] == "AB[31m"
+    assert msg["List-Id"].partition(" <")[0] == "Weekly X-List: 1"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import hostile
 from digest.cli import cli
 from digest.tokens import Signer
 
@@ -55,6 +56,69 @@ def test_import_reports_bad_rows_by_line_and_merges_duplicates(sample):
         line.replace("Ben.Okafor@example.org", "ben.okafor@example.org") for line in listing
     }
     assert "ana.lima@example.net\tAna M. Lima\tactive\tall sections" in listing  # the later row won
+
+
+ENCODED_NAME = "=?utf-8?q?Eve=0D=0ABcc:_all@example.com?="
+
+
+def test_import_reports_names_that_would_break_a_header_by_line(sample, tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text(
+        "email,name\n"
+        "ok@example.org,Ok Reader\n"
+        f"eve@example.org,{ENCODED_NAME}\n"
+        'nul@example.org,"Nul\x00Reader"\n'
+        'two@example.org,"Two\nLines"\n'
+        "zoe@example.org,Zoë =? not encoded\n"
+        f"long@example.org,{'x' * 201}\n",
+        encoding="utf-8",
+    )
+    result = run("subscribers", "import", "--config", str(sample), str(path))
+    assert result.exit_code == 0, result.output
+    assert "2 added, 0 updated, 0 unchanged, 4 bad row(s) skipped" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"digest: warning: {path}:3: name '{ENCODED_NAME}' contains an RFC 2047 encoded word (=?...?=), which mail "
+        "programs decode; row skipped",
+        f"digest: warning: {path}:4: name 'Nul\\x00Reader' contains a line break or control character; row skipped",
+        f"digest: warning: {path}:6: name 'Two\\nLines' contains a line break or control character; row skipped",
+        f"digest: warning: {path}:8: name '{'x' * 20}'... has 201 characters; the most a name may have is 200; "
+        "row skipped",
+    ]
+    listed = run("subscribers", "list", "--config", str(sample)).stdout
+    assert [line.split("\t")[:2] for line in listed.splitlines()] == [
+        ["ok@example.org", "Ok Reader"],
+        ["zoe@example.org", "Zoë =? not encoded"],
+    ]
+
+
+def test_add_refuses_a_name_that_would_break_a_header(sample):
+    result = run("subscribers", "add", "--config", str(sample), "eve@example.org", "--name", ENCODED_NAME)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"digest: error: name '{ENCODED_NAME}' contains an RFC 2047 encoded word (=?...?=), which mail programs "
+        "decode; give the name as plain text\n"
+    )
+    assert run("subscribers", "list", "--config", str(sample)).stdout == ""
+
+
+def test_a_stored_name_hiding_a_line_break_fails_nobody_and_adds_no_header(sample):
+    # A ledger filled before names were checked: the name goes straight into the store.
+    from digest.config import load
+    from digest.store import NewSubscriber, Store
+
+    imported(sample)
+    store = Store.open(load(sample).database_url)
+    store.merge_subscribers([NewSubscriber("eve@example.org", ENCODED_NAME)])  # Eve Adams, in the "all" batch
+    store.close()
+
+    result = run("send", "--config", str(sample), "--now", NOW)
+
+    assert result.exit_code == 0, result.output
+    assert f"{KEY}: 5 submitted (this run: 5 in 4 batch(es))" in result.stdout
+    (eve,) = [p for p in outbox(sample) if b"eve@example.org" in p.read_bytes()]
+    raw = eve.read_bytes()
+    assert hostile.header_names(raw) == hostile.expected()
+    assert hostile.parsed(raw)["To"].addresses[0].display_name == "Eve Bcc: all@example.com"
 
 
 def test_removed_address_is_not_brought_back_by_a_reimport(sample):

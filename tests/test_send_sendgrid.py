@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+import hostile
 from digest import deliver
 from digest.config import Settings, parse
 from digest.render import Rendered
-from digest.store import NewSubscriber, Store
+from digest.store import NewSubscriber, Problem, Store
 from digest.tokens import Signer
-from digest.transports.base import AuthError
+from digest.transports.base import AuthError, Recipient
 from digest.transports.sendgrid import SendGridTransport
 
 KEY = "2026-W48"
@@ -249,3 +250,77 @@ def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path
     assert send(store, settings).counts == {"submitted": 3}
     (request,) = sg.accepted
     assert request.body["asm"] == {"group_id": 4242}
+
+
+# --- hostile values, per-recipient errors ----------------------------------------------------------
+
+
+def record(store: Store, variant: Rendered) -> None:
+    store.record_issue(
+        KEY,
+        subject=variant.subject,
+        window=(NOW - timedelta(days=7), NOW),
+        article_count=3,
+        summary={},
+        rendered={"all": (variant.subject, variant.html, variant.text)},
+    )
+
+
+@pytest.mark.parametrize("lead", hostile.SUBJECTS)
+def test_a_hostile_title_and_name_reach_the_request_only_as_clean_text(tmp_path, sg, store, lead):
+    # A name as a ledger filled before names were checked may hold it.
+    store.merge_subscribers([NewSubscriber("eve@example.org", hostile.NAME), NewSubscriber("ann@example.org", "Ann")])
+    record(store, hostile.variant(tmp_path, lead))
+
+    assert send(store, make_settings(tmp_path, sg.url)).counts == {"submitted": 2}
+
+    (request,) = sg.accepted
+    body = request.body
+    assert body["subject"] == hostile.SUBJECTS[lead]
+    assert body["headers"] == {"List-Id": "Statecraft Weekly <statecraft-weekly.example.org>"}
+    by_email = {p["to"][0]["email"]: p for p in body["personalizations"]}
+    assert by_email["eve@example.org"]["to"][0]["name"] == hostile.NAME_SHOWN
+    for p in body["personalizations"]:
+        assert sorted(p["headers"]) == ["List-Unsubscribe", "List-Unsubscribe-Post"]
+        assert not any(ord(c) < 32 for value in p["headers"].values() for c in value)
+
+
+@pytest.fixture
+def unbuildable(monkeypatch):
+    """reader1's part of the request cannot be built (as a bad value anywhere in it would do)."""
+    real = SendGridTransport._personalization
+
+    def personalization(recipient: Recipient) -> dict[str, object]:
+        if recipient.email == "reader1@example.org":
+            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
+        return real(recipient)
+
+    monkeypatch.setattr(SendGridTransport, "_personalization", staticmethod(personalization))
+
+
+def test_a_recipient_whose_part_cannot_be_built_fails_alone_with_its_reason(tmp_path, sg, store, unbuildable):
+    prepare(store, 4)
+
+    report = send(store, make_settings(tmp_path, sg.url))
+
+    assert report.counts == {"submitted": 3, "failed": 1}
+    assert store.problems(KEY) == [
+        Problem(
+            "reader1@example.org",
+            "failed",
+            "message not built: invalid arguments; address parts cannot contain CR or LF",
+        )
+    ]
+    (request,) = sg.accepted
+    assert sorted(request.recipients) == ["reader0@example.org", "reader2@example.org", "reader3@example.org"]
+
+
+def test_a_recipient_that_cannot_be_built_stays_failed_when_the_request_times_out(tmp_path, sg, store, unbuildable):
+    prepare(store, 4)
+    sg.stall_next(3)
+
+    report = send(store, make_settings(tmp_path, sg.url))
+
+    assert report.counts == {"unknown": 3, "failed": 1}  # never handed over, so not "maybe sent"
+    failed = [p for p in store.problems(KEY) if p.status == "failed"]
+    assert [(p.email, p.error[:19]) for p in failed] == [("reader1@example.org", "message not built: ")]

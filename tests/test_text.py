@@ -1,4 +1,4 @@
-from digest.text import ELLIPSIS, excerpt, join_names, one_line
+from digest.text import ELLIPSIS, excerpt, header_text, join_names, one_line, without_controls
 
 
 def test_excerpt_cuts_at_word_boundary_within_limit():
@@ -26,6 +26,29 @@ def test_excerpt_cuts_a_single_overlong_word_hard():
 
 def test_one_line_removes_header_breaking_characters():
     assert one_line("Subject\r\nBcc: victim@example.org") == "Subject Bcc: victim@example.org"
+
+
+def test_one_line_and_without_controls_drop_control_characters():
+    assert one_line("A\x00B\x1b[31m C\x7f\x85") == "AB[31m C"
+    assert without_controls("line one\x00\nline\ttwo\x07") == "line one\nline\ttwo"
+
+
+def test_header_text_cleans_what_an_encoded_word_hides():
+    assert header_text("=?utf-8?q?Hello=0D=0ABcc:_evil@example.com?=") == "Hello Bcc: evil@example.com"
+    assert header_text("=?UTF-8?B?SGVsbG8NCkJjYzogeA==?=") == "Hello Bcc: x"
+    assert header_text("=?utf-8?q?A=00B?=") == "AB"
+    # An encoded word that decodes to another one is decoded again, until nothing changes.
+    assert header_text("=?utf-8?q?=3D=3Futf-8=3Fq=3FX=3D0AY=3F=3D?=") == "X Y"
+    assert header_text("=?utf-8?b?/w==?=") == "\ufffd"  # bytes that are not UTF-8: no lone surrogate
+    assert header_text("Plain =? text ?=, Zoë") == "Plain =? text ?=, Zoë"
+
+
+def test_header_text_defuses_encoded_words_nested_too_deep():
+    value = "X=0AY"
+    for _ in range(12):
+        value = "=?utf-8?q?" + "".join(f"={ord(c):02X}" for c in value) + "?="
+    cleaned = header_text(value)
+    assert "=?" not in cleaned and header_text(cleaned) == cleaned
 
 
 def test_join_names_reads_like_a_byline():

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+import hostile
 from digest import files
 from digest.config import Settings, parse
+from digest.message import build_message
 from digest.render import Rendered
-from digest.transports import open_transport
+from digest.transports import open_transport, outbox
 from digest.transports.base import Batch, Recipient, TemporaryError
 from digest.transports.outbox import OutboxTransport
 
@@ -142,3 +144,45 @@ def test_an_outbox_that_cannot_be_a_folder_is_a_temporary_error(tmp_path):
     with pytest.raises(TemporaryError, match=f"outbox {blocker / '2026-W48'}: cannot write") as caught:
         transport.send(batch(1))
     assert isinstance(caught.value.__cause__, OSError)
+
+
+# --- hostile values and per-recipient errors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("lead", hostile.SUBJECTS)
+def test_a_hostile_title_and_name_add_no_header_to_the_eml(tmp_path, lead):
+    evil = Recipient(
+        101, 1, "eve@example.net", {**recipient(1).values, "name": hostile.NAME, "unsubscribe_url": hostile.URL}
+    )
+    out = tmp_path / "out"
+    transport = OutboxTransport(make_settings(tmp_path), out)
+
+    result = transport.send(Batch("2026-W48", hostile.variant(tmp_path, lead), (evil, recipient(2)), batch_id=1))
+
+    assert result.outcomes == {101: ("submitted", ""), 102: ("submitted", "")}
+    for path in sorted((out / "2026-W48").iterdir()):
+        raw = path.read_bytes()
+        assert hostile.header_names(raw) == hostile.expected(reply_to=False)
+        assert hostile.parsed(raw)["Subject"] == hostile.SUBJECTS[lead]
+    msg = hostile.parsed((out / "2026-W48" / "00000101-1.eml").read_bytes())
+    assert msg["To"] == f'"{hostile.NAME_SHOWN}" <eve@example.net>'
+    assert msg["List-Unsubscribe"] == f"<{hostile.URL_SHOWN}>"
+
+
+def test_a_recipient_whose_message_cannot_be_built_fails_alone(tmp_path, monkeypatch):
+    def build(settings: Settings, variant: Rendered, values: Any, **kwargs: Any) -> EmailMessage:
+        if kwargs["to"] == "r2@example.net":
+            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
+        return build_message(settings, variant, values, **kwargs)
+
+    monkeypatch.setattr(outbox, "build_message", build)
+    out = tmp_path / "out"
+
+    result = OutboxTransport(make_settings(tmp_path), out).send(batch(1, 2, 3))
+
+    assert result.outcomes == {
+        101: ("submitted", ""),
+        102: ("failed", "message not built: invalid arguments; address parts cannot contain CR or LF"),
+        103: ("submitted", ""),
+    }
+    assert sorted(p.name for p in (out / "2026-W48").iterdir()) == ["00000101-1.eml", "00000103-3.eml"]

@@ -30,10 +30,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import hostile
 from digest.config import Settings, parse
 from digest.errors import ConfigError
+from digest.message import build_message
 from digest.render import Rendered
-from digest.transports import open_transport
+from digest.transports import open_transport, smtp
 from digest.transports.base import AuthError, Batch, Recipient, RejectedError, TemporaryError, TransportError
 from digest.transports.smtp import PASSWORD_ENV, SecurityError, SmtpTransport
 
@@ -307,6 +309,47 @@ def test_a_test_copy_is_marked_in_the_subject(smtp_server, connect):
 
     assert transport.send(batch(1, test=True)).outcomes == submitted(1)
     assert handler.messages[0].message["Subject"] == "[TEST] S"
+
+
+# --- hostile values, per-recipient errors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("lead", hostile.SUBJECTS)
+def test_a_hostile_title_and_name_add_no_header_to_what_the_server_receives(smtp_server, connect, tmp_path, lead):
+    handler = Recorder()
+    transport = connect(smtp_server(handler))
+    values = {**recipient(1).values, "name": hostile.NAME, "unsubscribe_url": hostile.URL}
+    evil = Recipient(101, 1, "eve@example.net", values)
+
+    result = transport.send(Batch("2026-W48", hostile.variant(tmp_path, lead), (evil, recipient(2)), batch_id=1))
+
+    assert result.outcomes == submitted(1, 2)
+    assert handler.to() == ["eve@example.net", "r2@example.net"]
+    for received in handler.messages:
+        assert hostile.header_names(received.content) == hostile.expected(reply_to=False)
+        assert hostile.parsed(received.content)["Subject"] == hostile.SUBJECTS[lead]
+    first = hostile.parsed(handler.messages[0].content)
+    assert first["To"].addresses[0].display_name == hostile.NAME_SHOWN
+    assert first["List-Unsubscribe"] == f"<{hostile.URL_SHOWN}>"
+
+
+def test_a_recipient_whose_message_cannot_be_built_fails_alone(smtp_server, connect, monkeypatch):
+    def build(settings: Settings, variant: Rendered, values: Any, **kwargs: Any) -> EmailMessage:
+        if kwargs["to"] == "r2@example.net":
+            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
+        return build_message(settings, variant, values, **kwargs)
+
+    monkeypatch.setattr(smtp, "build_message", build)
+    handler = Recorder()
+    transport = connect(smtp_server(handler))
+
+    result = transport.send(batch(1, 2, 3))
+
+    assert result.outcomes == {
+        **submitted(1, 3),
+        102: ("failed", "message not built: invalid arguments; address parts cannot contain CR or LF"),
+    }
+    assert handler.to() == ["r1@example.net", "r3@example.net"]
 
 
 # --- refusals --------------------------------------------------------------------------------------

@@ -214,10 +214,12 @@ def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> 
 def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[str, ...], resubscribe: bool) -> None:
     """Add one subscriber (or update their name and sections)."""
     from .store import NewSubscriber
-    from .subscribers import check_email, parse_sections
+    from .subscribers import check_email, check_name, parse_sections
 
     settings = load_settings(config_path)
-    row = NewSubscriber(check_email(email), name, parse_sections(";".join(sections), settings.section_names))
+    row = NewSubscriber(
+        check_email(email), check_name(name), parse_sections(";".join(sections), settings.section_names)
+    )
     report = open_store(settings).merge_subscribers([row], resubscribe=resubscribe)
     if report.kept_suppressed:
         click.echo(

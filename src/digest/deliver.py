@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -36,6 +36,7 @@ from .tokens import Signer
 from .transports.base import (
     AuthError,
     Batch,
+    Outcome,
     RateLimitedError,
     Recipient,
     RejectedError,
@@ -312,11 +313,11 @@ def deliver_batch(
             fatal=first.fatal or second.fatal,
         )
     except UncertainError as exc:
-        return _all(batch, "unknown", str(exc))
+        return _all(batch, "unknown", str(exc), exc.settled)
     except AuthError:
         raise
     except (RejectedError, TemporaryError, RateLimitedError, TransportError) as exc:
-        return _all(batch, "failed", str(exc))
+        return _all(batch, "failed", str(exc), exc.settled)
 
 
 def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Callable[[float], None]) -> Result:
@@ -354,8 +355,10 @@ def _part(batch: Batch, recipients: Iterable[Recipient]) -> Batch:
     return Batch(batch.issue_key, batch.variant, tuple(recipients), batch.batch_id, batch.test)
 
 
-def _all(batch: Batch, status: str, error: str) -> Result:
-    return Result({r.delivery_id: (status, error) for r in batch.recipients})  # type: ignore[misc]
+def _all(batch: Batch, status: Outcome, error: str, settled: Mapping[int, tuple[Outcome, str]] | None = None) -> Result:
+    """Every recipient of the batch with one outcome, but those the transport had already settled."""
+    settled = settled or {}
+    return Result({r.delivery_id: settled.get(r.delivery_id, (status, error)) for r in batch.recipients})
 
 
 def send_test(

@@ -49,5 +49,11 @@ class SubscriberError(DigestError, ValueError):
     """A subscriber command was given an address or file it cannot use."""
 
 
+class SubscriberNameError(SubscriberError):
+    """A name that cannot go into a mail header as it is: exit code 2, like a usage error."""
+
+    exit_code = 2
+
+
 class DeliveryError(DigestError):
     """A send cannot start or cannot go on (no secret, thin week, refused credentials...)."""

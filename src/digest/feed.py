@@ -37,7 +37,7 @@ from .fetch import fetch_feed, make_client
 from .files import atomic_write
 from .links import canonical_url
 from .models import Article, Image
-from .text import excerpt, one_line
+from .text import excerpt, one_line, without_controls
 
 __all__ = ["FeedResult", "ParsedFeed", "load_articles", "parse_feed"]
 
@@ -429,6 +429,7 @@ def parse_feed(
     map with this run's new items added.
     """
     result, warnings = _feedparse(body, feed, base_url, content_type)
+    _strip_controls(result)
     channel = result.get("feed") or {}
     atom = str(result.get("version", "")).startswith("atom")
     ctx = _Context(
@@ -505,6 +506,26 @@ _SNIFFED = (
     (b"<\0", "utf-16-le"),
     (b"\0<", "utf-16-be"),
 )
+
+
+def _strip_controls(node: Any) -> Any:
+    """Take control characters (NUL, ESC, DEL...) out of every string feedparser read, in place.
+
+    The one place for it, before any field is looked at: feeds carry them as raw bytes or as
+    character references (``&#0;``), which feedparser decodes. None belongs in an email (a NUL in a
+    title reaches the Subject) or in PostgreSQL, which cannot store one. Doing it here also means
+    the choices made later (an empty title, an author with no name) see the cleaned text, and
+    what runs later adds none: ``html.unescape`` drops control character references itself.
+    Tabs and line breaks stay; the fields that must be one line are made so later.
+    """
+    if isinstance(node, str):
+        return without_controls(node)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dict.__setitem__(node, key, _strip_controls(value))  # FeedParserDict's own setter remaps keys
+    elif isinstance(node, list):
+        node[:] = [_strip_controls(item) for item in node]
+    return node
 
 
 def _declared_encoding(body: bytes) -> str | None:

@@ -1,8 +1,9 @@
 """Turning a rendered variant and one recipient's values into an RFC 5322 message.
 
 Used for the .eml that ``build`` writes and by the transports that send MIME (outbox, SMTP).
-Every header value passes through ``one_line`` so nothing from a feed can add a header, and both
-parts are quoted-printable: base64 HTML is a spam signal and makes Gmail clip sooner.
+Every header value passes through ``text.header_text`` (encoded words decoded, then cleaned) so
+nothing from a feed or a subscriber's name can add a header, and both parts are quoted-printable:
+base64 HTML is a spam signal and makes Gmail clip sooner.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 
 from .config import Settings
 from .render import Rendered, fill
-from .text import one_line
+from .text import header_text
 
 UNDISCLOSED = "undisclosed-recipients:;"
 # Serialising policy: CRLF line ends as on the wire, and headers folded only past 998 characters.
@@ -41,7 +42,7 @@ def list_id(settings: Settings) -> str:
     if not ident:
         slug = re.sub(r"[^a-z0-9]+", "-", settings.newsletter.name.lower()).strip("-") or "newsletter"
         ident = f"{slug}.{sender_domain(settings)}"
-    return f"{one_line(settings.newsletter.name)} <{ident}>"
+    return f"{header_text(settings.newsletter.name)} <{ident}>"
 
 
 def build_message(
@@ -59,15 +60,15 @@ def build_message(
     also becomes ``List-Unsubscribe`` with RFC 8058 one-click.
     """
     msg = EmailMessage(policy=ENCODE)
-    msg["Subject"] = one_line(f"{subject_prefix}{rendered.subject}")
-    msg["From"] = one_line(settings.newsletter.from_address)
+    msg["Subject"] = header_text(f"{subject_prefix}{rendered.subject}")
+    msg["From"] = header_text(settings.newsletter.from_address)
     msg["To"] = _to_header(to, values.get("name", "")) if to else UNDISCLOSED
     if settings.newsletter.reply_to:
-        msg["Reply-To"] = one_line(settings.newsletter.reply_to)
+        msg["Reply-To"] = header_text(settings.newsletter.reply_to)
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=sender_domain(settings))
     msg["List-Id"] = list_id(settings)
-    unsubscribe = one_line(values.get("unsubscribe_url", ""))
+    unsubscribe = header_text(values.get("unsubscribe_url", ""))
     if unsubscribe:
         msg["List-Unsubscribe"] = f"<{unsubscribe}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -78,8 +79,8 @@ def build_message(
 
 
 def _to_header(address: str, name: str) -> str:
-    addr = one_line(address)
-    display = one_line(name)
+    addr = header_text(address)
+    display = header_text(name)
     if not display:
         return addr
     user, _, domain = addr.rpartition("@")

@@ -6,7 +6,8 @@ leading single quote, and import takes that quote off again, so export -> import
 name and address exactly.
 
 Addresses are checked for syntax only (email-validator, no DNS: an import must not depend on the
-network, and deliverability is the mailbox provider's call). Section names are checked against
+network, and deliverability is the mailbox provider's call). Names are checked because each goes
+into the To header of every message that subscriber gets. Section names are checked against
 the config so a typo does not silently give someone an empty newsletter.
 """
 
@@ -15,16 +16,23 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import String
 
-from .errors import SubscriberError
+from . import schema
+from .errors import SubscriberError, SubscriberNameError
 from .store import NewSubscriber, Subscriber
+from .text import header_text, one_line
 
 SECTION_SEPARATORS = (";", "|")
+# What the subscribers.name column holds: a longer name would fail the whole import on PostgreSQL.
+NAME_MAX = cast(int, cast(String, schema.subscribers.c.name.type).length)
 EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "updated_at")
 
 # OWASP "CSV Injection": a spreadsheet evaluates a cell whose first character is one of these.
@@ -65,6 +73,32 @@ def restore_formula(cell: str) -> str:
     """Undo ``neutralise_formula`` exactly; a cell it cannot have made (``O'Brien``, ``'Tis``,
     ``-Ann`` as written by hand) is returned unchanged."""
     return cell[1:] if _QUOTED.match(cell) else cell
+
+
+def check_name(name: str) -> str:
+    """The name, stripped, or SubscriberNameError: it must fit its column and read the same in a
+    mail header as here.
+
+    A name goes into the To header, where a mail program decodes RFC 2047 encoded words: one
+    hiding a line break (``=?utf-8?q?Eve=0D=0ABcc:...?=``) would be a header of its own, and
+    would stop every message of its batch from being built. Control characters (line breaks,
+    tabs, NUL) are refused outright: no name needs one, and PostgreSQL cannot store a NUL.
+    """
+    name = name.strip()
+    if len(name) > NAME_MAX:
+        raise SubscriberNameError(
+            f"name {name[:20]!r}... has {len(name)} characters; the most a name may have is {NAME_MAX}"
+        )
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise SubscriberNameError(
+            f"name {name!r} contains a line break or control character", hint="give the name as one line of text"
+        )
+    if header_text(name) != one_line(name):
+        raise SubscriberNameError(
+            f"name {name!r} contains an RFC 2047 encoded word (=?...?=), which mail programs decode",
+            hint="give the name as plain text",
+        )
+    return name
 
 
 def parse_sections(value: str, known: Sequence[str]) -> tuple[str, ...]:
@@ -110,12 +144,13 @@ def read_csv(path: Path, known_sections: Sequence[str]) -> Parsed:
         fields = {(k or "").strip().lower(): restore_formula((v or "").strip()) for k, v in record.items() if k}
         try:
             email = check_email(fields.get("email", ""))
+            name = check_name(fields.get("name", ""))
             sections = parse_sections(fields.get("sections", ""), known_sections)
         except SubscriberError as exc:
             bad.append(BadRow(line, exc.message))
             continue
         key = email.casefold()
-        row = NewSubscriber(email, fields.get("name", ""), sections)
+        row = NewSubscriber(email, name, sections)
         if key in rows:
             duplicates += 1
             old = rows[key]

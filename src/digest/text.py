@@ -7,18 +7,63 @@ place and are tested directly.
 from __future__ import annotations
 
 import re
+from email import policy
 
 _SPACE = re.compile(r"\s+")
+# Control characters (C0, DEL, C1) other than tab, line feed and carriage return, which are
+# whitespace: kept by ``without_controls`` for text with lines, turned to spaces by ``one_line``.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Lone surrogates: what an encoded word in an unknown or wrong charset decodes to. They cannot be
+# written as UTF-8, so a header (or SendGrid's JSON) gets U+FFFD instead.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# The email package's own parser for unstructured headers: it decodes RFC 2047 encoded words
+# exactly as it will when a value is set on a message (and more eagerly than it does in names).
+_HEADER = policy.default.header_factory
+# Encoded words nested deeper than this are not decoded further but defused (see header_text).
+_MAX_DECODES = 8
 ELLIPSIS = "\u2026"
 
 
+def without_controls(text: str) -> str:
+    """``text`` without control characters (NUL, ESC, DEL, C1...); tabs and line breaks stay.
+
+    Feeds carry them as raw bytes or character references (``&#0;``); nothing a reader sees
+    needs one, and a NUL cannot even be stored in PostgreSQL.
+    """
+    return _CONTROLS.sub("", text)
+
+
 def one_line(value: str) -> str:
-    """Collapse every run of whitespace, line breaks included, to one space.
+    """Collapse every run of whitespace, line breaks included, to one space; drop control characters.
 
     Applied to anything from a feed that can reach a mail header, so no feed value can ever
     start a new header line (header injection) or fold a subject oddly.
     """
-    return _SPACE.sub(" ", value).strip()
+    return _SPACE.sub(" ", without_controls(value)).strip()
+
+
+def header_text(value: str) -> str:
+    """``value`` as one line of text that stays one line of text in a mail header.
+
+    The one cleaning step for every header value (message.py and the SendGrid request). The
+    email package decodes RFC 2047 encoded words when a header is set, and mail programs when
+    they show one, so ``=?utf-8?q?Hi=0D=0ABcc:_x?=`` is a line break and a Bcc header once
+    decoded, though ``one_line`` finds none in it. So the value is decoded as the email package
+    decodes it, then cleaned, until decoding changes nothing: what is written is what is read.
+    Each decode that changes the text shortens it; past ``_MAX_DECODES`` nested encoded words,
+    what is left is defused (``=?`` -> ``= ?``) so it can never decode at all.
+    """
+    text = _clean_header(value)
+    for _ in range(_MAX_DECODES):
+        decoded = _clean_header(str(_HEADER("subject", text)))
+        if decoded == text:
+            return text
+        text = decoded
+    return text.replace("=?", "= ?")
+
+
+def _clean_header(value: str) -> str:
+    return _SURROGATES.sub("\ufffd", one_line(value))
 
 
 def excerpt(text: str, limit: int) -> str:

@@ -8,12 +8,17 @@ between backend and sending logic). Each error type says what ``deliver`` may do
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 from ..errors import DigestError
 from ..render import Rendered
+from ..text import one_line
+
+log = logging.getLogger("digest.transports")
 
 Outcome = Literal["submitted", "failed", "unknown"]
 
@@ -56,6 +61,18 @@ class Result:
     fatal: str = ""
 
 
+def not_built(recipient: Recipient, exc: Exception) -> tuple[Outcome, str]:
+    """The outcome of a recipient whose message (or request part) could not be built.
+
+    ``failed``, never ``unknown``: nothing was handed over for them. Transports build each
+    recipient's part on its own and record this instead of raising, so one bad value (a name, an
+    address) fails its recipient alone and the rest of the batch goes out.
+    """
+    reason = f"message not built: {one_line(str(exc)) or type(exc).__name__}"
+    log.warning("%s: %s", recipient.email, reason)
+    return "failed", reason
+
+
 class Transport(Protocol):
     name: str
     max_batch: int
@@ -68,7 +85,14 @@ class Transport(Protocol):
 
 
 class TransportError(DigestError):
-    """The batch as a whole was not accepted."""
+    """The batch as a whole was not accepted.
+
+    ``settled`` holds the outcomes that stand whatever became of the batch: recipients whose
+    part could not be built (``not_built``) were never handed over, so they are ``failed`` with
+    their own reason even when the request for the others timed out.
+    """
+
+    settled: Mapping[int, tuple[Outcome, str]] = MappingProxyType({})
 
 
 class AuthError(TransportError):

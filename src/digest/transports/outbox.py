@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import Settings
 from ..files import atomic_write
 from ..message import build_message
-from .base import Batch, Result, TemporaryError
+from .base import Batch, Outcome, Result, TemporaryError, not_built
 
 
 class OutboxTransport:
@@ -29,19 +29,25 @@ class OutboxTransport:
         return cls(settings, settings.outbox_dir)
 
     def send(self, batch: Batch) -> Result:
+        """One file per recipient; a recipient whose message cannot be built fails alone."""
         folder = self.folder / (f"test-{batch.issue_key}" if batch.test else batch.issue_key)
         now = datetime.now(UTC)
+        outcomes: dict[int, tuple[Outcome, str]] = {}
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for r in batch.recipients:
-                message = build_message(
-                    self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
-                )
-                name = _file_name(batch, r.delivery_id, r.subscriber_id, r.email)
-                atomic_write(folder / name, message.as_bytes())
+                try:
+                    data = build_message(
+                        self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
+                    ).as_bytes()
+                except Exception as exc:  # any build error is this recipient's alone; see not_built
+                    outcomes[r.delivery_id] = not_built(r, exc)
+                    continue
+                atomic_write(folder / _file_name(batch, r.delivery_id, r.subscriber_id, r.email), data)
+                outcomes[r.delivery_id] = ("submitted", "")
         except OSError as exc:
             raise TemporaryError(f"outbox {folder}: cannot write: {exc.strerror or exc}") from exc
-        return Result({r.delivery_id: ("submitted", "") for r in batch.recipients}, provider_id=str(folder))
+        return Result(outcomes, provider_id=str(folder))
 
     def close(self) -> None:
         return None

@@ -24,17 +24,20 @@ from ..config import Settings, secret
 from ..errors import ConfigError
 from ..message import list_id
 from ..render import RECIPIENT_FIELDS, placeholder
-from ..text import one_line
+from ..text import header_text, one_line
 from .base import (
     AuthError,
     Batch,
+    Outcome,
     RateLimitedError,
+    Recipient,
     RejectedError,
     Result,
     TemporaryError,
     TooLargeError,
     TransportError,
     UncertainError,
+    not_built,
 )
 
 API_KEY_ENV = "SENDGRID_API_KEY"
@@ -72,10 +75,10 @@ class SendGridTransport:
         """The parts of every request that do not depend on the batch."""
         s = self.settings
         name, address = parseaddr(s.newsletter.from_address)
-        body: dict[str, Any] = {"from": {"email": address, **({"name": one_line(name)} if name else {})}}
+        body: dict[str, Any] = {"from": {"email": address, **({"name": header_text(name)} if name else {})}}
         if s.newsletter.reply_to:
             reply_name, reply_address = parseaddr(s.newsletter.reply_to)
-            body["reply_to"] = {"email": reply_address, **({"name": reply_name} if reply_name else {})}
+            body["reply_to"] = {"email": reply_address, **({"name": header_text(reply_name)} if reply_name else {})}
         body["headers"] = {"List-Id": list_id(s)}
         if s.delivery.sendgrid.category:
             body["categories"] = [s.delivery.sendgrid.category]
@@ -85,15 +88,12 @@ class SendGridTransport:
             body["asm"] = {"group_id": s.delivery.sendgrid.asm_group_id}
         return body
 
-    def payload(self, batch: Batch) -> dict[str, Any]:
-        """The Mail Send request body for one batch."""
-        if len(batch.recipients) > MAX_RECIPIENTS:
-            raise TooLargeError(f"{len(batch.recipients)} recipients in one request; SendGrid takes {MAX_RECIPIENTS}")
-        personalizations = [self._personalization(batch, r.email, r.values, r.subscriber_id) for r in batch.recipients]
+    def payload(self, batch: Batch, personalizations: list[dict[str, Any]]) -> dict[str, Any]:
+        """The Mail Send request body for one batch, given its recipients' personalizations."""
         return {
             **self._static,
             "personalizations": personalizations,
-            "subject": one_line(batch.subject_prefix + batch.variant.subject),
+            "subject": header_text(batch.subject_prefix + batch.variant.subject),
             "content": [
                 {"type": "text/plain", "value": batch.variant.text},
                 {"type": "text/html", "value": batch.variant.html},
@@ -101,22 +101,40 @@ class SendGridTransport:
             "custom_args": {"issue": batch.issue_key, **({"test": "1"} if batch.test else {})},
         }
 
+    def personalizations(self, batch: Batch) -> tuple[list[dict[str, Any]], dict[int, tuple[Outcome, str]]]:
+        """Each recipient's personalization, and the outcomes of those whose could not be built.
+
+        SendGrid refuses a whole request for one bad personalization, so a recipient whose part
+        cannot be built is left out of the request and fails alone.
+        """
+        if len(batch.recipients) > MAX_RECIPIENTS:
+            raise TooLargeError(f"{len(batch.recipients)} recipients in one request; SendGrid takes {MAX_RECIPIENTS}")
+        built: list[dict[str, Any]] = []
+        failed: dict[int, tuple[Outcome, str]] = {}
+        for r in batch.recipients:
+            try:
+                built.append(self._personalization(r))
+            except Exception as exc:  # any build error is this recipient's alone; see not_built
+                failed[r.delivery_id] = not_built(r, exc)
+        return built, failed
+
     @staticmethod
-    def _personalization(batch: Batch, email: str, values: Any, subscriber_id: int) -> dict[str, Any]:
+    def _personalization(recipient: Recipient) -> dict[str, Any]:
         import html
 
-        name = one_line(values.get("name", ""))
+        values = recipient.values
+        name = header_text(values.get("name", ""))
         substitutions = {}
         for field in RECIPIENT_FIELDS:
             value = values.get(field, "")
             substitutions[placeholder(field, "html")] = html.escape(value)
             substitutions[placeholder(field, "text")] = value
         personalization: dict[str, Any] = {
-            "to": [{"email": email, **({"name": name} if name else {})}],
+            "to": [{"email": recipient.email, **({"name": name} if name else {})}],
             "substitutions": substitutions,
-            "custom_args": {"subscriber_id": str(subscriber_id)},
+            "custom_args": {"subscriber_id": str(recipient.subscriber_id)},
         }
-        unsubscribe = one_line(values.get("unsubscribe_url", ""))
+        unsubscribe = header_text(values.get("unsubscribe_url", ""))
         if unsubscribe:
             personalization["headers"] = {
                 "List-Unsubscribe": f"<{unsubscribe}>",
@@ -125,9 +143,23 @@ class SendGridTransport:
         return personalization
 
     def send(self, batch: Batch) -> Result:
-        body = self.payload(batch)
+        personalizations, outcomes = self.personalizations(batch)
+        if not personalizations:  # nobody left to send to: no request at all
+            return Result(outcomes)
         try:
-            response = self.client.client.mail.send.post(request_body=body)
+            response = self._post(self.payload(batch, personalizations))
+        except TransportError as exc:
+            exc.settled = outcomes
+            raise
+        provider_id = _header(response.headers, "X-Message-Id")
+        for r in batch.recipients:
+            outcomes.setdefault(r.delivery_id, ("submitted", ""))
+        return Result(outcomes, provider_id=provider_id)
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        """Make the request; every way it can fail is a ``TransportError`` saying what may follow."""
+        try:
+            return self.client.client.mail.send.post(request_body=body)
         except HTTPError as exc:
             raise self._http_error(exc) from exc
         except TimeoutError as exc:
@@ -141,8 +173,6 @@ class SendGridTransport:
             raise TemporaryError(
                 f"cannot reach SendGrid at {self.settings.delivery.sendgrid.api_host}: {exc.reason}"
             ) from exc
-        provider_id = _header(response.headers, "X-Message-Id")
-        return Result({r.delivery_id: ("submitted", "") for r in batch.recipients}, provider_id=provider_id)
 
     def _http_error(self, exc: HTTPError) -> TransportError:
         status = int(getattr(exc, "status_code", 0) or 0)

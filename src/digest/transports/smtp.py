@@ -10,6 +10,7 @@ What each outcome means, and why (``deliver`` reads ``failed`` as "never sent, s
 with ``digest send --retry-failed``" and ``unknown`` as "maybe sent, never sent again"):
 
 - accepted (250 after the data): ``submitted``.
+- the recipient's message cannot be built (``base.not_built``): ``failed``, nothing sent; the batch goes on.
 - a recipient refused at RCPT, 5xx or 4xx: ``failed`` with the server's code and text, and the
   batch goes on. A 4xx (greylisting, a full mailbox) is not retried here: the transport never
   retries and ``deliver`` only retries whole batches, which would send the others twice. The
@@ -67,7 +68,7 @@ from typing import Any
 from ..config import Settings, secret
 from ..errors import ConfigError
 from ..message import build_message
-from .base import AuthError, Batch, Outcome, RejectedError, Result, TemporaryError, TransportError
+from .base import AuthError, Batch, Outcome, RejectedError, Result, TemporaryError, TransportError, not_built
 
 log = logging.getLogger("digest.transports.smtp")
 
@@ -172,9 +173,13 @@ class SmtpTransport:
         refused: list[_Sent] = []
         fatal = ""
         for index, r in enumerate(batch.recipients):
-            message = build_message(
-                self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
-            )
+            try:
+                message = build_message(
+                    self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
+                )
+            except Exception as exc:  # any build error is this recipient's alone; see not_built
+                outcomes[r.delivery_id] = not_built(r, exc)
+                continue
             try:
                 sent = self._send_one(message, r.email)
             except TransportError as exc:  # cannot (re)connect, or lost twice: stop this batch
