@@ -179,6 +179,21 @@ def test_mixed_outcomes_and_retry_of_failed_batches(store):
     assert store.delivery_counts(KEY) == {"submitted": 3}
 
 
+def test_retry_failed_includes_failed_recipients_of_a_batch_that_is_unknown(store):
+    store.merge_subscribers(people(3))
+    record(store)
+    store.enqueue(KEY, everyone)
+    claimed = store.claim(KEY, 3, "smtp")
+    ids = [d for d, *_ in claimed.recipients]
+    # SMTP: one lost after its data (unknown), then no way back: the rest were never sent.
+    outcomes = {ids[0]: ("submitted", ""), ids[1]: ("unknown", "lost after the data"), ids[2]: ("failed", "not sent")}
+    assert store.finish(claimed, outcomes) == "unknown"
+
+    assert store.retry_failed(KEY) == 1
+    assert drain(store) == ["Reader2@Example.org"]
+    assert store.delivery_counts(KEY) == {"submitted": 2, "unknown": 1}
+
+
 def test_release_gives_a_batch_back_untouched(store):
     store.merge_subscribers(people(3))
     record(store)

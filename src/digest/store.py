@@ -797,22 +797,23 @@ class Store:
             conn.execute(batches.delete().where(batches.c.id == batch.id))
 
     def retry_failed(self, key: str) -> int:
-        """Put the recipients of failed batches back in the queue; the batches stay as history."""
+        """Put the issue's failed recipients back in the queue; failed batches become ``retried``.
+
+        Recipients, not batches: an SMTP batch is ``unknown`` as a whole when one message was lost
+        after its data, yet the recipients it then could not send are ``failed`` and retryable.
+        """
         now = utcnow()
         with self.engine.begin() as conn:
-            failed = (
-                conn.execute(sa.select(batches.c.id).where(batches.c.issue_key == key, batches.c.status == "failed"))
-                .scalars()
-                .all()
+            count = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue_key == key, deliveries.c.status == "failed")
+                .values(status="pending", batch_id=None, updated_at=now)
+            ).rowcount
+            conn.execute(
+                batches.update()
+                .where(batches.c.issue_key == key, batches.c.status == "failed")
+                .values(status="retried")
             )
-            count = 0
-            for chunk in _chunks(failed):
-                count += conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.batch_id.in_(chunk), deliveries.c.status == "failed")
-                    .values(status="pending", batch_id=None, updated_at=now)
-                ).rowcount
-                conn.execute(batches.update().where(batches.c.id.in_(chunk)).values(status="retried"))
         return count
 
     def delivery_counts(self, key: str) -> dict[str, int]:
