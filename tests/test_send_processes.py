@@ -1,5 +1,7 @@
-"""Real `digest send` processes against the SendGrid stand-in: killed and resumed, and run twice
-at once. What the stand-in received is the judge: nobody twice, nobody silently left out."""
+"""Real `digest send` processes against the SendGrid stand-in, the outbox and an SMTP server:
+killed and resumed, and run twice at once. What the service received (the stand-in's requests,
+the outbox's files, the SMTP server's messages) is the judge: nobody twice, nobody silently left
+out, and nobody left unknown whose fate the transport can tell."""
 
 from __future__ import annotations
 
@@ -10,13 +12,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from digest.cli import cli
+from digest.schema import deliveries
 from digest.store import Store
+from test_transport_smtp import Recorder, _Controller
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
@@ -27,14 +34,19 @@ DIGEST = str(Path(sys.executable).with_name("digest"))
 @pytest.fixture
 def job(tmp_path, sg, database_url):
     """The bundled sample set up to send through the stand-in, with 3,500 subscribers."""
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    config = (ROOT / "config.toml").read_text(encoding="utf-8")
-    config += (
-        f'\n[delivery]\ntransport = "sendgrid"\nbatch_size = 1000\nretries = 1\nbackoff = 0.01\n'
+    delivery = (
+        f'[delivery]\ntransport = "sendgrid"\nbatch_size = 1000\nretries = 1\nbackoff = 0.01\n'
         f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 1.5\n'
     )
+    return prepare(tmp_path, database_url, delivery, 3500)
+
+
+def prepare(tmp_path: Path, database_url: str, delivery: str, readers: int) -> tuple[Path, dict[str, str], str]:
+    """The bundled sample with ``delivery`` (a TOML [delivery] table) and ``readers`` subscribers."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    config = (ROOT / "config.toml").read_text(encoding="utf-8") + "\n" + delivery
     (tmp_path / "config.toml").write_text(config, encoding="utf-8")
-    rows = "\n".join(f"reader{i}@example.org,Reader {i}" for i in range(3500))
+    rows = "\n".join(f"reader{i}@example.org,Reader {i}" for i in range(readers))
     (tmp_path / "subs.csv").write_text(f"email,name\n{rows}\n", encoding="utf-8")
     env = {
         **os.environ,
@@ -107,3 +119,150 @@ def test_two_senders_at_once_submit_each_recipient_once(job, sg):
     assert len(received) == 3500 and max(received.values()) == 1
     per_process = [int(out.rsplit("this run: ", 1)[1].split()[0]) for out, _ in outputs]
     assert sum(per_process) == 3500
+
+
+def digest(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DIGEST, *args, "--config", str(config)], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+# --- the outbox -------------------------------------------------------------------------------------
+
+
+def test_killed_mid_outbox_send_then_run_again_settles_everyone_into_one_file(tmp_path, database_url):
+    config, env, url = prepare(tmp_path, database_url, '[delivery]\ntransport = "outbox"\nbatch_size = 200\n', 600)
+    folder = tmp_path / ".digest" / "outbox" / KEY
+    proc = start_send(config, env)
+    wait_for(lambda: folder.is_dir() and len(os.listdir(folder)) >= 260, timeout=120)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert counts(url) == {"submitted": 200, "submitting": 200, "pending": 200}
+    # A kill mid-write leaves a half-written file beside the one it was writing (it may have
+    # landed between two files this time: make sure one is there, as a kill leaves it).
+    unwritten = [name for name in in_flight(url) if not (folder / name).exists()]
+    assert unwritten, "the kill came after the whole batch was written"
+    (folder / f".{unwritten[0]}.x7q2k9zp.tmp").write_bytes(b"From: half of a messa")
+
+    again = digest(config, env, "send", "--now", NOW)
+
+    assert again.returncode == 0, again.stderr
+    assert counts(url) == {"submitted": 600}  # none left unknown: the folder told each one's fate
+    names = os.listdir(folder)
+    assert [n for n in names if n.endswith(".tmp")] == []
+    parser = BytesHeaderParser()
+    to = Counter(parser.parsebytes((folder / name).read_bytes())["To"] for name in names)
+    assert to == Counter({f"Reader {i} <reader{i}@example.org>": 1 for i in range(600)})
+
+
+def in_flight(url: str) -> list[str]:
+    """The outbox file names of the deliveries left ``submitting``."""
+    from digest.transports.outbox import delivery_file_name
+
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.subscriber_id).where(deliveries.c.status == "submitting")
+            ).all()
+    finally:
+        store.close()
+    return [delivery_file_name(r.id, r.subscriber_id) for r in rows]
+
+
+# --- SMTP ---------------------------------------------------------------------------------------------
+
+
+class KillsTheSender(Recorder):
+    """An SMTP server during whose conversation about ``victim``'s message, at ``step`` (RCPT or
+    DATA), the `digest send` process talking to it is killed; then the connection drops."""
+
+    def __init__(self, victim: str, step: str) -> None:
+        super().__init__()
+        self.victim, self.step = victim, step
+        self.pid = 0
+
+    def _kill(self, step: str, address: str) -> bool:
+        if step != self.step or address != self.victim or not self.pid:
+            return False
+        os.kill(self.pid, signal.SIGKILL)
+        self.pid = 0  # once
+        return True
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self._kill("RCPT", address):
+            server.transport.abort()
+            return "421 4.3.0 closing"  # never read: nothing of this message was taken
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)  # the data is in: it may be delivered
+        if self._kill("DATA", envelope.rcpt_tos[0]):
+            server.transport.abort()
+        return reply
+
+
+@pytest.fixture
+def smtp_job(tmp_path, database_url):
+    """30 subscribers sending through an SMTP server on 127.0.0.1 in batches of 10; yields a
+    function that starts the server with a handler and returns (config, env, url)."""
+    started: list[_Controller] = []
+
+    def start(handler: Recorder) -> tuple[Path, dict[str, str], str]:
+        server = _Controller(handler, hostname="127.0.0.1", port=0)
+        server.start()
+        started.append(server)
+        delivery = (
+            '[delivery]\ntransport = "smtp"\nbatch_size = 10\n'
+            f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\ntimeout = 10\n'
+        )
+        return prepare(tmp_path, database_url, delivery, 30)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def killed_at(handler: KillsTheSender, config: Path, env: dict[str, str]) -> None:
+    proc = start_send(config, env)
+    handler.pid = proc.pid
+    assert proc.wait(120) == -signal.SIGKILL
+
+
+def test_smtp_send_killed_before_the_data_resends_the_rest_once_on_the_next_run(smtp_job, tmp_path):
+    handler = KillsTheSender("reader14@example.org", "RCPT")  # the 5th of the second batch
+    config, env, url = smtp_job(handler)
+    killed_at(handler, config, env)
+    assert counts(url) == {"submitted": 10, "submitting": 10, "pending": 10}
+
+    again = digest(config, env, "send", "--now", NOW)
+
+    assert again.returncode == 0, again.stderr
+    assert counts(url) == {"submitted": 30}
+    assert Counter(handler.to()) == Counter({f"reader{i}@example.org": 1 for i in range(30)})
+    assert os.listdir(tmp_path / ".digest" / "smtp-journal") == []
+
+
+def test_smtp_message_lost_after_its_data_stays_unknown_until_resend_unknown(smtp_job):
+    victim = "reader14@example.org"
+    handler = KillsTheSender(victim, "DATA")
+    config, env, url = smtp_job(handler)
+    killed_at(handler, config, env)
+
+    again = digest(config, env, "send", "--now", NOW)
+
+    assert again.returncode == 1
+    assert "--resend-unknown" in again.stderr
+    assert counts(url) == {"submitted": 29, "unknown": 1}  # only the one whose data was out
+    status = digest(config, env, "status")
+    assert "1 unknown: they may have received it" in status.stdout and "--resend-unknown" in status.stdout
+    assert f"unknown  {victim}" in status.stdout
+    assert Counter(handler.to()) == Counter({f"reader{i}@example.org": 1 for i in range(30)})
+
+    resend = digest(config, env, "send", "--now", NOW, "--resend-unknown")
+
+    assert resend.returncode == 0, resend.stderr
+    assert "Warning: 1 recipient(s) whose outcome was unknown were queued again" in resend.stdout
+    assert "1 unknown recipient(s) queued again (--resend-unknown)" in resend.stderr  # and logged
+    assert counts(url) == {"submitted": 30}
+    assert Counter(handler.to()) == Counter({f"reader{i}@example.org": 2 if i == 14 else 1 for i in range(30)})

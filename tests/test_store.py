@@ -150,6 +150,53 @@ def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
     assert store.delivery_counts(KEY) == {"unknown": 4, "submitted": 6}
 
 
+def orphaned(store: Store, size: int) -> list[int]:
+    """Claim a batch of ``size`` and leave it as a killed process would: reaped as unknown."""
+    claimed = store.claim(KEY, size, "outbox")
+    assert claimed is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with store.engine.begin() as conn:
+        conn.execute(
+            batches.update()
+            .where(batches.c.id == claimed.id)
+            .values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}")
+        )
+    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    return [d for d, *_ in claimed.recipients]
+
+
+def test_settling_unknown_deliveries_records_what_the_transport_proved(store):
+    store.merge_subscribers(people(10))
+    record(store)
+    store.enqueue(KEY, everyone)
+    ids = orphaned(store, 4)
+    assert [o[0] for o in store.orphans(KEY, "outbox")] == ids
+    assert store.orphans(KEY, "smtp") == []  # another transport has no evidence about them
+
+    assert store.settle({ids[0]: "submitted", ids[1]: "unsent", ids[2]: "unsent"}) == (1, 2)
+    assert store.delivery_counts(KEY) == {"submitted": 1, "unknown": 1, "pending": 8}
+    assert store.settle({ids[0]: "unsent", ids[1]: "submitted"}) == (0, 0)  # only unknown rows change
+    assert sorted(drain(store)) == sorted(f"Reader{i}@Example.org" for i in [1, 2, *range(4, 10)])
+    assert store.delivery_counts(KEY) == {"submitted": 9, "unknown": 1}  # the unproven one stays unknown
+    assert [p.email for p in store.problems(KEY)] == ["Reader3@Example.org"]
+
+
+def test_resending_unknown_deliveries_queues_them_again(store):
+    store.merge_subscribers(people(6))
+    record(store)
+    store.enqueue(KEY, everyone)
+    orphaned(store, 3)
+    drain(store)
+
+    assert store.resend_unknown(KEY) == 3
+    assert store.delivery_counts(KEY) == {"pending": 3, "submitted": 3}
+    assert drain(store) == [f"Reader{i}@Example.org" for i in range(3)]
+    with store.engine.connect() as conn:
+        statuses = sorted(conn.execute(sa.select(batches.c.status)).scalars())
+    assert statuses == ["retried", "submitted", "submitted"]
+    assert store.resend_unknown(KEY) == 0
+
+
 def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
     store.merge_subscribers(people(4))
     record(store)
@@ -177,6 +224,21 @@ def test_mixed_outcomes_and_retry_of_failed_batches(store):
     assert store.retry_failed(KEY) == 1
     assert drain(store) == ["Reader1@Example.org"]
     assert store.delivery_counts(KEY) == {"submitted": 3}
+
+
+def test_retry_failed_includes_failed_recipients_of_a_batch_that_is_unknown(store):
+    store.merge_subscribers(people(3))
+    record(store)
+    store.enqueue(KEY, everyone)
+    claimed = store.claim(KEY, 3, "smtp")
+    ids = [d for d, *_ in claimed.recipients]
+    # SMTP: one lost after its data (unknown), then no way back: the rest were never sent.
+    outcomes = {ids[0]: ("submitted", ""), ids[1]: ("unknown", "lost after the data"), ids[2]: ("failed", "not sent")}
+    assert store.finish(claimed, outcomes) == "unknown"
+
+    assert store.retry_failed(KEY) == 1
+    assert drain(store) == ["Reader2@Example.org"]
+    assert store.delivery_counts(KEY) == {"submitted": 2, "unknown": 1}
 
 
 def test_release_gives_a_batch_back_untouched(store):

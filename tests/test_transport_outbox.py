@@ -15,7 +15,7 @@ from digest.config import Settings, parse
 from digest.message import build_message
 from digest.render import Rendered
 from digest.transports import open_transport, outbox
-from digest.transports.base import Batch, Recipient, TemporaryError
+from digest.transports.base import Batch, Orphan, Recipient, Settles, TemporaryError
 from digest.transports.outbox import OutboxTransport
 
 VARIANT = Rendered(
@@ -186,3 +186,34 @@ def test_a_recipient_whose_message_cannot_be_built_fails_alone(tmp_path, monkeyp
         103: ("submitted", ""),
     }
     assert sorted(p.name for p in (out / "2026-W48").iterdir()) == ["00000101-1.eml", "00000103-3.eml"]
+
+
+def orphan(i: int) -> Orphan:
+    r = recipient(i)
+    return Orphan(r.delivery_id, r.subscriber_id, r.email, "2026-W48", batch_id=1)
+
+
+def test_settle_finds_which_orphans_were_written_and_removes_their_half_written_files(tmp_path):
+    out = tmp_path / "out"
+    transport = OutboxTransport(make_settings(tmp_path), out)
+    transport.send(batch(1, 2))  # then the process was killed while writing r3's file
+    folder = out / "2026-W48"
+    (folder / ".00000103-3.eml.k1ll3d_x.tmp").write_bytes(b"From: half a mess")
+    (folder / ".00000101-1.eml.rewrite1.tmp").write_bytes(b"From: half a rewrite")
+    (folder / ".00000109-9.eml.writing9.tmp").write_bytes(b"From: another sender, still writing")
+
+    assert isinstance(transport, Settles)
+    resolved = transport.settle([orphan(1), orphan(2), orphan(3), orphan(4)])
+
+    assert resolved == {101: "submitted", 102: "submitted", 103: "unsent", 104: "unsent"}
+    # Only the orphans' leftovers go: r9 is no orphan, so its writer may be alive.
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".00000109-9.eml.writing9.tmp",
+        "00000101-1.eml",
+        "00000102-2.eml",
+    ]
+
+
+def test_settle_before_any_file_was_written_says_unsent(tmp_path):
+    transport = OutboxTransport(make_settings(tmp_path), tmp_path / "out")
+    assert transport.settle([orphan(1)]) == {101: "unsent"}

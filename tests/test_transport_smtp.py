@@ -36,8 +36,17 @@ from digest.errors import ConfigError
 from digest.message import build_message
 from digest.render import Rendered
 from digest.transports import open_transport, smtp
-from digest.transports.base import AuthError, Batch, Recipient, RejectedError, TemporaryError, TransportError
-from digest.transports.smtp import PASSWORD_ENV, SecurityError, SmtpTransport
+from digest.transports.base import (
+    AuthError,
+    Batch,
+    Orphan,
+    Recipient,
+    RejectedError,
+    Settles,
+    TemporaryError,
+    TransportError,
+)
+from digest.transports.smtp import PASSWORD_ENV, JournalError, SecurityError, SmtpTransport, _Connection
 
 HTML = '<p>%%name%% <a href="%%unsubscribe_url%%">u</a></p>\n'
 TEXT = "%%name:text%% %%unsubscribe_url:text%%\n"
@@ -656,3 +665,87 @@ def test_implicit_tls(smtp_server, connect, pki):
 
     assert transport.send(batch(1)).outcomes == submitted(1)
     assert handler.messages[0].tls
+
+
+# --- settling unknown deliveries after a crash ---------------------------------------------------
+
+
+def orphans(*ids: int) -> list[Orphan]:
+    return [Orphan(100 + i, i, f"r{i}@example.net", "2026-W48", batch_id=ids[0]) for i in ids]
+
+
+def journals(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "state" / "smtp-journal"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_batch_cut_off_at_rcpt_settles_as_sent_up_to_there_and_unsent_after(
+    smtp_server, connect, tmp_path, monkeypatch
+):
+    handler = Recorder()
+    server = smtp_server(handler)
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted_at_r3(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == "r3@example.net":
+            raise KeyboardInterrupt  # the process stops while the server answers RCPT
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted_at_r3)
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3, 4))
+    assert handler.to() == ["r1@example.net", "r2@example.net"]
+    assert journals(tmp_path) == ["2026-W48-1.log"]  # kept: the ledger will call the batch unknown
+
+    after_restart = connect(server)
+    assert isinstance(after_restart, Settles)
+    resolved = after_restart.settle(orphans(1, 2, 3, 4))
+
+    assert resolved == {101: "submitted", 102: "submitted", 103: "unsent", 104: "unsent"}
+    assert journals(tmp_path) == []
+
+
+def test_a_message_cut_off_after_its_data_stays_unknown(smtp_server, connect, tmp_path, monkeypatch):
+    handler = Recorder()
+    server = smtp_server(handler)
+    send = smtplib.SMTP.send
+    payloads = []
+
+    def interrupted_after_second_payload(self: smtplib.SMTP, data: Any) -> None:
+        send(self, data)
+        if isinstance(data, bytes) and data.endswith(b"\r\n.\r\n"):
+            payloads.append(data)
+            if len(payloads) == 2:
+                raise KeyboardInterrupt  # r2's data is out; its answer never read
+
+    monkeypatch.setattr(_Connection, "send", interrupted_after_second_payload)
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3))
+
+    resolved = connect(server).settle(orphans(1, 2, 3))
+
+    assert resolved == {101: "submitted", 103: "unsent"}  # r2 may have been taken: left unknown
+
+
+def test_a_batch_sent_to_the_end_leaves_no_journal_so_nothing_is_settled_from_it(smtp_server, connect, tmp_path):
+    handler = DropsAfterDataOf("r2@example.net")
+    transport = connect(smtp_server(handler))
+
+    assert transport.send(batch(1, 2, 3)).outcomes[102][0] == "unknown"
+    assert journals(tmp_path) == []
+    assert transport.settle(orphans(1, 2, 3)) == {}  # no evidence: whatever is unknown stays so
+
+
+def test_no_message_goes_out_when_the_journal_cannot_be_written(smtp_server, tmp_path, transports):
+    handler = Recorder()
+    server = smtp_server(handler)
+    settings = make_settings(tmp_path, server.port)
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "smtp-journal").write_text("a file where the folder should be")
+    transport = SmtpTransport(settings)
+    transports.append(transport)
+
+    with pytest.raises(JournalError, match=r"cannot write the SMTP journal .*smtp-journal"):
+        transport.send(batch(1))
+    assert handler.messages == []
+    assert transport.send(batch(1, test=True)).outcomes == submitted(1)  # a test copy is not journaled

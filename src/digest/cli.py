@@ -294,8 +294,20 @@ def subscribers_export(config_path: Path, status: str | None, out_path: Path | N
 @click.option(
     "--to", "test_to", multiple=True, metavar="ADDR", help="Send a [TEST] copy to ADDR (repeat); records nothing."
 )
-@click.option("--retry-failed", is_flag=True, help="Send again to the recipients of failed batches.")
-def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[str, ...], retry_failed: bool) -> None:
+@click.option("--retry-failed", is_flag=True, help="Send again to the recipients that failed.")
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="Send again to recipients whose outcome is unknown; some may get a second copy.",
+)
+def send(
+    config_path: Path,
+    now_text: str | None,
+    dry_run: bool,
+    test_to: tuple[str, ...],
+    retry_failed: bool,
+    resend_unknown: bool,
+) -> None:
     """Build this week's issue, record it, and send it to every active subscriber once."""
     from . import deliver, rank, weekly
     from .errors import DeliveryError
@@ -319,18 +331,26 @@ def send(config_path: Path, now_text: str | None, dry_run: bool, test_to: tuple[
         warn(ready.built.warnings)
         click.echo(f"Recorded {key}: {ready.subject}")
     if retry_failed:
-        click.echo(f"{store.retry_failed(key)} recipient(s) of failed batches queued again")
+        click.echo(f"{store.retry_failed(key)} failed recipient(s) queued again")
     transport = open_transport(settings)
     try:
-        report = deliver.send_pending(store, settings, transport, signer, key, progress=make_progress(key))
+        report = deliver.send_pending(
+            store, settings, transport, signer, key, progress=make_progress(key), resend_unknown=resend_unknown
+        )
     finally:
         transport.close()
+    if report.resent:
+        click.echo(
+            f"Warning: {report.resent} recipient(s) whose outcome was unknown were queued again; "
+            "some of them may have had it already and get a second copy"
+        )
     click.echo(f"{key}: {_counts(report.counts)} (this run: {report.sent_now} in {report.batches} batch(es))")
     bad = report.counts.get("failed", 0) + report.counts.get("unknown", 0)
     if bad:
         raise DeliveryError(
             f"{key}: {bad} recipient(s) failed or unknown",
-            hint=f"see `digest status {key}`; `digest send --retry-failed` sends failed batches again",
+            hint=f"see `digest status {key}`; `digest send --retry-failed` sends failed recipients again, "
+            "`--resend-unknown` unknown recipients (they may get a second copy)",
         )
 
 
@@ -405,6 +425,11 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
         )
         return
     click.echo(f"{key}: {_counts(counts) or 'no deliveries'}")
+    if counts.get("unknown"):
+        click.echo(
+            f"{counts['unknown']} unknown: they may have received it, so they stay unknown and are not sent "
+            "again on their own; `digest send --resend-unknown` sends to them again (some may get a second copy)"
+        )
     for p in problems[:50]:
         click.echo(f"  {p.status:8} {p.email}  {p.error}")
     if len(problems) > 50:

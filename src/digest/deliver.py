@@ -11,6 +11,9 @@ The ledger (``store``) makes it safe; this module decides what each transport ou
 - a timeout after the request went out (UncertainError): the batch is ``unknown`` and is never
   sent again on its own, because the service may have accepted it.
 
+What a transport can prove later settles an ``unknown`` delivery (``settle_unknown``, at the
+start of every send); the rest stay unknown until the operator says ``--resend-unknown``.
+
 Per-recipient work is only what must differ per recipient: a signed token and the values that
 fill the placeholders. The variant is rendered and inlined once, before any batch.
 """
@@ -36,11 +39,13 @@ from .tokens import Signer
 from .transports.base import (
     AuthError,
     Batch,
+    Orphan,
     Outcome,
     RateLimitedError,
     Recipient,
     RejectedError,
     Result,
+    Settles,
     TemporaryError,
     TooLargeError,
     Transport,
@@ -70,6 +75,9 @@ class SendReport:
     recorded: bool = False
     enqueued: int = 0
     orphaned: int = 0
+    settled: int = 0  # unknown deliveries the transport proved submitted
+    requeued: int = 0  # unknown deliveries the transport proved never sent: sent now
+    resent: int = 0  # unknown deliveries queued again by --resend-unknown
     batches: int = 0
     sent_now: int = 0
     counts: dict[str, int] = field(default_factory=dict)
@@ -222,11 +230,14 @@ def send_pending(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    resend_unknown: bool = False,
 ) -> SendReport:
-    """Queue newcomers, mark orphaned batches unknown, then send every pending delivery.
+    """Queue newcomers, mark orphaned batches unknown and settle what the transport can, then
+    send every pending delivery.
 
-    ``stop`` is checked between batches: set it (on SIGTERM) to finish the batch in flight and
-    take no new one.
+    ``resend_unknown`` (the operator's decision) queues the unknown deliveries left after that
+    again. ``stop`` is checked between batches: set it (on SIGTERM) to finish the batch in
+    flight and take no new one.
     """
     cfg = settings.delivery
     report = SendReport(key)
@@ -236,6 +247,16 @@ def send_pending(
         log.warning(
             "%d batch(es) left in flight by a stopped process are now 'unknown'", report.orphaned, extra={"issue": key}
         )
+    report.settled, report.requeued = settle_unknown(store, transport, key)
+    if resend_unknown:
+        report.resent = store.resend_unknown(key)
+        if report.resent:
+            log.warning(
+                "%d unknown recipient(s) queued again (--resend-unknown): some of them may already have "
+                "this issue and will get a second copy",
+                report.resent,
+                extra={"issue": key},
+            )
     progress = progress or NoProgress()
     progress.start(store.delivery_counts(key).get("pending", 0))
     size = min(cfg.batch_size, transport.max_batch)
@@ -258,6 +279,34 @@ def send_pending(
     if not report.counts.get("pending") and not report.counts.get("submitting"):
         store.set_issue_status(key, "sent", expect=("sending",))
     return report
+
+
+def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, int]:
+    """Let the transport settle the issue's unknown deliveries of its own batches: returns how
+    many it proved (submitted, never sent). What it cannot prove stays unknown; so does
+    everything when it cannot look (logged, and the send goes on)."""
+    if not isinstance(transport, Settles):
+        return 0, 0
+    orphans = [Orphan(did, sid, email, key, bid) for did, sid, email, bid in store.orphans(key, transport.name)]
+    if not orphans:
+        return 0, 0
+    try:
+        resolved = transport.settle(orphans)
+    except TransportError as exc:
+        log.warning("%d unknown recipient(s) stay unknown: %s", len(orphans), exc, extra={"issue": key})
+        return 0, 0
+    submitted, unsent = store.settle(resolved)
+    log.warning(
+        "%d unknown recipient(s) settled by the %s transport: %d were submitted, %d never sent (sent now); "
+        "%d stay unknown",
+        submitted + unsent,
+        transport.name,
+        submitted,
+        unsent,
+        len(orphans) - submitted - unsent,
+        extra={"issue": key},
+    )
+    return submitted, unsent
 
 
 def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:

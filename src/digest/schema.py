@@ -30,7 +30,8 @@ from sqlalchemy import (
 SUBSCRIBER_STATUSES = ("active", "unsubscribed", "bounced", "complained")
 # pending: recorded, not yet claimed; submitting: claimed and handed to a transport;
 # submitted: the transport accepted it; failed: refused, may be retried with --retry-failed;
-# unknown: the outcome is unknown (crash or timeout mid-request), never re-sent on its own;
+# unknown: the outcome is unknown (crash or timeout mid-request), never re-sent on its own: a
+# transport's evidence settles it as submitted or back to pending, or --resend-unknown re-queues it;
 # skipped: not sent on purpose (suppressed after it was recorded).
 DELIVERY_STATUSES = ("pending", "submitting", "submitted", "failed", "unknown", "skipped")
 BATCH_STATUSES = ("submitting", "submitted", "failed", "unknown", "retried")

@@ -5,7 +5,9 @@ Everything that must hold when processes crash or run twice is decided here, in 
 - one delivery row per (issue, subscriber), so recording an issue twice adds only newcomers;
 - a batch is claimed (its deliveries moved to ``submitting`` under a row lock) and committed
   *before* it is handed to a transport, so a crash leaves evidence instead of a silent gap;
-- a batch still ``submitting`` whose process is gone is ``unknown``: reported, never re-sent.
+- a batch still ``submitting`` whose process is gone is ``unknown``: reported, never re-sent on
+  its own. What a transport can prove about an unknown delivery afterwards (``settle``) turns it
+  ``submitted`` or back to ``pending``; the rest wait for the operator (``resend_unknown``).
 
 Locks: on PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets two senders claim disjoint batches; on
 SQLite every transaction is ``BEGIN IMMEDIATE``, so claims are serialised by the database file.
@@ -694,6 +696,61 @@ class Store:
                 self._close_batches(conn, chunk, "unknown", "the sending process stopped during this batch", now)
         return len(dead)
 
+    def orphans(self, key: str, transport: str) -> list[tuple[int, int, str, int]]:
+        """The issue's ``unknown`` deliveries whose last batch went through ``transport``, as
+        (delivery id, subscriber id, email, batch id): what that transport may be able to settle."""
+        d, s = deliveries, subscribers
+        query = (
+            sa.select(d.c.id, d.c.subscriber_id, s.c.email, d.c.batch_id)
+            .join(s, s.c.id == d.c.subscriber_id)
+            .join(batches, batches.c.id == d.c.batch_id)
+            .where(d.c.issue_key == key, d.c.status == "unknown", batches.c.transport == transport)
+            .order_by(d.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, r.subscriber_id, r.email, r.batch_id) for r in conn.execute(query)]
+
+    def settle(self, resolved: Mapping[int, str]) -> tuple[int, int]:
+        """Record what a transport proved about unknown deliveries, by id: ``submitted`` ones were
+        sent; ``unsent`` ones never were, so they go back to ``pending`` (out again in this run).
+        Returns (submitted, queued again). Only rows still ``unknown`` change, so two processes
+        settling at once cannot undo what the other did since. Batches keep their status: history.
+        """
+        now = utcnow()
+        changes = {
+            "submitted": {"status": "submitted", "error": None, "updated_at": now},
+            "unsent": {"status": "pending", "batch_id": None, "error": None, "updated_at": now},
+        }
+        counts = {"submitted": 0, "unsent": 0}
+        with self.engine.begin() as conn:
+            for settlement, values in changes.items():
+                ids = [did for did, s in resolved.items() if s == settlement]
+                for chunk in _chunks(ids):
+                    counts[settlement] += conn.execute(
+                        deliveries.update()
+                        .where(deliveries.c.id.in_(chunk), deliveries.c.status == "unknown")
+                        .values(**values)
+                    ).rowcount
+        return counts["submitted"], counts["unsent"]
+
+    def resend_unknown(self, key: str) -> int:
+        """Queue the issue's unknown deliveries again: the operator's decision, since some of them
+        may have arrived and will then arrive twice. Their batches become ``retried``."""
+        now = utcnow()
+        unknown = (deliveries.c.issue_key == key) & (deliveries.c.status == "unknown")
+        with self.engine.begin() as conn:
+            batch_ids = conn.execute(sa.select(deliveries.c.batch_id).where(unknown).distinct()).scalars().all()
+            count = conn.execute(
+                deliveries.update().where(unknown).values(status="pending", batch_id=None, updated_at=now)
+            ).rowcount
+            for chunk in _chunks([b for b in batch_ids if b is not None]):
+                conn.execute(
+                    batches.update()
+                    .where(batches.c.id.in_(chunk), batches.c.status == "unknown")
+                    .values(status="retried")
+                )
+        return count
+
     def claim(self, key: str, size: int, transport: str) -> Claimed | None:
         """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
 
@@ -797,22 +854,23 @@ class Store:
             conn.execute(batches.delete().where(batches.c.id == batch.id))
 
     def retry_failed(self, key: str) -> int:
-        """Put the recipients of failed batches back in the queue; the batches stay as history."""
+        """Put the issue's failed recipients back in the queue; failed batches become ``retried``.
+
+        Recipients, not batches: an SMTP batch is ``unknown`` as a whole when one message was lost
+        after its data, yet the recipients it then could not send are ``failed`` and retryable.
+        """
         now = utcnow()
         with self.engine.begin() as conn:
-            failed = (
-                conn.execute(sa.select(batches.c.id).where(batches.c.issue_key == key, batches.c.status == "failed"))
-                .scalars()
-                .all()
+            count = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue_key == key, deliveries.c.status == "failed")
+                .values(status="pending", batch_id=None, updated_at=now)
+            ).rowcount
+            conn.execute(
+                batches.update()
+                .where(batches.c.issue_key == key, batches.c.status == "failed")
+                .values(status="retried")
             )
-            count = 0
-            for chunk in _chunks(failed):
-                count += conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.batch_id.in_(chunk), deliveries.c.status == "failed")
-                    .values(status="pending", batch_id=None, updated_at=now)
-                ).rowcount
-                conn.execute(batches.update().where(batches.c.id.in_(chunk)).values(status="retried"))
         return count
 
     def delivery_counts(self, key: str) -> dict[str, int]:

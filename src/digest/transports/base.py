@@ -4,15 +4,20 @@ A transport turns a batch (one rendered variant, many recipients) into whatever 
 wants, hands it over, and reports each recipient's outcome. It never retries and never touches
 the ledger: ``deliver`` decides what an error means for the batch (after django-anymail's split
 between backend and sending logic). Each error type says what ``deliver`` may do next.
+
+A transport that can find out afterwards what became of a delivery whose outcome is ``unknown``
+(its process died or was interrupted mid-batch) also has ``settle`` (see ``Settles``): the
+outbox can look for the file, SMTP can read the journal it keeps of how far each message got.
+``deliver`` calls it where orphaned batches are reaped, before anything is sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from ..errors import DigestError
 from ..render import Rendered
@@ -21,6 +26,9 @@ from ..text import one_line
 log = logging.getLogger("digest.transports")
 
 Outcome = Literal["submitted", "failed", "unknown"]
+# What ``settle`` may conclude about a delivery whose outcome was unknown: it did reach the
+# service (``submitted``), or it certainly did not (``unsent``: safe to send again).
+Settlement = Literal["submitted", "unsent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,23 @@ class Batch:
     @property
     def subject_prefix(self) -> str:
         return "[TEST] " if self.test else ""
+
+    @property
+    def recorded(self) -> bool:
+        """Whether its recipients are deliveries in the ledger (not a test copy, not a notice to
+        the editors): only those can be orphaned, so only those need evidence for ``settle``."""
+        return not self.test and all(r.subscriber_id for r in self.recipients)
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A delivery whose outcome is unknown, and the batch it was last sent in."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    issue_key: str
+    batch_id: int
 
 
 @dataclass(slots=True)
@@ -82,6 +107,19 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Settles(Protocol):
+    """The optional step of a transport that can settle ``unknown`` deliveries of its own batches."""
+
+    def settle(self, orphans: Sequence[Orphan]) -> dict[int, Settlement]:
+        """What is certain about each orphan, by delivery id; an orphan left out stays unknown.
+
+        Only evidence counts: "no sign of it" is ``unsent`` only where the transport would have
+        left a sign before the service could have taken the message.
+        """
+        ...
 
 
 class TransportError(DigestError):

@@ -3,17 +3,25 @@
 It lets anyone run the whole weekly job (and its tests) with nothing but a disk, and keeps an
 exact copy of what each recipient would have got. Files are written atomically and named by
 issue and delivery, so a re-run after a crash rewrites, never duplicates, a file.
+
+Because a file appears whole or not at all, the folder is the evidence ``settle`` needs: after a
+crash, a delivery whose file is there was submitted, and one whose file is not was never written.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import Settings
-from ..files import atomic_write
+from ..files import atomic_write, leftover_target
 from ..message import build_message
-from .base import Batch, Outcome, Result, TemporaryError, not_built
+from .base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, not_built
+
+log = logging.getLogger("digest.transports.outbox")
 
 
 class OutboxTransport:
@@ -49,6 +57,31 @@ class OutboxTransport:
             raise TemporaryError(f"outbox {folder}: cannot write: {exc.strerror or exc}") from exc
         return Result(outcomes, provider_id=str(folder))
 
+    def settle(self, orphans: Sequence[Orphan]) -> dict[int, Settlement]:
+        """An orphan whose file exists was submitted; one without was never written, so it may be
+        written now. The half-written temporary files of those orphans (left by a killed
+        process, which is gone: nobody is still writing them) are removed."""
+        resolved: dict[int, Settlement] = {}
+        for key in sorted({o.issue_key for o in orphans}):
+            folder = self.folder / key
+            try:
+                names = os.listdir(folder) if folder.is_dir() else []  # once, however many files
+                partial: dict[str, list[str]] = {}
+                for name in names:
+                    target = leftover_target(name)
+                    if target:
+                        partial.setdefault(target, []).append(name)
+                present = set(names)
+                for orphan in (o for o in orphans if o.issue_key == key):
+                    name = delivery_file_name(orphan.delivery_id, orphan.subscriber_id)
+                    resolved[orphan.delivery_id] = "submitted" if name in present else "unsent"
+                    for tmp in partial.get(name, ()):
+                        (folder / tmp).unlink(missing_ok=True)
+                        log.info("removed %s, half-written when its process stopped", tmp, extra={"issue": key})
+            except OSError as exc:
+                raise TemporaryError(f"outbox {folder}: cannot read: {exc.strerror or exc}") from exc
+        return resolved
+
     def close(self) -> None:
         return None
 
@@ -59,5 +92,10 @@ def _file_name(batch: Batch, delivery_id: int, subscriber_id: int, email: str) -
     if batch.test:
         return f"{email}.eml"
     if subscriber_id:
-        return f"{delivery_id:08d}-{subscriber_id}.eml"
+        return delivery_file_name(delivery_id, subscriber_id)
     return f"{batch.batch_id}-{delivery_id:03d}-{email}.eml"
+
+
+def delivery_file_name(delivery_id: int, subscriber_id: int) -> str:
+    """The file of one delivery of an issue, in that issue's folder."""
+    return f"{delivery_id:08d}-{subscriber_id}.eml"

@@ -7,7 +7,7 @@ opened on the first send and kept for every later message and batch until ``clos
 opening, STARTTLS and AUTH cost more round trips than a message does.
 
 What each outcome means, and why (``deliver`` reads ``failed`` as "never sent, safe to send again
-with ``digest send --retry-failed``" and ``unknown`` as "maybe sent, never sent again"):
+with ``digest send --retry-failed``" and ``unknown`` as "maybe sent, not sent again on its own"):
 
 - accepted (250 after the data): ``submitted``.
 - the recipient's message cannot be built (``base.not_built``): ``failed``, nothing sent; the batch goes on.
@@ -42,6 +42,14 @@ how far the message had got, which is why ``_Connection`` overrides ``data()``: 
   real outcome. An ``AuthError`` met then also sets ``Result.fatal``, so the send stops after the
   outcomes are recorded. Nobody is sent twice, and nobody is dropped without an outcome.
 
+After a crash the ledger only knows that a batch was in flight. So, while a recorded batch is
+sent, a journal (``<data_dir>/smtp-journal/<issue>-<batch>.log``) notes each message's step:
+``data`` just before the DATA command (synced to disk first), then its outcome. ``settle`` reads
+it on the next start: no line, or a refusal, means the server never got that message's data, so
+it is sent again; ``submitted`` stands; ``data`` with no outcome, or ``unknown``, stays unknown.
+A batch without a journal (sent from another host, or the journal lost) stays unknown as well.
+The journal is removed once its batch's outcomes are returned or settled.
+
 The password comes from ``$DIGEST_SMTP_PASSWORD``. A username without it is reported by
 ``from_settings`` as a ``ConfigError`` (exit code 2), like SendGrid's missing key and the missing
 signing secret: before any batch is claimed, rather than as a refusal in the middle of a send.
@@ -55,20 +63,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings, secret
 from ..errors import ConfigError
 from ..message import build_message
-from .base import AuthError, Batch, Outcome, RejectedError, Result, TemporaryError, TransportError, not_built
+from .base import (
+    AuthError,
+    Batch,
+    Orphan,
+    Outcome,
+    RejectedError,
+    Result,
+    Settlement,
+    TemporaryError,
+    TransportError,
+    not_built,
+)
 
 log = logging.getLogger("digest.transports.smtp")
 
@@ -94,9 +116,12 @@ class _Connection(smtplib.SMTP):
     """
 
     payload_sent = False
+    before_data: Callable[[], None] | None = None  # notes the step in the batch's journal
 
     def data(self, msg: Any) -> tuple[int, bytes]:
         self.payload_sent = False
+        if self.before_data is not None:
+            self.before_data()
         self.putcmd("data")
         code, reply = self.getreply()
         if code != 354:
@@ -113,6 +138,79 @@ class _Connection(smtplib.SMTP):
 
 class _SSLConnection(_Connection, smtplib.SMTP_SSL):
     """Implicit TLS (``security = "tls"``, port 465) with the same ``data()``."""
+
+
+class JournalError(TransportError):
+    """The journal cannot be written: the message is not sent, since a crash would leave no
+    evidence of it. (Not an ``OSError``: it must not pass for a dropped connection.)"""
+
+
+class _Journal:
+    """How far each message of one recorded batch got, on disk, for ``settle`` after a crash.
+
+    One line per step, ``<step>\t<address>`` (an address is unique within a batch): ``data`` is
+    synced to disk before the DATA command, so a message without it never reached the server's
+    data; its outcome (``submitted``, ``failed``, ``unknown``, ``unsent``) follows the answer.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write the SMTP journal {path}: {exc.strerror or exc}",
+                hint="check that [store] data_dir is writable",
+            ) from exc
+
+    def before_data(self, address: str) -> None:
+        """Note, on disk, that ``address``'s data may now reach the server; raise if it cannot be."""
+        try:
+            os.write(self._fd, f"data\t{address}\n".encode())
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalError(f"cannot write the SMTP journal {self.path}: {exc.strerror or exc}") from exc
+
+    def outcome(self, step: str, address: str) -> None:
+        """Note a message's outcome. Never raises: the outcome is returned to ``deliver`` anyway,
+        and a missing line only leaves the message ``unknown`` after a crash (the safe side)."""
+        try:
+            os.write(self._fd, f"{step}\t{address}\n".encode())
+        except OSError as exc:
+            log.warning("cannot write the SMTP journal %s: %s", self.path, exc.strerror or exc)
+
+    def close(self, *, remove: bool) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(path: Path) -> dict[str, str] | None:
+        """Each address's last step, or None when there is no journal (nothing can be told)."""
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise JournalError(f"cannot read the SMTP journal {path}: {exc.strerror or exc}") from exc
+        steps: dict[str, str] = {}
+        for line in text.splitlines():
+            step, tab, address = line.partition("\t")
+            if tab:
+                steps[address] = step
+        return steps
+
+
+# A message's last step in the journal -> what is certain about it (absent: still unknown).
+_SETTLED: dict[str | None, Settlement] = {
+    None: "unsent",
+    "unsent": "unsent",
+    "failed": "unsent",
+    "submitted": "submitted",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +252,7 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self._conn: _Connection | None = None
         self._helo_name = ""
+        self._journal: _Journal | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpTransport:
@@ -166,7 +265,53 @@ class SmtpTransport:
     # --- sending ----------------------------------------------------------------------------
 
     def send(self, batch: Batch) -> Result:
-        """One message per recipient; see the module docstring for what each outcome means."""
+        """One message per recipient; see the module docstring for what each outcome means.
+
+        A recorded batch is journaled while it is sent. The journal is kept only when the send
+        is cut off (an interrupt): then the batch is ``unknown`` and ``settle`` needs it.
+        """
+        journal = _Journal(self._journal_path(batch.issue_key, batch.batch_id)) if batch.recorded else None
+        self._journal = journal
+        finished = False
+        try:
+            result = self._send_batch(batch)
+            finished = True
+            return result
+        except TransportError:
+            finished = True  # nothing of the batch went out, and ``deliver`` knows it
+            raise
+        finally:
+            self._journal = None
+            if journal is not None:
+                journal.close(remove=finished)
+
+    def settle(self, orphans: Sequence[Orphan]) -> dict[int, Settlement]:
+        """What the journals of the orphans' batches tell (see the module docstring).
+
+        Each journal read is removed: ``deliver`` records what it told, and what it could not
+        tell (data sent, no answer) stays unknown whether the journal is there or not.
+        """
+        by_batch: dict[tuple[str, int], list[Orphan]] = {}
+        for orphan in orphans:
+            by_batch.setdefault((orphan.issue_key, orphan.batch_id), []).append(orphan)
+        resolved: dict[int, Settlement] = {}
+        for (key, batch_id), group in by_batch.items():
+            path = self._journal_path(key, batch_id)
+            steps = _Journal.read(path)
+            if steps is None:
+                continue
+            for orphan in group:
+                settled = _SETTLED.get(steps.get(orphan.email))
+                if settled is not None:
+                    resolved[orphan.delivery_id] = settled
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        return resolved
+
+    def _journal_path(self, key: str, batch_id: int) -> Path:
+        return self.settings.data_dir / "smtp-journal" / f"{key}-{batch_id}.log"
+
+    def _send_batch(self, batch: Batch) -> Result:
         now = datetime.now(UTC)
         outcomes: dict[int, tuple[Outcome, str]] = {}
         went_out = False  # something of this batch submitted or maybe submitted: never raise after
@@ -207,6 +352,22 @@ class SmtpTransport:
         return Result(outcomes, provider_id=self.where, fatal=fatal)
 
     def _send_one(self, message: EmailMessage, to: str) -> _Sent:
+        """``_transact``, with each step noted in the batch's journal when there is one."""
+        journal = self._journal
+        if journal is None:
+            return self._transact(message, to)
+        try:
+            sent = self._transact(message, to, before_data=lambda: journal.before_data(to))
+        except JournalError:
+            self._discard()  # mid-transaction, and its data must not go out now
+            raise
+        except TransportError:
+            journal.outcome("unsent", to)  # lost before the data was sent: it cannot have arrived
+            raise
+        journal.outcome(sent.outcome, to)
+        return sent
+
+    def _transact(self, message: EmailMessage, to: str, before_data: Callable[[], None] | None = None) -> _Sent:
         """Send one message, reconnecting once if the connection drops before its data was sent.
 
         Raises a ``TransportError`` only when no connection can be had (or the second one drops
@@ -216,6 +377,7 @@ class SmtpTransport:
         for attempt in (1, 2):
             conn = self._connection()  # raises TemporaryError / AuthError / SecurityError
             conn.payload_sent = False  # it still says True for the message before this one
+            conn.before_data = before_data
             try:
                 conn.send_message(message, from_addr=self.sender, to_addrs=[to])
                 return _Sent("submitted")
