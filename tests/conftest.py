@@ -92,3 +92,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 # --- end delivery ------------------------------------------------------------------------------
+
+
+# --- browser tests (Playwright on Debian's chromium) -------------------------------------------
+
+CHROMIUM_ENV = "DIGEST_CHROMIUM"
+CHROMIUM = os.environ.get(CHROMIUM_ENV, "/usr/bin/chromium")
+
+# Headless as root, offline and quiet. Without the background-networking flags chromium stalls on
+# the closed network; the resolver rule lets only loopback resolve, so a test never depends on
+# (or leaks to) the network and a remote image the test did not route fails at once.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright launches Debian's chromium, never a browser of its own (there is none to
+    download here). A missing chromium fails every browser test with one clear line rather than
+    skipping: a silent skip would hide that the pages were never looked at."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"browser tests need Chromium at {CHROMIUM} but it is missing: install Debian's 'chromium' "
+            f"package (apt-get install chromium), point ${CHROMIUM_ENV} at a binary, "
+            f"or leave these tests out with -m 'not browser'",
+            pytrace=False,
+        )
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+# --- end browser tests -------------------------------------------------------------------------
