@@ -6,9 +6,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from digest.config import Settings, parse
 
@@ -127,6 +128,36 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
             pytrace=False,
         )
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+# pytest-playwright keeps one Playwright for the whole session, and its sync API leaves an asyncio
+# loop marked running in the main thread while Playwright lives: every later test that calls
+# asyncio.run() would fail. So Playwright and its browser live for one module of browser tests
+# (a browser start costs about a second) and the loop ends with the module.
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return cast(BrowserType, getattr(playwright, browser_name))
+
+
+@pytest.fixture(scope="module")
+def browser(browser_type: BrowserType, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    """Playwright's defaults (a 1280 x 720 desktop); a module overrides this to be, say, a phone."""
+    return {}
 
 
 # --- end browser tests -------------------------------------------------------------------------

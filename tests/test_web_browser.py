@@ -55,7 +55,7 @@ def cli_run(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     """A phone: 375 px wide, its viewport meta honoured."""
     return {**browser_context_args, "viewport": {"width": PHONE, "height": 900}, "is_mobile": True}
