@@ -6,9 +6,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from digest.config import Settings, parse
 
@@ -92,3 +93,71 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 # --- end delivery ------------------------------------------------------------------------------
+
+
+# --- browser tests (Playwright on Debian's chromium) -------------------------------------------
+
+CHROMIUM_ENV = "DIGEST_CHROMIUM"
+CHROMIUM = os.environ.get(CHROMIUM_ENV, "/usr/bin/chromium")
+
+# Headless as root, offline and quiet. Without the background-networking flags chromium stalls on
+# the closed network; the resolver rule lets only loopback resolve, so a test never depends on
+# (or leaks to) the network and a remote image the test did not route fails at once.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright launches Debian's chromium, never a browser of its own (there is none to
+    download here). A missing chromium fails every browser test with one clear line rather than
+    skipping: a silent skip would hide that the pages were never looked at."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"browser tests need Chromium at {CHROMIUM} but it is missing: install Debian's 'chromium' "
+            f"package (apt-get install chromium), point ${CHROMIUM_ENV} at a binary, "
+            f"or leave these tests out with -m 'not browser'",
+            pytrace=False,
+        )
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+# pytest-playwright keeps one Playwright for the whole session, and its sync API leaves an asyncio
+# loop marked running in the main thread while Playwright lives: every later test that calls
+# asyncio.run() would fail. So Playwright and its browser live for one module of browser tests
+# (a browser start costs about a second) and the loop ends with the module.
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return cast(BrowserType, getattr(playwright, browser_name))
+
+
+@pytest.fixture(scope="module")
+def browser(browser_type: BrowserType, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    browser = browser_type.launch(**browser_type_launch_args)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    """Playwright's defaults (a 1280 x 720 desktop); a module overrides this to be, say, a phone."""
+    return {}
+
+
+# --- end browser tests -------------------------------------------------------------------------

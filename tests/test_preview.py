@@ -15,15 +15,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 import pytest
+from playwright.sync_api import BrowserContext, Page, Response, expect
 from starlette.testclient import TestClient
 
-from browser import Browser, BrowserRoutes, browser, image_url, is_blank, right_edge_clear, serve_app
+from browsing import answer_with_placeholder, is_blank, right_edge_clear, serve_app
 from digest.errors import DigestError
 from digest.preview import (
     DESKTOP_WIDTH,
@@ -572,28 +574,72 @@ def test_serve_needs_an_existing_config(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, PreviewState]]:
-    """The preview app on a free 127.0.0.1 port serving the sample issue, plus its state.
-
-    The sample's images live on a host that does not exist; the copied feeds point them at
-    placeholder images from the test server instead, so the browser lays out loaded images.
-    """
+    """The preview app on a free 127.0.0.1 port serving the sample issue, plus its state."""
     config = copy_sample(tmp_path_factory.mktemp("live") / "site")
     state = PreviewState(config, now=NOW)
-    with serve_app(BrowserRoutes(create_app(state))) as base:
-        for feed in (config.parent / "examples" / "feeds").iterdir():
-            text = feed.read_text(encoding="utf-8")
-            feed.write_text(text.replace(SAMPLE_MEDIA, image_url(base, 1200, 675, "")), encoding="utf-8")
-        assert state.rebuild().ok, state.status.error
+    assert state.rebuild().ok, state.status.error
+    with serve_app(create_app(state)) as base:
         yield base, state
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Browser:
-    return browser()
+@pytest.fixture
+def context(context: BrowserContext) -> BrowserContext:
+    """The sample's images live on a host that does not exist: the browser gets placeholder
+    images of a photo's shape instead, so it lays out loaded images."""
+    context.route(f"{SAMPLE_MEDIA}**", answer_with_placeholder)
+    return context
 
 
-def _shoot(chromium: Browser, url: str, name: str, tmp_path: Path, *, width: int, height: int) -> Path:
-    shot = chromium.screenshot(url, tmp_path / name, width=width, height=height)
+@dataclass(frozen=True)
+class Metrics:
+    """What the page measured of itself, in a viewport of ``viewport_width`` px."""
+
+    viewport_width: int
+    inner_width: int
+    scroll_width: int
+    text: str
+    images: list[dict[str, Any]]
+    overflowing: list[str]
+
+    def images_without_size(self) -> list[str]:
+        return [i["src"] for i in self.images if not (i["width_attr"] and i["height_attr"])]
+
+
+# The page's width, its text, its images and up to ten elements drawn past the viewport's right edge.
+_MEASURE = """() => {
+  const root = document.documentElement, vw = window.innerWidth, over = [];
+  document.querySelectorAll('body *').forEach(el => {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > vw + 0.5 && over.length < 10) {
+      over.push(el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).split(' ').join('.') : '')
+                + ' right=' + Math.round(r.right));
+    }
+  });
+  const images = [...document.images].map(img => ({
+    src: img.getAttribute('src') || '', alt: img.getAttribute('alt'),
+    width_attr: img.getAttribute('width'), height_attr: img.getAttribute('height'),
+    rendered_width: Math.round(img.getBoundingClientRect().width),
+    loaded: img.complete && img.naturalWidth > 0,
+  }));
+  return {
+    inner_width: vw, scroll_width: Math.max(root.scrollWidth, document.body ? document.body.scrollWidth : 0),
+    text: document.body ? document.body.innerText : '', images, overflowing: over,
+  };
+}"""
+
+
+def measure(page: Page, url: str, *, width: int, height: int = 900) -> Metrics:
+    """Open ``url`` in a ``width`` px viewport; measured once it (images included) has loaded."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(url)
+    return Metrics(viewport_width=width, **page.evaluate(_MEASURE))
+
+
+def _shoot(page: Page, name: str, tmp_path: Path, *, full_page: bool) -> Path:
+    """A screenshot of the page as it is now (the viewport, or the whole page), also kept in
+    ``SHOTS`` for a person to look at."""
+    shot = tmp_path / name
+    page.screenshot(path=shot, full_page=full_page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, SHOTS / name)
     return shot
@@ -602,12 +648,12 @@ def _shoot(chromium: Browser, url: str, name: str, tmp_path: Path, *, width: int
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [PHONE_WIDTH, 600, DESKTOP_WIDTH])
 def test_the_issue_fits_the_width_in_a_real_browser(
-    chromium: Browser, live: tuple[str, PreviewState], tmp_path: Path, width: int
+    page: Page, live: tuple[str, PreviewState], tmp_path: Path, width: int
 ) -> None:
     base, state = live
     good = state.status.good
     assert good is not None
-    metrics = chromium.measure(base, "/issue.html", width=width)
+    metrics = measure(page, f"{base}/issue.html", width=width)
     assert metrics.inner_width == width
     assert metrics.scroll_width <= width, f"horizontal overflow at {width} px: {metrics.overflowing}"
     assert not metrics.overflowing, metrics.overflowing
@@ -618,14 +664,7 @@ def test_the_issue_fits_the_width_in_a_real_browser(
     assert all(i["rendered_width"] <= width for i in metrics.images)
     assert all(i["loaded"] for i in metrics.images), [i["src"] for i in metrics.images if not i["loaded"]]
 
-    shot = _shoot(
-        chromium,
-        f"{base}/issue.html",
-        f"issue-{width}.png",
-        tmp_path,
-        width=width,
-        height=min(metrics.scroll_height, 12000),
-    )
+    shot = _shoot(page, f"issue-{width}.png", tmp_path, full_page=True)
     assert not is_blank(shot)
     cut = right_edge_clear(shot)
     assert not cut, f"something is drawn into the right edge at {width} px (rows {cut[:5]}...)"
@@ -634,20 +673,20 @@ def test_the_issue_fits_the_width_in_a_real_browser(
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [PHONE_WIDTH, 600, 1440])
 def test_the_editor_page_in_a_real_browser(
-    chromium: Browser, live: tuple[str, PreviewState], tmp_path: Path, width: int
+    page: Page, live: tuple[str, PreviewState], tmp_path: Path, width: int
 ) -> None:
     base, state = live
     good = state.status.good
     assert good is not None
-    metrics = chromium.measure(base, "/", width=width)
+    metrics = measure(page, base + "/", width=width, height=1600)
     assert metrics.scroll_width <= width, f"the editor's page overflows at {width} px: {metrics.overflowing}"
     assert good.subject in metrics.text
-    dom = metrics.html
-    assert dom.count('<iframe src="/issue.html"') == 2
-    assert re.search(r'<iframe src="/issue.html"[^>]*style="width: 680px; height: (\d{4,})px', dom), (
-        "the desktop frame is sized to the whole issue once it loaded"
+    # The desktop frame is sized to the whole issue once it loaded.
+    expect(page.get_by_title("The issue on a desktop")).to_have_attribute(
+        "style", re.compile(r"width: 680px; height: \d{4,}px")
     )
-    shot = _shoot(chromium, base + "/", f"editor-{width}.png", tmp_path, width=width, height=1600)
+    assert page.content().count('<iframe src="/issue.html"') == 2
+    shot = _shoot(page, f"editor-{width}.png", tmp_path, full_page=False)
     assert not is_blank(shot)
 
 
@@ -659,7 +698,7 @@ def _escaped(text: str) -> str:
 
 
 @pytest.mark.browser
-def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(chromium: Browser, tmp_path: Path) -> None:
+def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(page: Page, tmp_path: Path) -> None:
     config = copy_sample(tmp_path / "site", templates=True)
     state = PreviewState(config, now=NOW)
     assert state.rebuild().ok
@@ -668,9 +707,11 @@ def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(chromi
     edit(config.parent / "my-templates" / "issue.html.j2", "{% endif %}", "{% endiff %}")
     error = state.rebuild().error
     assert error
-    with serve_app(BrowserRoutes(create_app(state))) as base:
-        dom = chromium.dump_dom(base + "/", width=1280, height=900)
-        shot = _shoot(chromium, base + "/", "editor-error-1280.png", tmp_path, width=1280, height=900)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    with serve_app(create_app(state)) as base:
+        page.goto(base + "/")
+        dom = page.content()
+        shot = _shoot(page, "editor-error-1280.png", tmp_path, full_page=False)
     alert = dom.index('role="alert"')
     assert alert < dom.index('id="warnings"') < dom.index("<iframe"), "the error comes first, then warnings"
     assert error in html.unescape(dom) and "thin week" in dom
@@ -679,7 +720,7 @@ def test_the_editor_page_shows_a_failed_rebuild_above_the_last_good_issue(chromi
 
 
 @pytest.mark.browser
-def test_the_editor_page_reloads_itself_when_the_issue_is_rebuilt(chromium: Browser, tmp_path: Path) -> None:
+def test_the_editor_page_reloads_itself_when_the_issue_is_rebuilt(page: Page, tmp_path: Path) -> None:
     state = PreviewState(copy_sample(tmp_path / "site"), now=NOW)
     assert state.rebuild().generation == 1
     app = create_app(state)
@@ -693,8 +734,17 @@ def test_the_editor_page_reloads_itself_when_the_issue_is_rebuilt(chromium: Brow
                 state.rebuild()
         await app(scope, receive, send)
 
-    with serve_app(BrowserRoutes(rebuild_on_first_poll)) as base:
-        # Virtual time lets the page's one-second polls run without waiting for them.
-        dom = chromium.run(base + "/", "--dump-dom", "--virtual-time-budget=5000", width=1280, height=900)
+    def a_poll(response: Response) -> bool:
+        return response.url.endswith("/api/state")
+
+    # Playwright's clock runs the page's one-second polls without waiting for them.
+    page.clock.install()
+    with serve_app(rebuild_on_first_poll) as base:
+        page.goto(base + "/")
+        with page.expect_navigation():  # the reload
+            page.clock.run_for(1000)
+        with page.expect_response(a_poll):  # the reloaded page polls, and stays
+            page.clock.run_for(1000)
+        dom = page.content()
     assert polls >= 2
     assert re.findall(r"GENERATION = (\d+)", dom) == ["2"], "the page reloaded with the new generation"

@@ -1,6 +1,6 @@
-"""The subscriber's pages in a real headless Chromium, clicked like a person clicks them: the
-unsubscribe button, the section checkboxes and Save; then the next issue, sent through the outbox,
-carries only the sections that were ticked."""
+"""The subscriber's pages in a real headless Chromium (Playwright), clicked like a person clicks
+them on a phone: the unsubscribe button, the section checkboxes and Save; then the next issue, sent
+through the outbox, carries only the sections that were ticked."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from playwright.sync_api import Page, expect
 
-from browser import Browser, Session, browser, serve_app
+from browsing import serve_app
 from digest.cli import cli
 from digest.config import Settings, load
 from digest.store import Store, Subscriber
@@ -53,9 +55,10 @@ def cli_run(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture
-def chromium() -> Browser:
-    return browser()
+@pytest.fixture(scope="module")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    """A phone: 375 px wide, its viewport meta honoured."""
+    return {**browser_context_args, "viewport": {"width": PHONE, "height": 900}, "is_mobile": True}
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
         store.close()
 
 
-def fits_a_phone(page: Session) -> None:
+def fits_a_phone(page: Page) -> None:
     """One column that fits 375 px, and buttons a thumb can hit."""
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE, f"the page is {width} px wide in a {PHONE} px window"
@@ -84,59 +87,56 @@ def fits_a_phone(page: Session) -> None:
     assert heights and min(heights) >= 44, heights
 
 
-def ticked(page: Session) -> dict[str, bool]:
+def ticked(page: Page) -> dict[str, bool]:
     return dict(page.evaluate("[...document.querySelectorAll('input[name=section]')].map(b => [b.value, b.checked])"))
 
 
-def choose_sections(live: Live, page: Session, email: str, wanted: set[str]) -> None:
+def choose_sections(live: Live, page: Page, email: str, wanted: set[str]) -> None:
     """Open the preferences link, click the boxes whose state differs from ``wanted``, Save."""
-    page.open(live.link("preferences", email))
+    page.goto(live.link("preferences", email))
     fits_a_phone(page)
     for name, checked in ticked(page).items():
         if checked != (name in wanted):
-            page.click(f'input[name=section][value="{name}"]')
+            page.locator(f'input[name=section][value="{name}"]').click()
     assert {name for name, checked in ticked(page).items() if checked} == wanted
-    page.click_and_wait("button[type=submit]")
-    assert page.evaluate("document.querySelector('h1').textContent") == "Your choice is saved"
+    page.locator("button[type=submit]").click()
+    expect(page.locator("h1")).to_have_text("Your choice is saved")
 
 
 @pytest.mark.browser
-def test_unsubscribing_with_the_button_in_a_real_browser(chromium: Browser, live: Live) -> None:
+def test_unsubscribing_with_the_button_in_a_real_browser(page: Page, live: Live) -> None:
     email = "ben.okafor@example.org"
-    with chromium.session(width=PHONE, height=800) as page:
-        page.open(live.link("unsubscribe", email))
-        fits_a_phone(page)
-        assert page.evaluate("document.querySelector('h1').textContent") == "Unsubscribe from Statecraft Weekly?"
-        assert live.subscriber(email).status == "active"  # opening the link changed nothing
-        page.click_and_wait("button[type=submit]")
-        assert page.evaluate("document.querySelector('h1').textContent") == "You are unsubscribed"
-        assert live.subscriber(email).status == "unsubscribed"
-        assert page.url().startswith(live.base + "/unsubscribe?t=")  # posted to itself, CSP allowing
-        page.click_and_wait("main a")  # the link to the preferences
-        assert page.evaluate("document.querySelector('h1').textContent") == "Your sections"
-        assert "unsubscribed" in page.evaluate("document.querySelector('main').innerText")
+    page.goto(live.link("unsubscribe", email))
+    fits_a_phone(page)
+    expect(page.locator("h1")).to_have_text("Unsubscribe from Statecraft Weekly?")
+    assert live.subscriber(email).status == "active"  # opening the link changed nothing
+    page.locator("button[type=submit]").click()
+    expect(page.locator("h1")).to_have_text("You are unsubscribed")
+    assert live.subscriber(email).status == "unsubscribed"
+    assert page.url.startswith(live.base + "/unsubscribe?t="), page.url  # posted to itself, CSP allowing
+    page.locator("main a").click()  # the link to the preferences
+    expect(page.locator("h1")).to_have_text("Your sections")
+    expect(page.locator("main")).to_contain_text("unsubscribed")
 
 
 @pytest.mark.browser
-def test_choosing_sections_in_a_real_browser(chromium: Browser, live: Live) -> None:
+def test_choosing_sections_in_a_real_browser(page: Page, live: Live) -> None:
     email = "chloe@example.com"  # imported with "Europe"
-    with chromium.session(width=PHONE, height=900) as page:
-        page.open(live.link("preferences", email))
-        assert ticked(page) == {
-            "Asia-Pacific": False,
-            "Military Industrial Complex": False,
-            "Middle East": False,
-            "Europe": True,
-            "Also this week": False,
-        }
-        choose_sections(live, page, email, {"Asia-Pacific", "Middle East"})
-        assert live.subscriber(email).sections == ("Asia-Pacific", "Middle East")
-        shown = page.evaluate("[...document.querySelectorAll('main li')].map(li => li.textContent)")
-        assert shown == ["Asia-Pacific", "Middle East"]
-        choose_sections(live, page, email, set())  # none ticked: every section
-        assert live.subscriber(email).sections == ()
-        page.open(live.link("preferences", email))
-        assert all(ticked(page).values())
+    page.goto(live.link("preferences", email))
+    assert ticked(page) == {
+        "Asia-Pacific": False,
+        "Military Industrial Complex": False,
+        "Middle East": False,
+        "Europe": True,
+        "Also this week": False,
+    }
+    choose_sections(live, page, email, {"Asia-Pacific", "Middle East"})
+    assert live.subscriber(email).sections == ("Asia-Pacific", "Middle East")
+    expect(page.locator("main li")).to_have_text(["Asia-Pacific", "Middle East"])
+    choose_sections(live, page, email, set())  # none ticked: every section
+    assert live.subscriber(email).sections == ()
+    page.goto(live.link("preferences", email))
+    assert all(ticked(page).values())
 
 
 def sections_in(message: EmailMessage) -> tuple[list[str], list[str]]:
@@ -151,13 +151,13 @@ def sections_in(message: EmailMessage) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.browser
-def test_the_next_issue_carries_only_the_sections_chosen_in_the_browser(chromium: Browser, live: Live) -> None:
+def test_the_next_issue_carries_only_the_sections_chosen_in_the_browser(page: Page, live: Live) -> None:
     chooser, unsubscriber, everyone = "chloe@example.com", "ben.okafor@example.org", "dev.patel@example.net"
     chosen = {"Asia-Pacific", "Middle East"}
-    with chromium.session(width=PHONE, height=900) as page:
-        choose_sections(live, page, chooser, chosen)
-        page.open(live.link("unsubscribe", unsubscriber))
-        page.click_and_wait("button[type=submit]")
+    choose_sections(live, page, chooser, chosen)
+    page.goto(live.link("unsubscribe", unsubscriber))
+    page.locator("button[type=submit]").click()
+    expect(page.locator("h1")).to_have_text("You are unsubscribed")
 
     cli_run("send", "--config", str(live.config), "--now", NOW)
 
