@@ -88,12 +88,13 @@ def measured_send(config: str) -> None:
     """The timed part, run in its own process so its peak memory is its own."""
     import sqlalchemy as sa
 
-    from digest import deliver, render
-    from digest.build import build
     from digest.config import load
+    from digest.delivery import runner as deliver
+    from digest.delivery.tokens import Signer
+    from digest.delivery.transports import open_transport
+    from digest.issue import render
+    from digest.issue.build import build
     from digest.store import Store
-    from digest.tokens import Signer
-    from digest.transports import open_transport
 
     inlined = 0
     real_inline = render.inline_css

@@ -83,12 +83,12 @@ def serve() -> None:
 
 
 def run(recipients: int, batch_size: int, config: Path) -> None:
-    from digest.build import build
     from digest.config import load
-    from digest.deliver import recipient_values
-    from digest.tokens import Signer
-    from digest.transports.base import Batch, Recipient
-    from digest.transports.smtp import SmtpTransport
+    from digest.delivery.runner import recipient_values
+    from digest.delivery.tokens import Signer
+    from digest.delivery.transports.base import Batch, Recipient
+    from digest.delivery.transports.smtp import SmtpTransport
+    from digest.issue.build import build
 
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True

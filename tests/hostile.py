@@ -14,8 +14,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from conftest import FEED_FIXTURES
-from digest.build import build
-from digest.render import Rendered
+from digest.issue.build import build
+from digest.issue.render import Rendered
 from factories import settings
 
 FEED = FEED_FIXTURES / "hostile.xml"

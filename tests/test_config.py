@@ -111,7 +111,7 @@ def test_a_short_secret_is_one_line_saying_how_to_make_one_and_nothing_is_sent(t
 
     from click.testing import CliRunner
 
-    from digest.cli import cli
+    from digest.cli.main import cli
 
     shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
@@ -133,7 +133,7 @@ def test_a_short_secret_is_one_line_saying_how_to_make_one_and_nothing_is_sent(t
 
 @pytest.mark.parametrize(("secret", "accepted"), [("s" * 31, False), ("s" * 32, True), ("é" * 16, True)])
 def test_a_secret_needs_32_bytes(monkeypatch, secret, accepted):
-    from digest.tokens import Signer
+    from digest.delivery.tokens import Signer
 
     monkeypatch.setenv("DIGEST_SECRET", secret)
     monkeypatch.delenv("DIGEST_SECRET_PREVIOUS", raising=False)

@@ -216,15 +216,15 @@ def test_the_wheel_carries_templates_migrations_and_the_command(wheel: Path) -> 
         "digest/templates/email/issue.txt.j2",
         "digest/templates/email/_article.html.j2",
         "digest/templates/email/style.css",
-        "digest/migrations/env.py",
-        "digest/migrations/script.py.mako",
-        "digest/migrations/versions/0001_ledger.py",
-        "digest/preview_templates/editor.html.j2",
+        "digest/store/migrations/env.py",
+        "digest/store/migrations/script.py.mako",
+        "digest/store/migrations/versions/0001_ledger.py",
+        "digest/preview/templates/editor.html.j2",
         "digest/logs.py",
     ):
         assert needed in names, f"{needed} is missing from {wheel.name}"
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "templates/"))]
-    assert re.search(r"^digest = digest\.cli:main$", scripts, re.M)
+    assert re.search(r"^digest = digest\.cli\.main:main$", scripts, re.M)
 
 
 def test_the_installed_wheel_builds_an_issue_from_its_own_files(wheel: Path, tmp_path: Path) -> None:
@@ -236,9 +236,9 @@ def test_the_installed_wheel_builds_an_issue_from_its_own_files(wheel: Path, tmp
     env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable install's path
     env.pop("DIGEST_CONFIG", None)
     probe = (
-        "import json, digest, digest.render, digest.store; "
+        "import json, digest, digest.issue.render, digest.store; "
         f"digest.store.Store.open('sqlite:///{tmp_path / 'probe.sqlite3'}').close(); "
-        "print(json.dumps({'package': digest.__file__, 'templates': str(digest.render.bundled_templates())}))"
+        "print(json.dumps({'package': digest.__file__, 'templates': str(digest.issue.render.bundled_templates())}))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -350,7 +350,7 @@ def test_cron_sends_on_fridays_at_nine_in_the_newsletter_zone_without_overlappin
 
 def test_the_deploy_commands_exist_in_the_cli() -> None:
     """`schedule`, `health` and `send --config` are what the files above run."""
-    from digest.cli import cli
+    from digest.cli.main import cli
 
     for name in ("schedule", "health", "send"):
         command = cli.commands.get(name)

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from conftest import FEED_FIXTURES
-from digest import feed as feed_module
 from digest import files as files_module
 from digest.errors import FeedError
-from digest.feed import load_articles
+from digest.feeds import parse as feed_module
+from digest.feeds.parse import load_articles
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 RSS = (FEED_FIXTURES / "rss2_media.xml").read_bytes()

@@ -1,4 +1,4 @@
-from digest.links import add_utm, canonical_url
+from digest.issue.links import add_utm, canonical_url
 
 UTM = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "2026-W48"}
 

@@ -5,10 +5,10 @@ from email import message_from_bytes, policy
 import pytest
 
 import hostile
-from digest import rank
-from digest.build import build, write_files
-from digest.message import build_message, list_id
-from digest.render import Rendered, Renderer, fill
+from digest.issue import rank
+from digest.issue.build import build, write_files
+from digest.issue.message import build_message, list_id
+from digest.issue.render import Rendered, Renderer, fill
 from factories import NOW, article, settings
 
 VALUES = {

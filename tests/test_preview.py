@@ -27,7 +27,8 @@ from starlette.testclient import TestClient
 
 from browsing import answer_with_placeholder, is_blank, right_edge_clear, serve_app
 from digest.errors import DigestError
-from digest.preview import (
+from digest.issue.render import bundled_templates
+from digest.preview.app import (
     DESKTOP_WIDTH,
     PHONE_WIDTH,
     PreviewState,
@@ -37,7 +38,6 @@ from digest.preview import (
     serve,
     watch_set,
 )
-from digest.render import bundled_templates
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 27, 9, 0)  # no offset: the newsletter's zone (America/New_York)
@@ -314,7 +314,7 @@ def digest(*args: str) -> str:
     """Run a ``digest`` command in process; it must succeed."""
     from click.testing import CliRunner
 
-    from digest.cli import cli
+    from digest.cli.main import cli
 
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, (result.stdout, result.stderr)
@@ -360,10 +360,10 @@ def test_preview_applies_editors_pins_and_exclusions(ledger: Path) -> None:
 
 
 def test_preview_shows_each_variant_as_send_renders_it(ledger: Path) -> None:
-    from digest import weekly
-    from digest.build import preview_values
     from digest.config import load
-    from digest.render import fill
+    from digest.delivery import weekly
+    from digest.issue.build import preview_values
+    from digest.issue.render import fill
     from digest.store import Store
 
     state = PreviewState(ledger, now=NOW)
@@ -405,8 +405,8 @@ def test_preview_shows_each_variant_as_send_renders_it(ledger: Path) -> None:
 
 
 def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Path) -> None:
-    from digest import weekly
     from digest.config import load
+    from digest.delivery import weekly
     from digest.store import Store
 
     settings = load(ledger)

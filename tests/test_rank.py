@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from digest import rank
 from digest.errors import EmptyIssueError
+from digest.issue import rank
 from factories import NOW, article, settings
 
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 from lxml import html as lxml_html
 
-from digest import rank
 from digest.errors import TemplateError
-from digest.render import Renderer, fill, placeholder
+from digest.issue import rank
+from digest.issue.render import Renderer, fill, placeholder
 from factories import NOW, article, settings
 
 VALUES = {

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from digest import schedule
-from digest.cli import cli
+from digest.cli.main import cli
 from digest.config import Settings, load
+from digest.schedule import service as schedule
 from digest.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

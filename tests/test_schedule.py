@@ -29,11 +29,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest import cli as cli_module
-from digest import rank, schedule
-from digest.cli import cli
+from digest.cli import main as cli_module
+from digest.cli.main import cli
 from digest.config import Settings, load
-from digest.schedule import (
+from digest.issue import rank
+from digest.schedule import service as schedule
+from digest.schedule.service import (
     REVIEW_JOB,
     SEND_JOB,
     EarlierTrigger,

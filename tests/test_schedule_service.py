@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from digest import rank, schedule
-from digest.cli import cli
-from digest.schedule import SEND_JOB, run_key
+from digest.cli.main import cli
+from digest.issue import rank
+from digest.schedule import service as schedule
+from digest.schedule.service import SEND_JOB, run_key
 from test_schedule import (
     EDITORS,
     NY,

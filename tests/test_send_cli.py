@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import hostile
-from digest.cli import cli
-from digest.tokens import Signer
+from digest.cli.main import cli
+from digest.delivery.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
@@ -241,7 +241,7 @@ def section_headings(path: Path) -> list[str]:
 
 
 def test_subscribers_get_only_the_sections_they_chose(sample, monkeypatch):
-    from digest import render
+    from digest.issue import render
 
     imported(sample)
     calls = []

@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest.cli import cli
-from digest.schema import deliveries
+from digest.cli.main import cli
 from digest.store import Store
+from digest.store.schema import deliveries
 from test_transport_smtp import Recorder, _Controller
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_killed_mid_outbox_send_then_run_again_settles_everyone_into_one_file(tm
 
 def in_flight(url: str) -> list[str]:
     """The outbox file names of the deliveries left ``submitting``."""
-    from digest.transports.outbox import delivery_file_name
+    from digest.delivery.transports.outbox import delivery_file_name
 
     store = Store.open(url)
     try:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 import hostile
-from digest import deliver
 from digest.config import Settings, parse
-from digest.render import Rendered
+from digest.delivery import runner as deliver
+from digest.delivery.tokens import Signer
+from digest.delivery.transports.base import AuthError, Recipient
+from digest.delivery.transports.sendgrid import SendGridTransport
+from digest.issue.render import Rendered
 from digest.store import NewSubscriber, Problem, Store
-from digest.tokens import Signer
-from digest.transports.base import AuthError, Recipient
-from digest.transports.sendgrid import SendGridTransport
 
 KEY = "2026-W48"
 NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from digest.schema import batches, metadata
 from digest.store import NewSubscriber, Store
+from digest.store.schema import batches, metadata
 
 NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
 KEY = "2026-W48"

@@ -12,11 +12,11 @@ import pytest
 import hostile
 from digest import files
 from digest.config import Settings, parse
-from digest.message import build_message
-from digest.render import Rendered
-from digest.transports import open_transport, outbox
-from digest.transports.base import Batch, Orphan, Recipient, Settles, TemporaryError
-from digest.transports.outbox import OutboxTransport
+from digest.delivery.transports import open_transport, outbox
+from digest.delivery.transports.base import Batch, Orphan, Recipient, Settles, TemporaryError
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.issue.message import build_message
+from digest.issue.render import Rendered
 
 VARIANT = Rendered(
     subject="S",

@@ -32,11 +32,8 @@ from cryptography.x509.oid import NameOID
 
 import hostile
 from digest.config import Settings, parse
-from digest.errors import ConfigError
-from digest.message import build_message
-from digest.render import Rendered
-from digest.transports import open_transport, smtp
-from digest.transports.base import (
+from digest.delivery.transports import open_transport, smtp
+from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Orphan,
@@ -46,7 +43,10 @@ from digest.transports.base import (
     TemporaryError,
     TransportError,
 )
-from digest.transports.smtp import PASSWORD_ENV, JournalError, SecurityError, SmtpTransport, _Connection
+from digest.delivery.transports.smtp import PASSWORD_ENV, JournalError, SecurityError, SmtpTransport, _Connection
+from digest.errors import ConfigError
+from digest.issue.message import build_message
+from digest.issue.render import Rendered
 
 HTML = '<p>%%name%% <a href="%%unsubscribe_url%%">u</a></p>\n'
 TEXT = "%%name:text%% %%unsubscribe_url:text%%\n"

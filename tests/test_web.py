@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
 from digest.config import Settings, load
+from digest.delivery.tokens import Signer
 from digest.errors import ConfigError, DigestError
 from digest.store import NewSubscriber, Store
-from digest.tokens import Signer
-from digest.web import (
+from digest.web.app import (
     ARCHIVE_CSP,
     CSP,
     WEBHOOK_MAX_AGE,
@@ -684,7 +684,7 @@ def test_event_status(event: dict[str, Any], status: str | None) -> None:
 @pytest.fixture(scope="module")
 def sample_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     """The bundled sample's issue, rendered once: (subject, html, text) with placeholders."""
-    from digest.build import build
+    from digest.issue.build import build
 
     folder = tmp_path_factory.mktemp("sample")
     shutil.copy(ROOT / "config.toml", folder / "config.toml")
@@ -823,7 +823,7 @@ def test_mask_email() -> None:
 
 # --- a real server: 200 one-click POSTs at once ----------------------------------------------------
 
-SERVE = "import sys; from digest.config import load; from digest.web import serve; serve(load(sys.argv[1]), host='127.0.0.1', port=0)"  # noqa: E501
+SERVE = "import sys; from digest.config import load; from digest.web.app import serve; serve(load(sys.argv[1]), host='127.0.0.1', port=0)"  # noqa: E501
 
 
 def write_config(folder: Path) -> Path:

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from playwright.sync_api import Page, expect
 
 from browsing import serve_app
-from digest.cli import cli
+from digest.cli.main import cli
 from digest.config import Settings, load
+from digest.delivery.tokens import Signer
 from digest.store import Store, Subscriber
-from digest.tokens import Signer
-from digest.web import create_app
+from digest.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "browser-test-secret-long-enough-to-sign-links"

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from digest.errors import ConfigError
 
 SUBJECT_FIELDS = frozenset({"newsletter", "lead_title", "issue", "start", "end", "count"})
 UTM_FIELDS = frozenset({"issue", "newsletter"})
@@ -290,7 +290,7 @@ class Schedule(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from .schedule import cron_trigger
+        from digest.schedule.service import cron_trigger
 
         try:
             cron_trigger(value, ZoneInfo("UTC"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from .errors import DigestError
+from digest.errors import DigestError
 
 BACKLOG = 2048
 

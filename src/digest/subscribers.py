@@ -25,10 +25,9 @@ from typing import cast
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import String
 
-from . import schema
-from .errors import SubscriberError, SubscriberNameError
-from .store import NewSubscriber, Subscriber
-from .text import header_text, one_line
+from digest.errors import SubscriberError, SubscriberNameError
+from digest.store import NewSubscriber, Subscriber, schema
+from digest.text import header_text, one_line
 
 SECTION_SEPARATORS = (";", "|")
 # What the subscribers.name column holds: a longer name would fail the whole import on PostgreSQL.

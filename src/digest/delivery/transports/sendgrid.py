@@ -20,12 +20,8 @@ from typing import Any
 
 from python_http_client.exceptions import HTTPError
 
-from ..config import Settings, secret
-from ..errors import ConfigError
-from ..message import list_id
-from ..render import RECIPIENT_FIELDS, placeholder
-from ..text import header_text, one_line
-from .base import (
+from digest.config import Settings, secret
+from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Outcome,
@@ -39,6 +35,10 @@ from .base import (
     UncertainError,
     not_built,
 )
+from digest.errors import ConfigError
+from digest.issue.message import list_id
+from digest.issue.render import RECIPIENT_FIELDS, placeholder
+from digest.text import header_text, one_line
 
 API_KEY_ENV = "SENDGRID_API_KEY"
 MAX_RECIPIENTS = 1000  # per request, personalizations and addresses alike

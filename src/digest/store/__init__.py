@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import StoreError
-from .schema import (
+from digest.errors import StoreError
+from digest.store.schema import (
     batches,
     deliveries,
     heartbeats,
@@ -216,7 +216,7 @@ class Store:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(resources.files("digest") / "migrations"))
+        cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
         with _MIGRATING, self.engine.begin() as conn:  # Alembic's API is not thread-safe
             if self.dialect == "postgresql":
                 # Two processes opening a new database at once must not both create the tables.

@@ -50,22 +50,22 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from watchfiles import Change, DefaultFilter, watch
 
-from . import build as pipeline
-from . import weekly
-from .config import Settings, load
-from .deliver import ALL, variant_sections
-from .errors import ConfigError, DigestError
-from .listen import listen
-from .listen import url as url_for
-from .message import build_message
-from .models import Issue
-from .rank import issue_key, restrict
-from .render import Rendered, bundled_templates, fill, format_dates, template_dirs
-from .store import Store
+from digest.config import Settings, load
+from digest.delivery import weekly
+from digest.delivery.runner import ALL, variant_sections
+from digest.errors import ConfigError, DigestError
+from digest.issue import build as pipeline
+from digest.issue.message import build_message
+from digest.issue.rank import issue_key, restrict
+from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
+from digest.listen import listen
+from digest.listen import url as url_for
+from digest.models import Issue
+from digest.store import Store
 
 log = logging.getLogger(__name__)
 
-PAGE_TEMPLATES = Path(__file__).resolve().parent / "preview_templates"
+PAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The desktop frame is wider than the 600 px column so the email's phone rules (its @media
 # breakpoint is 620 px) do not apply: it shows what a desktop mail client shows.
 DESKTOP_WIDTH = 680

@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx
 
-from . import rank
-from .config import Settings
-from .errors import EmptyIssueError, FeedError
-from .feed import FeedResult, load_articles
-from .files import atomic_write
-from .message import build_message
-from .models import Article, Issue
-from .render import Rendered, Renderer, fill
+from digest.config import Settings
+from digest.errors import EmptyIssueError, FeedError
+from digest.feeds.parse import FeedResult, load_articles
+from digest.files import atomic_write
+from digest.issue import rank
+from digest.issue.message import build_message
+from digest.issue.render import Rendered, Renderer, fill
+from digest.models import Article, Issue
 
 
 @dataclass(frozen=True, slots=True)

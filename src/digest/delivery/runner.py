@@ -29,14 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from .build import Build, preview_values, summary
-from .config import Delivery, Settings
-from .models import Issue, issue_from_data, issue_to_data
-from .rank import restrict
-from .render import Rendered, Renderer
-from .store import Claimed, Store
-from .tokens import Signer
-from .transports.base import (
+from digest.config import Delivery, Settings
+from digest.delivery.tokens import Signer
+from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Orphan,
@@ -52,6 +47,11 @@ from .transports.base import (
     TransportError,
     UncertainError,
 )
+from digest.issue.build import Build, preview_values, summary
+from digest.issue.rank import restrict
+from digest.issue.render import Rendered, Renderer
+from digest.models import Issue, issue_from_data, issue_to_data
+from digest.store import Claimed, Store
 
 log = logging.getLogger("digest.deliver")
 ALL = "all"  # the variant every subscriber gets until they choose sections

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from digest.schema import metadata
+from digest.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

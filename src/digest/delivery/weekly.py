@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import deliver, notify, rank
-from .build import Build, build
-from .config import Settings
-from .errors import DeliveryError
-from .links import canonical_url
-from .models import Issue
-from .render import Rendered, Renderer
-from .store import Store
+from digest.config import Settings
+from digest.delivery import notify
+from digest.delivery import runner as deliver
+from digest.errors import DeliveryError
+from digest.issue import rank
+from digest.issue.build import Build, build
+from digest.issue.links import canonical_url
+from digest.issue.render import Rendered, Renderer
+from digest.models import Issue
+from digest.store import Store
 
 log = logging.getLogger("digest.weekly")
 

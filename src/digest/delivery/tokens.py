@@ -14,8 +14,8 @@ from functools import cached_property
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .config import secret
-from .errors import ConfigError
+from digest.config import secret
+from digest.errors import ConfigError
 
 SECRET_ENV = "DIGEST_SECRET"
 PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"

@@ -124,7 +124,7 @@ def run_key(job: str, fire: datetime) -> str:
 
 def send_job(config_path: str) -> None:
     """The scheduled send: the same code as `digest send`, for the fire time being run."""
-    from .config import load
+    from digest.config import load
 
     settings = load(config_path)
     trigger = cron_trigger(settings.schedule.cron, settings.newsletter.zone)
@@ -136,7 +136,7 @@ def send_job(config_path: str) -> None:
 
 def review_job(config_path: str) -> None:
     """The scheduled review: build the draft for the coming send and send editors a copy."""
-    from .config import load
+    from digest.config import load
 
     settings = load(config_path)
     cfg = settings.schedule
@@ -149,7 +149,7 @@ def review_job(config_path: str) -> None:
 
 
 def _store(settings: Any) -> Any:
-    from .store import Store
+    from digest.store import Store
 
     return Store.open(settings.database_url)
 
@@ -179,9 +179,11 @@ def _run_once(settings: Any, job: str, fire: datetime, work: Callable[[Any], str
 
 
 def _review(settings: Any, store: Any, send_at: datetime) -> str:
-    from . import deliver, notify, rank, weekly
-    from .errors import EmptyIssueError
-    from .transports import open_transport
+    from digest.delivery import notify, weekly
+    from digest.delivery import runner as deliver
+    from digest.delivery.transports import open_transport
+    from digest.errors import EmptyIssueError
+    from digest.issue import rank
 
     try:
         result = _with_feed_retries(
@@ -209,11 +211,13 @@ def _review(settings: Any, store: Any, send_at: datetime) -> str:
 
 
 def _send(settings: Any, store: Any, fire: datetime) -> str:
-    from . import deliver, notify, rank, weekly
-    from .errors import EmptyIssueError
-    from .progress import LogProgress
-    from .tokens import Signer
-    from .transports import open_transport
+    from digest.delivery import notify, weekly
+    from digest.delivery import runner as deliver
+    from digest.delivery.progress import LogProgress
+    from digest.delivery.tokens import Signer
+    from digest.delivery.transports import open_transport
+    from digest.errors import EmptyIssueError
+    from digest.issue import rank
 
     try:
         ready = _with_feed_retries(settings, fire, lambda: weekly.ready_to_send(settings, store, fire, scheduled=True))
@@ -250,8 +254,9 @@ def _with_feed_retries(settings: Any, fire: datetime, attempt: Callable[[], Any]
     the rest only a thin week, or ``[fetch] require_all``); a full issue missing a feed goes
     out on time and the editors are told (weekly.py).
     """
-    from . import rank, weekly
-    from .errors import FeedError
+    from digest.delivery import weekly
+    from digest.errors import FeedError
+    from digest.issue import rank
 
     deadline = fire + timedelta(seconds=settings.schedule.grace_seconds)
     while True:
@@ -276,7 +281,7 @@ class Service:
     """The long-running scheduler process (`digest schedule`)."""
 
     def __init__(self, config_path: Path) -> None:
-        from .config import load
+        from digest.config import load
 
         self.config_path = str(Path(config_path).resolve())
         self.settings = load(self.config_path)
@@ -362,7 +367,8 @@ class Service:
                 )
 
     def _missed(self, event: Any) -> None:
-        from . import notify, rank
+        from digest.delivery import notify
+        from digest.issue import rank
 
         if event.job_id != SEND_JOB:
             log.warning("%s missed its run at %s (past the grace); skipped", event.job_id, event.scheduled_run_time)
@@ -408,7 +414,7 @@ class Service:
 
 def resume_job(config_path: str, stamp: str) -> None:
     """Complete an interrupted send run (same fire time, same issue, pending recipients only)."""
-    from .config import load
+    from digest.config import load
 
     settings = load(config_path)
     fire = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -421,7 +427,7 @@ def health(settings: Any, *, max_age: float = 4 * HEARTBEAT_SECONDS) -> tuple[bo
     It only reads: no migration, nothing written, so it is cheap to run every minute beside a
     busy scheduler.
     """
-    from .store import Store, make_engine
+    from digest.store import Store, make_engine
 
     store = Store(make_engine(settings.database_url))
     try:

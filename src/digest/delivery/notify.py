@@ -12,10 +12,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from .config import Settings
-from .render import Rendered
-from .transports import open_transport
-from .transports.base import Batch, Recipient
+from digest.config import Settings
+from digest.delivery.transports import open_transport
+from digest.delivery.transports.base import Batch, Recipient
+from digest.issue.render import Rendered
 
 log = logging.getLogger("digest.notify")
 

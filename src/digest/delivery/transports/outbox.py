@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..config import Settings
-from ..files import atomic_write, leftover_target
-from ..message import build_message
-from .base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, not_built
+from digest.config import Settings
+from digest.delivery.transports.base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, not_built
+from digest.files import atomic_write, leftover_target
+from digest.issue.message import build_message
 
 log = logging.getLogger("digest.transports.outbox")
 

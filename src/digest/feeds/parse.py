@@ -31,13 +31,13 @@ import httpx
 import nh3
 from feedparser.namespaces import mediarss
 
-from .config import FeedSource, Settings
-from .errors import FeedError
-from .fetch import fetch_feed, make_client
-from .files import atomic_write
-from .links import canonical_url
-from .models import Article, Image
-from .text import excerpt, one_line, without_controls
+from digest.config import FeedSource, Settings
+from digest.errors import FeedError
+from digest.feeds.fetch import fetch_feed, make_client
+from digest.files import atomic_write
+from digest.issue.links import canonical_url
+from digest.models import Article, Image
+from digest.text import excerpt, one_line, without_controls
 
 __all__ = ["FeedResult", "ParsedFeed", "load_articles", "parse_feed"]
 

@@ -76,10 +76,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, secret
-from ..errors import ConfigError
-from ..message import build_message
-from .base import (
+from digest.config import Settings, secret
+from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Orphan,
@@ -91,6 +89,8 @@ from .base import (
     TransportError,
     not_built,
 )
+from digest.errors import ConfigError
+from digest.issue.message import build_message
 
 log = logging.getLogger("digest.transports.smtp")
 

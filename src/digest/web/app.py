@@ -58,18 +58,18 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Settings
-from .deliver import ALL, stored_variant
-from .errors import ConfigError
-from .listen import listen
-from .listen import url as url_for
-from .render import archive_copy, format_dates
-from .store import Store, Subscriber, email_key
-from .tokens import BadToken, Signer
+from digest.config import Settings
+from digest.delivery.runner import ALL, stored_variant
+from digest.delivery.tokens import BadToken, Signer
+from digest.errors import ConfigError
+from digest.issue.render import archive_copy, format_dates
+from digest.listen import listen
+from digest.listen import url as url_for
+from digest.store import Store, Subscriber, email_key
 
 log = logging.getLogger("digest.web")
 
-PAGE_TEMPLATES = Path(__file__).resolve().parent / "web_templates"
+PAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 # Pages need only their own inline CSS; forms post back to us; nobody may frame them.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"

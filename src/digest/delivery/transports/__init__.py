@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from ..config import Settings
-from .base import Transport
+from digest.config import Settings
+from digest.delivery.transports.base import Transport
 
 
 def open_transport(settings: Settings) -> Transport:
     """The transport named by ``[delivery] transport``, configured and ready to send."""
     name = settings.delivery.transport
     if name == "sendgrid":
-        from .sendgrid import SendGridTransport
+        from digest.delivery.transports.sendgrid import SendGridTransport
 
         return SendGridTransport.from_settings(settings)
     if name == "smtp":
-        from .smtp import SmtpTransport
+        from digest.delivery.transports.smtp import SmtpTransport
 
         return SmtpTransport.from_settings(settings)
-    from .outbox import OutboxTransport
+    from digest.delivery.transports.outbox import OutboxTransport
 
     return OutboxTransport.from_settings(settings)

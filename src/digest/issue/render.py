@@ -21,11 +21,11 @@ from typing import Literal
 
 import jinja2
 
-from .config import Settings
-from .errors import TemplateError
-from .links import add_utm
-from .models import Article, Issue
-from .text import excerpt, join_names, one_line
+from digest.config import Settings
+from digest.errors import TemplateError
+from digest.issue.links import add_utm
+from digest.models import Article, Issue
+from digest.text import excerpt, join_names, one_line
 
 HTML_TEMPLATE = "issue.html.j2"
 TEXT_TEMPLATE = "issue.txt.j2"
@@ -114,7 +114,7 @@ def bundled_templates() -> Path:
     packaged = Path(str(resources.files("digest"))) / "templates" / "email"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "templates" / "email"
+    return Path(__file__).resolve().parents[3] / "templates" / "email"
 
 
 def template_dirs(settings: Settings) -> list[Path]:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from digest import __version__
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .store import Store
+    from digest.config import Settings
+    from digest.store import Store
 
 CONFIG_HELP = "Path to config.toml (default: $DIGEST_CONFIG or ./config.toml)."
 
@@ -28,7 +28,7 @@ class DigestGroup(click.Group):
     """A click group that turns the package's typed errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .errors import DigestError
+        from digest.errors import DigestError
 
         debug = bool(ctx.params.get("debug"))
         try:
@@ -82,7 +82,7 @@ def now_option(func: Any) -> Any:
 
 
 def load_settings(path: Path) -> Settings:
-    from .config import load
+    from digest.config import load
 
     return load(path)
 
@@ -123,8 +123,8 @@ def warn(lines: tuple[str, ...] | list[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the issue.")
 def build(config_path: Path, now_text: str | None, out_dir: Path, as_json: bool) -> None:
     """Build this week's issue and write it as HTML, text and .eml files."""
-    from .build import summary, write_files
-    from .weekly import build_for
+    from digest.delivery.weekly import build_for
+    from digest.issue.build import summary, write_files
 
     settings = load_settings(config_path)
     now = parse_now(now_text, settings)
@@ -158,7 +158,7 @@ def build(config_path: Path, now_text: str | None, out_dir: Path, as_json: bool)
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the preview in a browser.")
 def preview(config_path: Path, now_text: str | None, host: str, port: int, open_browser: bool) -> None:
     """Serve the issue locally and rebuild it when the config, a template or a local feed changes."""
-    from .preview import serve
+    from digest.preview.app import serve
 
     # The config is read (and re-read) by the preview itself: a bad key is shown on its page,
     # and a --now without an offset follows the newsletter's zone as configured at each rebuild.
@@ -167,7 +167,7 @@ def preview(config_path: Path, now_text: str | None, host: str, port: int, open_
 
 
 def open_store(settings: Settings) -> Store:
-    from .store import Store
+    from digest.store import Store
 
     return Store.open(settings.database_url)
 
@@ -186,7 +186,7 @@ def subscribers() -> None:
 @click.option("--resubscribe", is_flag=True, help="Turn unsubscribed or bounced addresses in the file back to active.")
 def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> None:
     """Import a CSV with columns email, name and optional sections ("A; B")."""
-    from .subscribers import describe_bad_rows, read_csv
+    from digest.subscribers import describe_bad_rows, read_csv
 
     settings = load_settings(config_path)
     parsed = read_csv(csv_path, settings.section_names)
@@ -213,8 +213,8 @@ def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> 
 @click.option("--resubscribe", is_flag=True, help="Make a suppressed address active again.")
 def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[str, ...], resubscribe: bool) -> None:
     """Add one subscriber (or update their name and sections)."""
-    from .store import NewSubscriber
-    from .subscribers import check_email, check_name, parse_sections
+    from digest.store import NewSubscriber
+    from digest.subscribers import check_email, check_name, parse_sections
 
     settings = load_settings(config_path)
     row = NewSubscriber(
@@ -235,7 +235,7 @@ def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[st
 @click.option("--forget", is_flag=True, help="Delete the record and its history instead of unsubscribing it.")
 def subscribers_remove(config_path: Path, email: str, forget: bool) -> None:
     """Unsubscribe an address (kept as suppressed, so a re-import cannot add it back)."""
-    from .errors import SubscriberError
+    from digest.errors import SubscriberError
 
     store = open_store(load_settings(config_path))
     done = store.forget(email) if forget else store.set_status(email, "unsubscribed")
@@ -271,8 +271,8 @@ def subscribers_export(config_path: Path, status: str | None, out_path: Path | N
     """Export subscribers as CSV, in the format `import` reads."""
     import io
 
-    from .files import atomic_write
-    from .subscribers import write_csv
+    from digest.files import atomic_write
+    from digest.subscribers import write_csv
 
     store = open_store(load_settings(config_path))
     buffer = io.StringIO()
@@ -309,10 +309,12 @@ def send(
     resend_unknown: bool,
 ) -> None:
     """Build this week's issue, record it, and send it to every active subscriber once."""
-    from . import deliver, rank, weekly
-    from .errors import DeliveryError
-    from .tokens import Signer
-    from .transports import open_transport
+    from digest.delivery import runner as deliver
+    from digest.delivery import weekly
+    from digest.delivery.tokens import Signer
+    from digest.delivery.transports import open_transport
+    from digest.errors import DeliveryError
+    from digest.issue import rank
 
     settings = load_settings(config_path)
     configure_logging(settings)
@@ -356,9 +358,10 @@ def send(
 
 def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, addresses: tuple[str, ...]) -> None:
     """[TEST] copies of the recorded snapshot if there is one, else of a fresh build."""
-    from . import deliver, weekly
-    from .subscribers import check_email
-    from .transports import open_transport
+    from digest.delivery import runner as deliver
+    from digest.delivery import weekly
+    from digest.delivery.transports import open_transport
+    from digest.subscribers import check_email
 
     checked = [check_email(a) for a in addresses]
     record = store.issue(key)
@@ -377,7 +380,7 @@ def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, a
 
 
 def _dry_run(settings: Settings, store: Store, now: datetime, key: str) -> None:
-    from . import weekly
+    from digest.delivery import weekly
 
     record = store.issue(key)
     if record is not None and record.status != "skipped":
@@ -404,7 +407,7 @@ def _counts(counts: dict[str, int]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
     """Show an issue's deliveries per state, and its failed and unknown recipients."""
-    from .errors import DeliveryError
+    from digest.errors import DeliveryError
 
     store = open_store(load_settings(config_path))
     key = issue_key or store.latest_issue()
@@ -452,8 +455,8 @@ def schedule(config_path: Path, print_next: int | None) -> None:
         return
     import logging
 
-    from .schedule import Service
-    from .tokens import Signer
+    from digest.delivery.tokens import Signer
+    from digest.schedule.service import Service
 
     configure_logging(settings)
     Signer.from_env()  # refuse to start without the signing secret, not at 09:00 on Friday
@@ -469,7 +472,7 @@ def schedule(config_path: Path, print_next: int | None) -> None:
 def _print_next(settings: Settings, count: int) -> None:
     from datetime import timedelta
 
-    from .schedule import next_sends
+    from digest.schedule.service import next_sends
 
     review = settings.schedule.review_hours
     for when in next_sends(settings.schedule.cron, settings.newsletter.zone, count, datetime.now(UTC)):
@@ -489,7 +492,7 @@ def issue_argument(func: Any) -> Any:
 @issue_argument
 def approve(config_path: Path, issue_key: str) -> None:
     """Approve a draft: it goes out at its send time, exactly as it is now."""
-    from . import weekly
+    from digest.delivery import weekly
 
     store = open_store(load_settings(config_path))
     weekly.approve(store, issue_key)
@@ -501,8 +504,8 @@ def approve(config_path: Path, issue_key: str) -> None:
 
 
 def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> None:
-    from . import weekly
-    from .errors import DeliveryError
+    from digest.delivery import weekly
+    from digest.errors import DeliveryError
 
     settings = load_settings(config_path)
     store = open_store(settings)
@@ -582,7 +585,7 @@ def issues_command(config_path: Path, as_json: bool) -> None:
 @config_option
 def health(config_path: Path) -> None:
     """Exit 0 if the scheduler is alive (its heartbeat is recent), 1 if not: for HEALTHCHECK."""
-    from .schedule import health as check
+    from digest.schedule.service import health as check
 
     ok, message = check(load_settings(config_path))
     click.echo(message)
@@ -599,8 +602,8 @@ def health(config_path: Path) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default: [web] port; 0 picks one).")
 def serve(config_path: Path, host: str | None, port: int | None) -> None:
     """Serve one-click unsubscribe, section preferences, SendGrid's event webhook and the archive."""
-    from .tokens import Signer
-    from .web import serve as run
+    from digest.delivery.tokens import Signer
+    from digest.web.app import serve as run
 
     settings = load_settings(config_path)
     configure_logging(settings)
@@ -611,7 +614,7 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 def configure_logging(settings: Settings) -> None:
     """One line per event on stderr, text or JSON as configured; a terminal shows only warnings
     (the progress bar says the rest)."""
-    from .logs import configure
+    from digest.logs import configure
 
     level = settings.logging.level
     if sys.stderr.isatty() and level in ("debug", "info"):
@@ -620,7 +623,7 @@ def configure_logging(settings: Settings) -> None:
 
 
 def make_progress(issue: str) -> Any:
-    from .progress import BarProgress, LogProgress
+    from digest.delivery.progress import BarProgress, LogProgress
 
     return BarProgress() if sys.stderr.isatty() else LogProgress(issue)
 

@@ -16,9 +16,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from .config import Settings
-from .render import Rendered, fill
-from .text import header_text
+from digest.config import Settings
+from digest.issue.render import Rendered, fill
+from digest.text import header_text
 
 UNDISCLOSED = "undisclosed-recipients:;"
 # Serialising policy: CRLF line ends as on the wire, and headers folded only past 998 characters.

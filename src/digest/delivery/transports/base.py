@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
-from ..errors import DigestError
-from ..render import Rendered
-from ..text import one_line
+from digest.errors import DigestError
+from digest.issue.render import Rendered
+from digest.text import one_line
 
 log = logging.getLogger("digest.transports")
 

@@ -33,8 +33,8 @@ import httpcore
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 
-from .config import Fetch
-from .errors import FeedError
+from digest.config import Fetch
+from digest.errors import FeedError
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "

@@ -11,10 +11,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .config import Settings
-from .errors import EmptyIssueError
-from .links import canonical_url
-from .models import Article, Issue, Section, Window
+from digest.config import Settings
+from digest.errors import EmptyIssueError
+from digest.issue.links import canonical_url
+from digest.models import Article, Issue, Section, Window
 
 
 def issue_key(now: datetime, zone: ZoneInfo) -> str:

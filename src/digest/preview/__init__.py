@@ -1,0 +1,1 @@
+"""The editor's local preview served by `digest preview`."""

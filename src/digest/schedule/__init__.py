@@ -1,0 +1,1 @@
+"""The long-running weekly scheduler (APScheduler) and its heartbeat."""

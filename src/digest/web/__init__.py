@@ -1,0 +1,1 @@
+"""The subscriber web app served by `digest serve`."""
