@@ -43,7 +43,6 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import click
-import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -61,6 +60,7 @@ from digest.issue.render import Rendered, bundled_templates, fill, format_dates,
 from digest.listen import listen
 from digest.listen import url as url_for
 from digest.models import Issue
+from digest.pages import page_environment
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -491,19 +491,9 @@ class Watcher:
 # --- The web app ------------------------------------------------------------------------------
 
 
-def _page_env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PAGE_TEMPLATES)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def create_app(state: PreviewState) -> Starlette:
     """The preview's ASGI app; it only reads ``state``, so it never builds anything itself."""
-    env = _page_env()
+    env = page_environment(PAGE_TEMPLATES)
 
     async def index(request: Request) -> Response:
         status = state.status
