@@ -34,17 +34,10 @@ from digest.config import Settings, load
 from digest.delivery.tokens import Signer
 from digest.errors import ConfigError, DigestError
 from digest.store import NewSubscriber, Store
-from digest.web.app import (
-    ARCHIVE_CSP,
-    CSP,
-    WEBHOOK_MAX_AGE,
-    create_app,
-    event_status,
-    load_webhook_key,
-    mask_email,
-    serve,
-    verify_signature,
-)
+from digest.web.app import create_app, serve
+from digest.web.pages import mask_email
+from digest.web.security import ARCHIVE_CSP, CSP
+from digest.web.webhooks import WEBHOOK_MAX_AGE, load_webhook_key, verify_signature
 from factories import settings as make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -656,26 +649,6 @@ def test_a_key_in_pem_armour_is_accepted_and_a_bad_key_stops_the_app(tmp_path: P
     assert verify_signature(load_webhook_key(pem), SENDGRID_PAYLOAD, SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP)
     with pytest.raises(ConfigError, match="sendgrid_webhook_key is not a valid public key"):
         create_app(web_settings(tmp_path, webhook_key="bm90IGEga2V5"), store, Signer(SECRET))
-
-
-@pytest.mark.parametrize(
-    ("event", "status"),
-    [
-        ({"event": "bounce"}, "bounced"),
-        ({"event": "bounce", "type": "bounce"}, "bounced"),
-        ({"event": "bounce", "type": "blocked"}, None),
-        ({"event": "dropped", "reason": "Invalid"}, "bounced"),
-        ({"event": "spamreport"}, "complained"),
-        ({"event": "unsubscribe"}, "unsubscribed"),
-        ({"event": "group_unsubscribe"}, "unsubscribed"),
-        ({"event": "group_resubscribe"}, None),
-        ({"event": "click"}, None),
-        ({"event": ["bounce"]}, None),
-        ({}, None),
-    ],
-)
-def test_event_status(event: dict[str, Any], status: str | None) -> None:
-    assert event_status(event) == status
 
 
 # --- the archive ----------------------------------------------------------------------------------

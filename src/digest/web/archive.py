@@ -1,0 +1,98 @@
+"""``GET /issues/`` and ``GET /issues/<key>``: the public archive of sent issues.
+
+It is the target of the emails' view-in-browser link. An archived issue is the issue's stored
+whole variant (what subscribers who chose no sections were sent), with every per-recipient part
+removed (``render.archive_copy``); the list shows each sent issue's record. Only issues that went
+out (sending or sent) are public: a draft is not. ``/`` leads here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from digest.delivery.runner import ALL
+from digest.issue.render import archive_copy, format_dates
+from digest.store import Store
+from digest.web.pages import PageError
+from digest.web.security import ARCHIVE_CSP
+from digest.web.site import Site
+
+ARCHIVE_CACHE = "public, max-age=300"
+KEPT_PAGES = 16  # sent issues never change, and readers mostly open the latest few
+MAX_KEY = 64  # longer is no issue key of ours: answered 404 without asking the database
+PUBLIC = ("sending", "sent")
+
+
+class ArchivedPages:
+    """The archive copies of the issues read most recently, built once each (parsing an issue's
+    HTML to strip it takes longer than the request should)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pages: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # requests run in a thread pool
+
+    def get(self, key: str) -> str | None:
+        """The archive copy of issue ``key``, or None when no such issue went out."""
+        with self._lock:
+            if key in self._pages:
+                self._pages.move_to_end(key)
+                return self._pages[key]
+        record = self.store.issue(key)
+        if record is None or record.status not in PUBLIC:
+            return None
+        _subject, html, _text = self.store.variant(key, ALL)
+        page = archive_copy(html)
+        with self._lock:
+            self._pages[key] = page
+            while len(self._pages) > KEPT_PAGES:
+                self._pages.popitem(last=False)
+        return page
+
+
+class Archive:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.pages = ArchivedPages(site.store)
+
+    async def index(self, request: Request) -> Response:
+        issues = await run_in_threadpool(self.site.store.sent_issues)
+        zone = self.site.settings.newsletter.zone
+        rows = [
+            {
+                "key": record.key,
+                "subject": record.subject,
+                "dates": format_dates(record.window_start.astimezone(zone), record.window_end.astimezone(zone)),
+            }
+            for record in issues
+        ]
+        return self.site.pages.page(request, "archive.html.j2", headers={"Cache-Control": ARCHIVE_CACHE}, issues=rows)
+
+    async def issue(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        html = await run_in_threadpool(self.pages.get, key) if len(key) <= MAX_KEY else None
+        if html is None:
+            raise PageError(
+                404, "No such issue", "There is no sent issue at this address.", "All past issues are in the archive."
+            )
+        return HTMLResponse(html, headers={"Content-Security-Policy": ARCHIVE_CSP, "Cache-Control": ARCHIVE_CACHE})
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("issues/", status_code=307)
+
+
+def routes(site: Site) -> list[BaseRoute]:
+    surface = Archive(site)
+    guarded = site.pages.guarded
+    return [
+        Route("/", guarded(home), methods=["GET"]),
+        Route("/issues/", guarded(surface.index), methods=["GET"]),
+        Route("/issues/{key}", guarded(surface.issue), methods=["GET"]),
+    ]
