@@ -59,8 +59,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Settings
-from digest.delivery.runner import ALL, stored_variant
 from digest.delivery.tokens import BadToken, Signer
+from digest.delivery.variants import ALL, stored_variant
 from digest.errors import ConfigError
 from digest.issue.render import archive_copy, format_dates
 from digest.listen import listen
