@@ -4,7 +4,8 @@
   submitted;
 - 400 (RejectedError): that batch fails with the service's words, the send goes on;
 - 413 (TooLargeError): split the batch in halves and send each;
-- 429 (RateLimitedError): wait as told (bounded by ``max_rate_wait``), send the same batch again;
+- 429 (RateLimitedError): wait as told (at least ``MIN_RATE_WAIT``, in all at most ``max_rate_wait``),
+  send the same batch again;
 - 5xx / refused connection (TemporaryError): back off exponentially with jitter, a bounded
   number of times, then fail the batch;
 - a timeout after the request went out (UncertainError): the batch is ``unknown`` and is never
@@ -38,6 +39,10 @@ from digest.delivery.transports.base import (
 )
 
 log = logging.getLogger("digest.deliver")  # the name operators read; these rules were deliver.py's
+# The shortest wait after a 429. A reset already passed (the service's clock ahead of ours) asks
+# for none; without a floor such answers would be met by requests as fast as they come back, and
+# their waits would never add up to [delivery] max_rate_wait, which bounds them.
+MIN_RATE_WAIT = 1.0
 
 
 def deliver_batch(
@@ -76,7 +81,7 @@ def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Call
         try:
             return transport.send(batch)
         except RateLimitedError as exc:
-            wait = max(exc.retry_after, 0.0)
+            wait = max(exc.retry_after, MIN_RATE_WAIT)
             if waited + wait > cfg.max_rate_wait:
                 raise RateLimitedError(
                     f"{exc} (gave up: waiting {waited + wait:.0f} s would pass [delivery] max_rate_wait = "
