@@ -92,6 +92,7 @@ def measured_send(config: str) -> None:
     from digest.delivery import runner as deliver
     from digest.delivery.tokens import Signer
     from digest.delivery.transports import open_transport
+    from digest.delivery.variants import record
     from digest.issue import render
     from digest.issue.build import build
     from digest.store import Store
@@ -116,7 +117,7 @@ def measured_send(config: str) -> None:
         nonlocal statements
         statements += 1
 
-    deliver.record(store, settings, build(settings, now))
+    record(store, settings, build(settings, now))
     before_send = statements
     os.environ.setdefault("SENDGRID_API_KEY", "SG.bench")  # the stand-in accepts any SG. key
     if os.environ.get("BENCH_PROFILE"):

@@ -1,4 +1,4 @@
-"""Sending through the SendGrid transport to the local stand-in: every outcome rule of deliver.py.
+"""Sending through the SendGrid transport to the local stand-in: the outcome rules of delivery/outcomes.py.
 
 The stand-in checks each request against SendGrid's contract and records what it accepted, so
 "each subscriber exactly once" is counted on the receiving side, not taken from our own ledger.

@@ -210,13 +210,23 @@ class Store(_Model):
         return value
 
 
-class Outbox(_Model):
+class TransportSettings(_Model):
+    """The ``[delivery.<name>]`` table of one transport.
+
+    A subclass declared as a field of ``Delivery`` is what makes ``<name>`` a transport the config
+    may name; the class that sends is registered under the same name, carrying this model, in
+    ``digest.delivery.transports`` (a test keeps the two in step). Declared here, with the other
+    keys, so the file is checked whole at load time and the README check sees every key.
+    """
+
+
+class Outbox(TransportSettings):
     """The outbox transport: one .eml file per recipient, for trying things out and for archives."""
 
     dir: str = Field(default="", description="Folder for the .eml files; empty means <data_dir>/outbox.")
 
 
-class Smtp(_Model):
+class Smtp(TransportSettings):
     """The SMTP transport. The password comes from $DIGEST_SMTP_PASSWORD."""
 
     host: str = Field(default="127.0.0.1", description="SMTP server host name.")
@@ -228,7 +238,7 @@ class Smtp(_Model):
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait on the server for each step.")
 
 
-class SendGrid(_Model):
+class SendGrid(TransportSettings):
     """The SendGrid transport. The API key comes from $SENDGRID_API_KEY."""
 
     api_host: str = Field(default="https://api.sendgrid.com", description="API base URL.")
@@ -250,9 +260,7 @@ class SendGrid(_Model):
 class Delivery(_Model):
     """How issues are sent."""
 
-    transport: Literal["outbox", "smtp", "sendgrid"] = Field(
-        default="outbox", description="The way out: outbox (files), smtp or sendgrid."
-    )
+    transport: str = Field(default="outbox", description="The way out: outbox (files), smtp or sendgrid.")
     batch_size: int = Field(
         default=1000, ge=1, le=1000, description="Recipients claimed and handed to the transport at once."
     )
@@ -268,6 +276,29 @@ class Delivery(_Model):
     outbox: Outbox = Field(default_factory=Outbox)
     smtp: Smtp = Field(default_factory=Smtp)
     sendgrid: SendGrid = Field(default_factory=SendGrid)
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        """An unknown name is refused when the file is read, not met as a surprise at send time."""
+        known = cls.transport_names()
+        if value not in known:
+            raise ValueError(f"must be one of the known transports: {', '.join(known)}")
+        return value
+
+    @classmethod
+    def transport_names(cls) -> list[str]:
+        """The transports a config may name: those with a ``[delivery.<name>]`` table."""
+        return list(cls.transport_tables())
+
+    @classmethod
+    def transport_tables(cls) -> dict[str, type[TransportSettings]]:
+        """Each transport's name and the model of its ``[delivery.<name>]`` table."""
+        return {
+            name: info.annotation
+            for name, info in cls.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, TransportSettings)
+        }
 
 
 class Schedule(_Model):

@@ -361,12 +361,13 @@ def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, a
     from digest.delivery import runner as deliver
     from digest.delivery import weekly
     from digest.delivery.transports import open_transport
+    from digest.delivery.variants import stored_variant
     from digest.subscribers import check_email
 
     checked = [check_email(a) for a in addresses]
     record = store.issue(key)
     if record is not None and record.status != "skipped":
-        variant = deliver.stored_variant(store, key)
+        variant = stored_variant(store, key)
     else:
         built = weekly.build_for(settings, store, now)
         warn(built.warnings)

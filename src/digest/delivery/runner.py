@@ -1,60 +1,47 @@
-"""Sending an issue: record it, queue every active subscriber once, and walk the queue in batches.
+"""Sending an issue: queue every active subscriber once, and walk the queue in batches.
 
-The ledger (``store``) makes it safe; this module decides what each transport outcome means:
-
-- 401/403 (AuthError): stop the whole send, give the batch back untouched, nothing submitted;
-- 400 (RejectedError): that batch fails with the service's words, the send goes on;
-- 413 (TooLargeError): split the batch in halves and send each;
-- 429 (RateLimitedError): wait as told (bounded by ``max_rate_wait``), send the same batch again;
-- 5xx / refused connection (TemporaryError): back off exponentially with jitter, a bounded
-  number of times, then fail the batch;
-- a timeout after the request went out (UncertainError): the batch is ``unknown`` and is never
-  sent again on its own, because the service may have accepted it.
+The ledger (``store``) makes it safe: each batch is claimed (committed as ``submitting``) before
+it is handed to the transport, then finished with every recipient's outcome. What each transport
+outcome means for the batch (stop, fail, split, wait, back off, unknown) is ``outcomes.py``.
 
 What a transport can prove later settles an ``unknown`` delivery (``settle_unknown``, at the
 start of every send); the rest stay unknown until the operator says ``--resend-unknown``.
 
 Per-recipient work is only what must differ per recipient: a signed token and the values that
-fill the placeholders. The variant is rendered and inlined once, before any batch.
+fill the placeholders. Each variant was rendered and inlined once, when the issue was recorded
+(``variants.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from digest.config import Delivery, Settings
+from digest.delivery.outcomes import deliver_batch
 from digest.delivery.tokens import Signer
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Orphan,
-    Outcome,
-    RateLimitedError,
     Recipient,
     RejectedError,
     Result,
     Settles,
-    TemporaryError,
-    TooLargeError,
     Transport,
     TransportError,
-    UncertainError,
 )
-from digest.issue.build import Build, preview_values, summary
-from digest.issue.rank import restrict
-from digest.issue.render import Rendered, Renderer
-from digest.models import Issue, issue_from_data, issue_to_data
+from digest.delivery.variants import Variants, stored_variant
+from digest.issue.build import preview_values
+from digest.issue.render import Rendered
 from digest.store import Claimed, Store
 
 log = logging.getLogger("digest.deliver")
-ALL = "all"  # the variant every subscriber gets until they choose sections
 
 
 class Progress(Protocol):
@@ -93,131 +80,6 @@ def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, ema
         "unsubscribe_url": f"{base}/unsubscribe?t={token}",
         "preferences_url": f"{base}/preferences?t={token}",
     }
-
-
-def variant_key(settings: Settings, choice: Sequence[str]) -> str:
-    """The variant a choice of sections gets: ``all``, or the chosen sections' positions
-    (``1,3``) in config order. Unknown names (a section renamed since) are ignored, and a
-    choice of every section, or of none that still exists, is ``all``."""
-    names = settings.section_names
-    chosen = {c.casefold() for c in choice}
-    picked = [str(i) for i, name in enumerate(names, start=1) if name.casefold() in chosen]
-    return ALL if not picked or len(picked) == len(names) else ",".join(picked)
-
-
-def variant_sections(settings: Settings, key: str) -> list[str]:
-    names = settings.section_names
-    return names if key == ALL else [names[int(i) - 1] for i in key.split(",")]
-
-
-def record(
-    store: Store,
-    settings: Settings,
-    result: Build,
-    *,
-    status: str = "sending",
-    send_at: datetime | None = None,
-    renderer: Renderer | None = None,
-) -> bool:
-    """Store the issue, one rendered variant per choice of sections subscribers have made, and
-    its articles; False if it was recorded before (its snapshot is kept).
-
-    Each variant is rendered and inlined once, however many subscribers share it. ``status`` is
-    "sending" for an issue about to go out, "draft" for one built for review.
-    """
-    issue = result.issue
-    renderer = renderer or Renderer(settings)
-    rendered = {ALL: _parts(result.rendered)}
-    for name in chosen_variants(store, settings):
-        part = render_variant(settings, issue, name, renderer)
-        if part is not None:
-            rendered[name] = _parts(part)
-    return store.record_issue(
-        issue.key,
-        subject=result.rendered.subject,
-        window=(issue.window.start, issue.window.end),
-        article_count=len(issue.articles),
-        summary={**summary(result), "issue_data": issue_to_data(issue)},
-        rendered=rendered,
-        articles=[a.canonical_url for a in issue.articles],
-        status=status,
-        send_at=send_at,
-    )
-
-
-def chosen_variants(store: Store, settings: Settings) -> list[str]:
-    """The variants besides ``all`` that active subscribers' choices of sections call for, in
-    config order of their first section."""
-    names = {variant_key(settings, choice) for choice in store.section_choices()} - {ALL}
-    return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
-
-
-def render_variant(settings: Settings, issue: Issue, name: str, renderer: Renderer) -> Rendered | None:
-    """The issue as the readers of variant ``name`` get it; None when its sections have no
-    article this week (those readers are sent nothing)."""
-    part = restrict(issue, variant_sections(settings, name))
-    return None if part is None else renderer.render(part)
-
-
-def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
-    subject, html, text = store.variant(key, name)
-    return Rendered(subject=subject, html=html, text=text, warnings=())
-
-
-def _parts(r: Rendered) -> tuple[str, str, str]:
-    return r.subject, r.html, r.text
-
-
-class Variants:
-    """The variant each choice of sections gets for one recorded issue, rendered on first need.
-
-    A choice first met after the issue was recorded (a new subscriber, a changed preference) is
-    rendered from the issue's stored articles, so it carries the same content as the rest.
-    """
-
-    def __init__(self, store: Store, settings: Settings, key: str) -> None:
-        self.store, self.settings, self.key = store, settings, key
-        self.known = store.variant_names(key)
-        self.empty: set[str] = set()
-        self._issue: Issue | None = None
-        self._renderer: Renderer | None = None
-
-    def __call__(self, choice: tuple[str, ...]) -> str | None:
-        """The variant a subscriber with ``choice`` is sent (stored on first need), or None."""
-        name = variant_key(self.settings, choice)
-        if name in self.known:
-            return name
-        if name in self.empty:
-            return None
-        if self.stored_issue() is None:  # recorded before issues kept their articles: everyone gets it whole
-            return ALL
-        rendered = self.render(name)
-        if rendered is None:
-            self.empty.add(name)
-            return None
-        self.store.add_variant(self.key, name, _parts(rendered))
-        self.known.add(name)
-        return name
-
-    def render(self, name: str) -> Rendered | None:
-        """Variant ``name`` as it is (or would be) sent, storing nothing: the stored rendering if
-        there is one, else one from the issue's stored articles; None if it has no article."""
-        if name in self.known:
-            return stored_variant(self.store, self.key, name)
-        stored = self.stored_issue()
-        if stored is None:
-            return stored_variant(self.store, self.key, ALL)
-        self._renderer = self._renderer or Renderer(self.settings)
-        return render_variant(self.settings, stored, name, self._renderer)
-
-    def stored_issue(self) -> Issue | None:
-        """The recorded issue's sections, articles and lead (None if it was recorded without)."""
-        if self._issue is None:
-            data = self.store.issue_summary(self.key).get("issue_data")
-            if not data:
-                return None
-            self._issue = issue_from_data(data)
-        return self._issue
 
 
 def send_pending(
@@ -338,76 +200,6 @@ def _send_claimed(
     )
     if result.fatal:
         raise AuthError(result.fatal)
-
-
-def deliver_batch(
-    transport: Transport, batch: Batch, cfg: Delivery, sleep: Callable[[float], None] = time.sleep
-) -> Result:
-    """Send one batch under the outcome rules above; only an AuthError on the first try escapes."""
-    try:
-        return _with_retries(transport, batch, cfg, sleep)
-    except TooLargeError as exc:
-        if len(batch.recipients) == 1:
-            return _all(batch, "failed", f"too large for the service even alone: {exc}")
-        half = len(batch.recipients) // 2
-        first = deliver_batch(transport, _part(batch, batch.recipients[:half]), cfg, sleep)
-        try:
-            second = deliver_batch(transport, _part(batch, batch.recipients[half:]), cfg, sleep)
-        except AuthError as auth:  # the first half went out: record it, then stop
-            second = _all(_part(batch, batch.recipients[half:]), "failed", str(auth))
-            second.fatal = str(auth)
-        return Result(
-            {**first.outcomes, **second.outcomes},
-            first.provider_id or second.provider_id,
-            fatal=first.fatal or second.fatal,
-        )
-    except UncertainError as exc:
-        return _all(batch, "unknown", str(exc), exc.settled)
-    except AuthError:
-        raise
-    except (RejectedError, TemporaryError, RateLimitedError, TransportError) as exc:
-        return _all(batch, "failed", str(exc), exc.settled)
-
-
-def _with_retries(transport: Transport, batch: Batch, cfg: Delivery, sleep: Callable[[float], None]) -> Result:
-    failures = 0
-    waited = 0.0
-    while True:
-        try:
-            return transport.send(batch)
-        except RateLimitedError as exc:
-            wait = max(exc.retry_after, 0.0)
-            if waited + wait > cfg.max_rate_wait:
-                raise RateLimitedError(
-                    f"{exc} (gave up: waiting {waited + wait:.0f} s would pass [delivery] max_rate_wait = "
-                    f"{cfg.max_rate_wait:g} s)",
-                    retry_after=wait,
-                ) from exc
-            log.warning(
-                "rate limited; waiting %.1f s before sending batch %d again",
-                wait,
-                batch.batch_id,
-                extra={"issue": batch.issue_key},
-            )
-            waited += wait
-            sleep(wait)
-        except TemporaryError as exc:
-            failures += 1
-            if failures > cfg.retries:
-                raise TemporaryError(f"{exc} (after {failures} tries)") from exc
-            delay = min(cfg.max_backoff, cfg.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-            log.warning("%s; retrying batch %d in %.1f s", exc, batch.batch_id, delay, extra={"issue": batch.issue_key})
-            sleep(delay)
-
-
-def _part(batch: Batch, recipients: Iterable[Recipient]) -> Batch:
-    return Batch(batch.issue_key, batch.variant, tuple(recipients), batch.batch_id, batch.test)
-
-
-def _all(batch: Batch, status: Outcome, error: str, settled: Mapping[int, tuple[Outcome, str]] | None = None) -> Result:
-    """Every recipient of the batch with one outcome, but those the transport had already settled."""
-    settled = settled or {}
-    return Result({r.delivery_id: settled.get(r.delivery_id, (status, error)) for r in batch.recipients})
 
 
 def send_test(

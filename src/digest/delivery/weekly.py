@@ -22,13 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from digest.config import Settings
-from digest.delivery import notify
-from digest.delivery import runner as deliver
+from digest.delivery import notify, variants
 from digest.errors import DeliveryError
 from digest.issue import rank
 from digest.issue.build import Build, build
 from digest.issue.links import canonical_url
-from digest.issue.render import Rendered, Renderer
+from digest.issue.render import Rendered
 from digest.models import Issue
 from digest.store import Store
 
@@ -89,22 +88,17 @@ def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
     record = store.issue(key)
     if record is None or record.status == "skipped":
         result = build_for(settings, store, now)
-        renderer = Renderer(settings)
-        fresh = {
-            name: deliver.render_variant(settings, result.issue, name, renderer)
-            for name in deliver.chosen_variants(store, settings)
-        }
+        fresh = variants.render_chosen(store, settings, result.issue)
         return Outgoing(result.issue, result.rendered, fresh, result.warnings, None)
-    snapshot = deliver.Variants(store, settings, key)
+    snapshot = variants.Variants(store, settings, key)
     issue = snapshot.stored_issue()
     if issue is None:
         raise DeliveryError(
             f"{key} was recorded by an older digest without its articles: it cannot be shown",
             hint=f"`digest status {key}` shows its deliveries",
         )
-    stored = {name: snapshot.render(name) for name in deliver.chosen_variants(store, settings)}
     warnings = tuple(store.issue_summary(key).get("warnings", ()))
-    return Outgoing(issue, deliver.stored_variant(store, key), stored, warnings, record.status)
+    return Outgoing(issue, variants.stored_variant(store, key), snapshot.render_chosen(), warnings, record.status)
 
 
 def ledger_mark(store: Store, key: str) -> tuple[Any, ...]:
@@ -140,7 +134,7 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
     record = store.issue(result.issue.key)
     if record is not None and record.status not in ("draft", "skipped"):
         raise NotSent(result.issue.key, f"is already {record.status}; a draft cannot replace it")
-    deliver.record(store, settings, result, status="draft", send_at=send_at)
+    variants.record(store, settings, result, status="draft", send_at=send_at)
     log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
     if result.feeds_down:
         notify.tell_feeds_down(settings, result.issue.key, result.feeds_down, draft=True)
@@ -190,7 +184,7 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
             raise NotSent(key, "no draft was built and approved for review; not sent")
         result = build_for(settings, store, now)
         _refuse_thin(settings, store, result, now)
-        deliver.record(store, settings, result, status="sending", send_at=now)
+        variants.record(store, settings, result, status="sending", send_at=now)
         if result.feeds_down:
             notify.tell_feeds_down(settings, key, result.feeds_down, draft=False)
         return Ready(key, result.rendered.subject, result)

@@ -51,7 +51,7 @@ from watchfiles import Change, DefaultFilter, watch
 
 from digest.config import Settings, load
 from digest.delivery import weekly
-from digest.delivery.runner import ALL, variant_sections
+from digest.delivery.variants import ALL, variant_sections
 from digest.errors import ConfigError, DigestError
 from digest.issue import build as pipeline
 from digest.issue.message import build_message

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from digest.delivery.runner import ALL
+from digest.delivery.variants import ALL
 from digest.issue.render import archive_copy, format_dates
 from digest.store import Store
 from digest.web.pages import PageError

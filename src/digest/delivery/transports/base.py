@@ -17,11 +17,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from digest.errors import DigestError
 from digest.issue.render import Rendered
 from digest.text import one_line
+
+if TYPE_CHECKING:
+    from digest.config import Settings, TransportSettings
 
 log = logging.getLogger("digest.transports")
 
@@ -109,6 +112,19 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class TransportClass(Protocol):
+    """A transport class as the registry (``transports.TRANSPORTS``) holds it: the name a config
+    gives it, the model of its ``[delivery.<name>]`` table, and how to open it from the settings
+    (where a missing secret is a ``ConfigError``, before anything is claimed)."""
+
+    name: str
+
+    @property
+    def settings_model(self) -> type[TransportSettings]: ...
+
+    def from_settings(self, settings: Settings) -> Transport: ...
+
+
 @runtime_checkable
 class Settles(Protocol):
     """The optional step of a transport that can settle ``unknown`` deliveries of its own batches."""
@@ -161,3 +177,20 @@ class TemporaryError(TransportError, ConnectionError):
 
 class UncertainError(TransportError, TimeoutError):
     """The request went out but no answer came back: it may have been accepted. Never re-sent."""
+
+
+def error_for_status(status: int, message: str, *, retry_after: float = 0.0, hint: str | None = None) -> TransportError:
+    """What an HTTP service's answer ``status`` (not 2xx) means for the batch, as the error that
+    tells ``deliver`` what to do next: one reading of the codes for every HTTP transport.
+
+    ``retry_after`` is the wait a 429 asked for; ``hint`` goes with the error (what to check).
+    """
+    if status in (401, 403):
+        return AuthError(message, hint=hint)
+    if status == 413:
+        return TooLargeError(message, hint=hint)
+    if status == 429:
+        return RateLimitedError(message, retry_after=retry_after)
+    if status >= 500:
+        return TemporaryError(message, hint=hint)
+    return RejectedError(message, hint=hint)

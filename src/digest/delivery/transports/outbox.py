@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest.config import Settings
+from digest.config import Outbox, Settings
 from digest.delivery.transports.base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, not_built
 from digest.files import atomic_write, leftover_target
 from digest.issue.message import build_message
@@ -26,6 +26,7 @@ log = logging.getLogger("digest.transports.outbox")
 
 class OutboxTransport:
     name = "outbox"
+    settings_model = Outbox
     max_batch = 1000
 
     def __init__(self, settings: Settings, folder: Path) -> None:

@@ -20,19 +20,18 @@ from typing import Any
 
 from python_http_client.exceptions import HTTPError
 
+from digest.config import SendGrid as SendGridSettings
 from digest.config import Settings, secret
 from digest.delivery.transports.base import (
-    AuthError,
     Batch,
     Outcome,
-    RateLimitedError,
     Recipient,
-    RejectedError,
     Result,
     TemporaryError,
     TooLargeError,
     TransportError,
     UncertainError,
+    error_for_status,
     not_built,
 )
 from digest.errors import ConfigError
@@ -47,6 +46,7 @@ DEFAULT_RATE_WAIT = 60.0  # when a 429 carries no usable X-RateLimit-Reset
 
 class SendGridTransport:
     name = "sendgrid"
+    settings_model = SendGridSettings
     max_batch = MAX_RECIPIENTS
 
     def __init__(self, settings: Settings, api_key: str, *, clock: Any = None) -> None:
@@ -175,21 +175,22 @@ class SendGridTransport:
             ) from exc
 
     def _http_error(self, exc: HTTPError) -> TransportError:
+        """SendGrid's error answer as the error ``deliver`` acts on (``base.error_for_status``)."""
         status = int(getattr(exc, "status_code", 0) or 0)
         detail = _errors_text(getattr(exc, "body", b""))
-        where = f"SendGrid answered {status}"
-        if status in (401, 403):
-            return AuthError(
-                f"{where}: {detail or 'the API key was refused'}",
-                hint=f"check ${API_KEY_ENV} and that the key has Mail Send permission",
+        auth = status in (401, 403)
+        if status in (413, 429):
+            text = "request too large" if status == 413 else "rate limited"
+        else:
+            text = detail or (
+                "the API key was refused" if auth else "server error" if status >= 500 else "request refused"
             )
-        if status == 413:
-            return TooLargeError(f"{where}: request too large")
-        if status == 429:
-            return RateLimitedError(f"{where}: rate limited", retry_after=self._retry_after(exc))
-        if status >= 500:
-            return TemporaryError(f"{where}: {detail or 'server error'}")
-        return RejectedError(f"{where}: {detail or 'request refused'}")
+        return error_for_status(
+            status,
+            f"SendGrid answered {status}: {text}",
+            retry_after=self._retry_after(exc) if status == 429 else 0.0,
+            hint=f"check ${API_KEY_ENV} and that the key has Mail Send permission" if auth else None,
+        )
 
     def _retry_after(self, exc: HTTPError) -> float:
         reset = _header(getattr(exc, "headers", None), "X-RateLimit-Reset")

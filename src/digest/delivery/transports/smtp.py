@@ -76,7 +76,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from digest.config import Settings, secret
+from digest.config import Settings, Smtp, secret
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -233,6 +233,7 @@ class SmtpTransport:
     """Sends each recipient its own message through one SMTP connection, reused until ``close()``."""
 
     name = "smtp"
+    settings_model = Smtp
     max_batch = MAX_BATCH
 
     def __init__(
