@@ -13,6 +13,8 @@ import json
 import logging
 import pickle
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from click.testing import CliRunner
 from digest.cli import main as cli_module
 from digest.cli.main import cli
 from digest.config import Settings, load
+from digest.cron import cron_trigger, next_sends
 from digest.issue import rank
 from digest.schedule import service as schedule
 from digest.schedule.service import (
@@ -39,9 +42,7 @@ from digest.schedule.service import (
     SEND_JOB,
     EarlierTrigger,
     Service,
-    cron_trigger,
     last_fire,
-    next_sends,
     run_key,
 )
 from digest.store import NewSubscriber, Store, make_engine
@@ -489,6 +490,19 @@ def test_a_run_missed_within_the_grace_is_sent_once_at_start_up(tmp_path, env, m
     again.stop()
     assert len(project.outbox(key)) == SUBSCRIBERS
     assert len(runs(database_url)) == 1
+
+
+def test_reading_the_config_does_not_load_the_scheduler(tmp_path):
+    """``[schedule] cron`` is checked when the config is read, by the bottom-level cron module:
+    the scheduler sits above the config and must not be imported by it (no import cycle)."""
+    project = write_project(tmp_path, cron="0 9 * * 5")
+    code = (
+        "import sys; from digest.config import load; "
+        f"load({str(project.config)!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith('digest.schedule')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(

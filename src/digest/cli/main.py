@@ -472,7 +472,7 @@ def schedule(config_path: Path, print_next: int | None) -> None:
 def _print_next(settings: Settings, count: int) -> None:
     from datetime import timedelta
 
-    from digest.schedule.service import next_sends
+    from digest.cron import next_sends
 
     review = settings.schedule.review_hours
     for when in next_sends(settings.schedule.cron, settings.newsletter.zone, count, datetime.now(UTC)):
