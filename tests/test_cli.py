@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from digest.cli.main import cli
+from digest.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"

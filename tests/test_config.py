@@ -111,7 +111,7 @@ def test_a_short_secret_is_one_line_saying_how_to_make_one_and_nothing_is_sent(t
 
     from click.testing import CliRunner
 
-    from digest.cli.main import cli
+    from digest.cli import cli
 
     shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")

@@ -224,7 +224,7 @@ def test_the_wheel_carries_templates_migrations_and_the_command(wheel: Path) -> 
     ):
         assert needed in names, f"{needed} is missing from {wheel.name}"
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "templates/"))]
-    assert re.search(r"^digest = digest\.cli\.main:main$", scripts, re.M)
+    assert re.search(r"^digest = digest\.cli:main$", scripts, re.M)
 
 
 def test_the_installed_wheel_builds_an_issue_from_its_own_files(wheel: Path, tmp_path: Path) -> None:
@@ -350,7 +350,7 @@ def test_cron_sends_on_fridays_at_nine_in_the_newsletter_zone_without_overlappin
 
 def test_the_deploy_commands_exist_in_the_cli() -> None:
     """`schedule`, `health` and `send --config` are what the files above run."""
-    from digest.cli.main import cli
+    from digest.cli import cli
 
     for name in ("schedule", "health", "send"):
         command = cli.commands.get(name)

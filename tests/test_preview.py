@@ -314,7 +314,7 @@ def digest(*args: str) -> str:
     """Run a ``digest`` command in process; it must succeed."""
     from click.testing import CliRunner
 
-    from digest.cli.main import cli
+    from digest.cli import cli
 
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, (result.stdout, result.stderr)

@@ -1,7 +1,7 @@
 """The editors' review, end to end and in process: the scheduler's review job builds a draft and
 mails the editors a [TEST] copy; editors pin and exclude (the draft is rebuilt) and approve; the
 send job then sends the APPROVED SNAPSHOT, never a fresh build. The jobs' own functions
-(``schedule._review`` and ``schedule._send``) are called with explicit send times on the bundled
+(``jobs.review`` and ``jobs.send``) are called with explicit send times on the bundled
 sample (dated November 2026), so nothing here waits for a clock."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.config import Settings, load
-from digest.schedule import service as schedule
+from digest.schedule import jobs
 from digest.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +49,9 @@ LATE_ITEM = f"""
 
 @pytest.fixture(autouse=True)
 def _stop_is_clear() -> Iterator[None]:
-    schedule.STOP.clear()  # process-global: a test that stopped a service must not leak it
+    jobs.STOP.clear()  # process-global: a test that stopped a service must not leak it
     yield
-    schedule.STOP.clear()
+    jobs.STOP.clear()
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def stored_html(store: Store, key: str = KEY) -> str:
 def test_review_builds_a_draft_and_mails_the_editors_a_test_copy(sample):
     settings, store = opened(sample)
     try:
-        assert schedule._review(settings, store, SEND_AT) == f"draft {KEY}"
+        assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
         record = store.issue(KEY)
         assert record is not None and record.status == "draft" and record.send_at == SEND_AT
         copies = outbox(sample, f"test-{KEY}")
@@ -149,7 +149,7 @@ def test_review_builds_a_draft_and_mails_the_editors_a_test_copy(sample):
 def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sample):
     settings, store = opened(sample)
     try:
-        schedule._review(settings, store, SEND_AT)
+        jobs.review(settings, store, SEND_AT)
         before = section(stored_html(store), "Middle East")
         assert before.index(IRAN) < before.index(PINNED)
 
@@ -185,7 +185,7 @@ def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sampl
         )
         assert fresh["lead"] == LATE
 
-        outcome = schedule._send(settings, store, SEND_AT)
+        outcome = jobs.send(settings, store, SEND_AT)
         assert outcome == f"sent {KEY}: 5 submitted"
         record = store.issue(KEY)
         assert record is not None and record.status == "sent" and record.sent_at is not None
@@ -217,8 +217,8 @@ def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sampl
 def test_an_unapproved_draft_is_not_sent_and_is_skipped_at_its_send_time(sample):
     settings, store = opened(sample)
     try:
-        schedule._review(settings, store, SEND_AT)
-        outcome = schedule._send(settings, store, SEND_AT)
+        jobs.review(settings, store, SEND_AT)
+        outcome = jobs.send(settings, store, SEND_AT)
         assert outcome.startswith("skipped: the draft was not approved")
         record = store.issue(KEY)
         # Past its send time the scheduler will not send it, so it is not left looking "draft"
@@ -241,7 +241,7 @@ def test_an_unapproved_draft_is_not_sent_and_is_skipped_at_its_send_time(sample)
 def test_no_draft_at_the_send_time_means_nothing_is_sent(sample):
     settings, store = opened(sample)
     try:
-        outcome = schedule._send(settings, store, SEND_AT)  # the review never ran
+        outcome = jobs.send(settings, store, SEND_AT)  # the review never ran
         assert outcome.startswith("skipped: no draft was built and approved")
         record = store.issue(KEY)
         assert record is not None and record.status == "skipped"
@@ -255,11 +255,11 @@ def test_auto_approve_sends_the_draft_snapshot_without_approval(sample):
     edit_config(sample, "review_hours = 24\n", "review_hours = 24\nauto_approve = true\n")
     settings, store = opened(sample)
     try:
-        schedule._review(settings, store, SEND_AT)
+        jobs.review(settings, store, SEND_AT)
         run("exclude", "--config", str(sample), EXCLUDED)
         draft_html = stored_html(store)
         add_late_article(sample)
-        assert schedule._send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
+        assert jobs.send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
         record = store.issue(KEY)
         assert record is not None and record.status == "sent" and record.approved_at is not None
         assert stored_html(store) == draft_html
@@ -289,7 +289,7 @@ def test_an_article_sent_in_an_earlier_issue_is_not_chosen_again(sample):
     try:
         record = store.issue("2026-W47")
         assert record is not None and record.status == "sent"
-        assert schedule._review(settings, store, SEND_AT) == f"draft {KEY}"
+        assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
         html = stored_html(store)
         assert gulf not in html
         assert IRAN in html  # the rest of the week is still there
@@ -311,7 +311,7 @@ def test_a_draft_built_without_a_feed_tells_the_editors_which(sample):
     edit_config(sample, ANALYSIS, 'url = "examples/feeds/missing.atom"')
     settings, store = opened(sample)
     try:
-        assert schedule._review(settings, store, SEND_AT) == f"draft {KEY}"
+        assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
         record = store.issue(KEY)
         assert record is not None and record.status == "draft"
     finally:
@@ -330,7 +330,7 @@ def test_a_full_issue_missing_a_feed_is_sent_on_time_and_the_editors_told(sample
     edit_config(sample, ANALYSIS, 'url = "examples/feeds/missing.atom"')
     settings, store = opened(sample)
     try:
-        assert schedule._send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
+        assert jobs.send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
     finally:
         store.close()
     assert len(outbox(sample, KEY)) == 5
@@ -346,7 +346,7 @@ def test_require_all_skips_the_issue_when_a_feed_stays_down_past_the_grace(sampl
     edit_config(sample, "require_all = false", "require_all = true")
     settings, store = opened(sample)
     try:
-        outcome = schedule._send(settings, store, SEND_AT)  # past its send time: no retry left
+        outcome = jobs.send(settings, store, SEND_AT)  # past its send time: no retry left
         reason = 'feeds could not be fetched within the grace: feed "Statecraft Analysis": no such file '
         assert outcome.startswith(f"skipped: {reason}")
         record = store.issue(KEY)

@@ -13,6 +13,8 @@ import json
 import logging
 import pickle
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,21 +31,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest.cli import main as cli_module
-from digest.cli.main import cli
+from digest.cli import cli
+from digest.cli import schedule as schedule_cli
 from digest.config import Settings, load
+from digest.cron import cron_trigger, next_sends
+from digest.errors import ConfigError
 from digest.issue import rank
-from digest.schedule import service as schedule
-from digest.schedule.service import (
-    REVIEW_JOB,
-    SEND_JOB,
-    EarlierTrigger,
-    Service,
-    cron_trigger,
-    last_fire,
-    next_sends,
-    run_key,
-)
+from digest.schedule import health, jobs
+from digest.schedule.jobs import REVIEW_JOB, SEND_JOB
+from digest.schedule.service import Service
+from digest.schedule.triggers import EarlierTrigger, last_fire, run_key
 from digest.store import NewSubscriber, Store, make_engine
 
 NY = ZoneInfo("America/New_York")
@@ -198,14 +195,19 @@ def store_job(project: Project) -> None:
     service = Service(project.config)
     service.start()
     service.stop()
-    schedule.STOP.clear()
+    jobs.STOP.clear()
 
 
 def set_next_run(url: str, job_id: str, when: datetime) -> None:
-    """Move a stored job's next run to ``when``, as if the process had been down at that time.
+    """Move a stored job's next run to ``when``, as if the process had been down at that time."""
+    edit_stored_job(url, job_id, next_run_time=when)
 
-    APScheduler keeps the time twice, in the indexed column and inside the pickled job state;
-    both are changed.
+
+def edit_stored_job(url: str, job_id: str, **changes: Any) -> None:
+    """Change a job as APScheduler stored it (its pickled state: ``func``, ``next_run_time``...).
+
+    APScheduler keeps the next run time twice, in the indexed column and inside the pickled
+    state; both are changed.
     """
     engine = make_engine(url)
     try:
@@ -214,10 +216,14 @@ def set_next_run(url: str, job_id: str, when: datetime) -> None:
                 sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = :id"), {"id": job_id}
             ).scalar_one()
             state = pickle.loads(blob)
-            state["next_run_time"] = when
+            state.update(changes)
             conn.execute(
                 sa.text("UPDATE apscheduler_jobs SET next_run_time = :t, job_state = :s WHERE id = :id"),
-                {"t": when.timestamp(), "s": pickle.dumps(state, pickle.HIGHEST_PROTOCOL), "id": job_id},
+                {
+                    "t": state["next_run_time"].timestamp(),
+                    "s": pickle.dumps(state, pickle.HIGHEST_PROTOCOL),
+                    "id": job_id,
+                },
             )
     finally:
         engine.dispose()
@@ -262,9 +268,9 @@ def body(message: EmailMessage) -> str:
 
 @pytest.fixture(autouse=True)
 def _stop_is_clear() -> Iterator[None]:
-    schedule.STOP.clear()  # process-global: a test that stopped a service must not leak it
+    jobs.STOP.clear()  # process-global: a test that stopped a service must not leak it
     yield
-    schedule.STOP.clear()
+    jobs.STOP.clear()
 
 
 @pytest.fixture
@@ -397,7 +403,7 @@ class _FrozenDatetime(datetime):
 
 def test_print_next_shows_local_and_utc_times_across_the_dst_change(tmp_path, monkeypatch, env):
     project = write_project(tmp_path, cron="0 9 * * 5")
-    monkeypatch.setattr(cli_module, "datetime", _FrozenDatetime)
+    monkeypatch.setattr(schedule_cli, "datetime", _FrozenDatetime)
     result = CliRunner().invoke(cli, ["schedule", "--config", str(project.config), "--print-next", "3"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -409,7 +415,7 @@ def test_print_next_shows_local_and_utc_times_across_the_dst_change(tmp_path, mo
 
 def test_print_next_shows_the_draft_time_with_a_review(tmp_path, monkeypatch, env):
     project = write_project(tmp_path, cron="0 9 * * FRI", schedule_extra="review_hours = 24")
-    monkeypatch.setattr(cli_module, "datetime", _FrozenDatetime)
+    monkeypatch.setattr(schedule_cli, "datetime", _FrozenDatetime)
     result = CliRunner().invoke(cli, ["schedule", "--config", str(project.config), "--print-next", "2"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -491,6 +497,40 @@ def test_a_run_missed_within_the_grace_is_sent_once_at_start_up(tmp_path, env, m
     assert len(runs(database_url)) == 1
 
 
+def test_a_job_stored_by_the_first_release_keeps_its_missed_run_after_an_upgrade(tmp_path, env, services, caplog):
+    """The job store names the weekly job's function; the first release stored
+    ``digest.schedule:send_job``. A scheduler upgraded while a send was due must still find it,
+    not drop the job (and the send) at start-up."""
+    caplog.set_level(logging.INFO, logger="apscheduler")
+    fire = fire_ago(timedelta(minutes=10))
+    key = rank.issue_key(fire, NY)
+    project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
+    store_job(project)
+    edit_stored_job(project.url, SEND_JOB, func="digest.schedule:send_job", next_run_time=fire)
+
+    service = Service(project.config)
+    services.append(service)
+    service.start()
+    wait_for(lambda: project.status(key) == "sent", what=f"{key} to be sent")
+    service.stop()
+
+    assert len(project.outbox(key)) == SUBSCRIBERS
+    assert not [r for r in caplog.records if "Unable to restore job" in r.getMessage()]
+
+
+def test_reading_the_config_does_not_load_the_scheduler(tmp_path):
+    """``[schedule] cron`` is checked when the config is read, by the bottom-level cron module:
+    the scheduler sits above the config and must not be imported by it (no import cycle)."""
+    project = write_project(tmp_path, cron="0 9 * * 5")
+    code = (
+        "import sys; from digest.config import load; "
+        f"load({str(project.config)!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith('digest.schedule')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
     tmp_path, env, monkeypatch, database_url, services, caplog
 ):
@@ -550,7 +590,7 @@ def test_two_services_that_both_see_a_missed_run_tell_the_editors_once(tmp_path,
 def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_path, env, monkeypatch, services):
     """A send can take long (feeds retried for up to the grace, a big list): `digest health` must
     not call the process dead meanwhile, or an orchestrator restarts it mid-send."""
-    monkeypatch.setattr(schedule, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 0.2)
     fire = fire_ago(timedelta(minutes=1))
     project = write_project(
         tmp_path, cron=cron_at(fire), items=None, schedule_extra='grace = "1h"\nfeed_retry = "10m"'
@@ -565,7 +605,7 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
     try:
         first = wait_for(store.last_beat, what="a heartbeat")[1]
         wait_for(lambda: store.last_beat()[1] > first, timeout=5, what="the heartbeat to beat again")
-        assert schedule.health(project.settings(), max_age=2)[0]
+        assert health.health(project.settings(), max_age=2)[0]
     finally:
         store.close()
     started = time.monotonic()
@@ -609,8 +649,8 @@ def test_a_run_already_done_is_not_run_again(tmp_path, env, caplog):
     fire = fire_ago(timedelta(minutes=1))
     key = rank.issue_key(fire, NY)
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
-    schedule.send_job(str(project.config))
-    schedule.send_job(str(project.config))  # a second scheduler (or a second fire) for the same time
+    jobs.send_job(str(project.config))
+    jobs.send_job(str(project.config))  # a second scheduler (or a second fire) for the same time
     assert len(project.outbox(key)) == SUBSCRIBERS
     assert runs(project.url) == {run_key(SEND_JOB, fire): (f"sent {key}: {SUBSCRIBERS} submitted", True)}
     assert any("is run by another scheduler" in r.getMessage() for r in caplog.records)
@@ -626,7 +666,7 @@ def test_health_is_1_without_a_heartbeat_and_0_while_a_scheduler_runs(tmp_path, 
     service.start()
     wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, timeout=5, what="digest health to be 0")
     service.stop()
-    ok, message = schedule.health(project.settings(), max_age=0)
+    ok, message = health.health(project.settings(), max_age=0)
     assert not ok and "last beat" in message
 
 
@@ -637,7 +677,7 @@ def test_a_thin_week_through_the_send_job_is_skipped_and_the_editors_told(tmp_pa
     fire = fire_ago(timedelta(minutes=1))
     key = rank.issue_key(fire, NY)
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(2, fire))  # min_items = 3
-    schedule.send_job(str(project.config))
+    jobs.send_job(str(project.config))
     assert project.status(key) == "skipped"
     outcome, finished = runs(project.url)[run_key(SEND_JOB, fire)]
     assert finished and outcome is not None and outcome.startswith("skipped: thin week: 2 new article(s)")
@@ -650,7 +690,7 @@ def test_a_week_without_any_article_is_skipped_and_the_editors_told(tmp_path, en
     fire = fire_ago(timedelta(minutes=1))
     key = rank.issue_key(fire, NY)
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(3, fire - timedelta(days=10)))
-    schedule.send_job(str(project.config))
+    jobs.send_job(str(project.config))
     store = project.store()
     try:
         record = store.issue(key)
@@ -667,7 +707,7 @@ def _send_now(project: Project) -> tuple[str, datetime]:
     """The send job's work for a fire time of right now (so the grace starts now)."""
     settings = project.settings()
     fire = datetime.now(UTC)
-    schedule._run_once(settings, SEND_JOB, fire, lambda store: schedule._send(settings, store, fire))
+    jobs.run_once(settings, SEND_JOB, fire, lambda store: jobs.send(settings, store, fire))
     store = project.store()
     try:
         outcome = store.run_outcome(run_key(SEND_JOB, fire))
@@ -718,10 +758,25 @@ def test_a_feed_down_for_the_whole_grace_means_nothing_is_sent_and_the_editors_t
     assert notice["Subject"] == f"[digest] {key} was not sent" and reason in body(notice)
 
 
+def test_a_scheduled_send_without_the_secret_records_nothing(tmp_path, env, monkeypatch):
+    """As with `digest send`: no signing secret, no issue recorded as sending and no run left
+    half done; the run fails with the reason, to be sent once the secret is there."""
+    fire = fire_ago(timedelta(minutes=1))
+    key = rank.issue_key(fire, NY)
+    project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
+    monkeypatch.delenv("DIGEST_SECRET")
+    with pytest.raises(ConfigError, match="DIGEST_SECRET"):
+        jobs.send_job(str(project.config))
+    assert project.status(key) is None
+    assert not project.outbox(key)
+    outcome, finished = runs(project.url)[run_key(SEND_JOB, fire)]
+    assert finished and outcome is not None and outcome.startswith("failed: ") and "DIGEST_SECRET" in outcome
+
+
 def test_a_stop_while_the_feeds_wait_to_be_retried_interrupts_the_run_for_the_next_start(tmp_path, env):
     project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "1h"\nfeed_retry = "10m"')
     key = rank.issue_key(datetime.now(UTC), NY)
-    stop = threading.Timer(0.3, schedule.STOP.set)
+    stop = threading.Timer(0.3, jobs.STOP.set)
     stop.start()
     started = time.monotonic()
     outcome, fire = _send_now(project)

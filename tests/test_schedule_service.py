@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.issue import rank
-from digest.schedule import service as schedule
-from digest.schedule.service import SEND_JOB, run_key
+from digest.schedule import jobs
+from digest.schedule.jobs import SEND_JOB
+from digest.schedule.triggers import run_key
 from test_schedule import (
     EDITORS,
     NY,
@@ -44,9 +45,9 @@ DIGEST = str(Path(sys.executable).with_name("digest"))
 
 @pytest.fixture(autouse=True)
 def _stop_is_clear() -> Any:
-    schedule.STOP.clear()
+    jobs.STOP.clear()
     yield
-    schedule.STOP.clear()
+    jobs.STOP.clear()
 
 
 @pytest.fixture
@@ -210,7 +211,7 @@ def test_editors_are_told_through_the_newsletters_own_transport(due, sg):
     settings = project.settings()
     store = project.store()
     try:
-        outcome = schedule._send(settings, store, fire)
+        outcome = jobs.send(settings, store, fire)
     finally:
         store.close()
     assert outcome.startswith("skipped: thin week")

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import hostile
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.delivery.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[1]

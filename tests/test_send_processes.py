@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.store import Store
 from digest.store.schema import deliveries
 from test_transport_smtp import Recorder, _Controller

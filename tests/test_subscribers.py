@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.subscribers import neutralise_formula, restore_formula
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from playwright.sync_api import Page, expect
 
 from browsing import serve_app
-from digest.cli.main import cli
+from digest.cli import cli
 from digest.config import Settings, load
 from digest.delivery.tokens import Signer
 from digest.store import Store, Subscriber

@@ -321,7 +321,7 @@ class Schedule(_Model):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from digest.schedule.service import cron_trigger
+        from digest.cron import cron_trigger
 
         try:
             cron_trigger(value, ZoneInfo("UTC"))

@@ -1,1 +1,79 @@
-"""The command line: the only place that prints and exits."""
+"""The command line: the only place that prints and exits.
+
+Every failure the user can cause arrives here as a ``DigestError`` and leaves as one line on
+stderr with the error's exit code (2 for a bad config or usage, 1 otherwise); a traceback only
+with ``--debug``. Each group of commands has a module of its own (build, send, subscribers,
+review, schedule, serve), registered on ``cli`` below; they import the heavy modules inside the
+commands, so ``digest --help`` starts fast.
+
+``main`` is the console script (``digest = "digest.cli:main"``), a name kept across releases so
+an installed entry point keeps working after an upgrade.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from digest import __version__
+from digest.cli import build, review, schedule, send, serve, subscribers
+
+
+class DigestGroup(click.Group):
+    """A click group that turns the package's typed errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from digest.errors import DigestError
+
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except DigestError as exc:
+            if debug:
+                raise
+            click.echo(f"digest: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("digest: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(
+                f"digest: unexpected error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="DIGEST_DEBUG", help="Show tracebacks instead of one-line errors.")
+@click.version_option(__version__, prog_name="digest")
+def cli(debug: bool) -> None:
+    """Weekly newsletter digests from RSS/Atom feeds."""
+
+
+for command in (
+    build.build,
+    build.preview,
+    subscribers.subscribers,
+    send.send,
+    send.status,
+    schedule.schedule,
+    schedule.health,
+    review.approve,
+    review.pin,
+    review.exclude,
+    review.issues_command,
+    serve.serve,
+):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="digest")
