@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from digest import __version__
+from digest.models import DeliveryStatus, IssueStatus, SubscriberStatus
 
 if TYPE_CHECKING:
     from digest.config import Settings
@@ -192,7 +193,7 @@ def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> 
     parsed = read_csv(csv_path, settings.section_names)
     for line in describe_bad_rows(csv_path, parsed.bad):
         click.echo(f"digest: warning: {line}", err=True)
-    report = open_store(settings).merge_subscribers(parsed.rows, resubscribe=resubscribe)
+    report = open_store(settings).subscribers.merge(parsed.rows, resubscribe=resubscribe)
     click.echo(
         f"Imported {csv_path}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(parsed.bad)} bad row(s) skipped, {parsed.duplicates} duplicate(s) merged"
@@ -220,7 +221,7 @@ def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[st
     row = NewSubscriber(
         check_email(email), check_name(name), parse_sections(";".join(sections), settings.section_names)
     )
-    report = open_store(settings).merge_subscribers([row], resubscribe=resubscribe)
+    report = open_store(settings).subscribers.merge([row], resubscribe=resubscribe)
     if report.kept_suppressed:
         click.echo(
             f"{row.email} is suppressed (unsubscribed, bounced or complained); not made active without --resubscribe"
@@ -238,36 +239,44 @@ def subscribers_remove(config_path: Path, email: str, forget: bool) -> None:
     from digest.errors import SubscriberError
 
     store = open_store(load_settings(config_path))
-    done = store.forget(email) if forget else store.set_status(email, "unsubscribed")
+    done = (
+        store.subscribers.forget(email)
+        if forget
+        else store.subscribers.set_status(email, SubscriberStatus.UNSUBSCRIBED)
+    )
     if not done:
         raise SubscriberError(f"{email}: no such subscriber", hint="check the address with `digest subscribers list`")
     click.echo(f"{'Forgot' if forget else 'Unsubscribed'}: {email}")
 
 
-STATUS_CHOICE = click.Choice(["active", "unsubscribed", "bounced", "complained"])
+STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
+
+
+def _status(_ctx: click.Context, _param: click.Parameter, value: str | None) -> SubscriberStatus | None:
+    return SubscriberStatus(value) if value else None
 
 
 @subscribers.command("list")
 @config_option
-@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
-def subscribers_list(config_path: Path, status: str | None) -> None:
+@click.option("--status", type=STATUS_CHOICE, callback=_status, help="Only subscribers with this status.")
+def subscribers_list(config_path: Path, status: SubscriberStatus | None) -> None:
     """List subscribers: email, name, status, sections."""
     store = open_store(load_settings(config_path))
     count = 0
-    for s in store.subscribers(status):
+    for s in store.subscribers.every(status):
         click.echo(f"{s.email}\t{s.name}\t{s.status}\t{'; '.join(s.sections) or 'all sections'}")
         count += 1
-    counts = store.subscriber_counts()
+    counts = store.subscribers.counts()
     click.echo(f"{count} listed; " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), err=True)
 
 
 @subscribers.command("export")
 @config_option
-@click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")
+@click.option("--status", type=STATUS_CHOICE, callback=_status, help="Only subscribers with this status.")
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout)."
 )
-def subscribers_export(config_path: Path, status: str | None, out_path: Path | None) -> None:
+def subscribers_export(config_path: Path, status: SubscriberStatus | None, out_path: Path | None) -> None:
     """Export subscribers as CSV, in the format `import` reads."""
     import io
 
@@ -276,7 +285,7 @@ def subscribers_export(config_path: Path, status: str | None, out_path: Path | N
 
     store = open_store(load_settings(config_path))
     buffer = io.StringIO()
-    count = write_csv(store.subscribers(status), buffer)
+    count = write_csv(store.subscribers.every(status), buffer)
     if out_path is None:
         click.echo(buffer.getvalue(), nl=False)
     else:
@@ -333,7 +342,7 @@ def send(
         warn(ready.built.warnings)
         click.echo(f"Recorded {key}: {ready.subject}")
     if retry_failed:
-        click.echo(f"{store.retry_failed(key)} failed recipient(s) queued again")
+        click.echo(f"{store.ledger.retry_failed(key)} failed recipient(s) queued again")
     transport = open_transport(settings)
     try:
         report = deliver.send_pending(
@@ -347,7 +356,7 @@ def send(
             "some of them may have had it already and get a second copy"
         )
     click.echo(f"{key}: {_counts(report.counts)} (this run: {report.sent_now} in {report.batches} batch(es))")
-    bad = report.counts.get("failed", 0) + report.counts.get("unknown", 0)
+    bad = report.counts.get(DeliveryStatus.FAILED, 0) + report.counts.get(DeliveryStatus.UNKNOWN, 0)
     if bad:
         raise DeliveryError(
             f"{key}: {bad} recipient(s) failed or unknown",
@@ -364,8 +373,8 @@ def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, a
     from digest.subscribers import check_email
 
     checked = [check_email(a) for a in addresses]
-    record = store.issue(key)
-    if record is not None and record.status != "skipped":
+    record = store.issues.get(key)
+    if record is not None and record.status != IssueStatus.SKIPPED:
         variant = deliver.stored_variant(store, key)
     else:
         built = weekly.build_for(settings, store, now)
@@ -382,9 +391,9 @@ def _send_test_copy(settings: Settings, store: Store, now: datetime, key: str, a
 def _dry_run(settings: Settings, store: Store, now: datetime, key: str) -> None:
     from digest.delivery import weekly
 
-    record = store.issue(key)
-    if record is not None and record.status != "skipped":
-        counts = store.delivery_counts(key)
+    record = store.issues.get(key)
+    if record is not None and record.status != IssueStatus.SKIPPED:
+        counts = store.ledger.counts(key)
         click.echo(f"Dry run: {key} is {record.status}; deliveries so far: {_counts(counts) or 'none'}")
         return
     built = weekly.build_for(settings, store, now)
@@ -392,12 +401,13 @@ def _dry_run(settings: Settings, store: Store, now: datetime, key: str) -> None:
     if built.issue.thin:
         click.echo(f"Dry run: {key} is a thin week ({len(built.issue.articles)} article(s)): it would not be sent")
         return
-    active = store.subscriber_counts().get("active", 0)
+    active = store.subscribers.counts().get(SubscriberStatus.ACTIVE, 0)
     click.echo(f'Dry run: {key} "{built.rendered.subject}" would go to {active} active subscriber(s)')
 
 
 def _counts(counts: dict[str, int]) -> str:
-    order = ["submitted", "pending", "submitting", "failed", "unknown", "skipped"]
+    d = DeliveryStatus
+    order = [d.SUBMITTED, d.PENDING, d.SUBMITTING, d.FAILED, d.UNKNOWN, d.SKIPPED]
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
@@ -410,11 +420,11 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
     from digest.errors import DeliveryError
 
     store = open_store(load_settings(config_path))
-    key = issue_key or store.latest_issue()
-    if key is None or not store.issue_exists(key):
+    key = issue_key or store.issues.latest_key()
+    if key is None or not store.issues.exists(key):
         raise DeliveryError(f"no recorded issue {key or ''}".strip(), hint="issues are recorded by `digest send`")
-    counts = store.delivery_counts(key)
-    problems = store.problems(key)
+    counts = store.ledger.counts(key)
+    problems = store.ledger.problems(key)
     if as_json:
         click.echo(
             json.dumps(
@@ -428,9 +438,9 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
         )
         return
     click.echo(f"{key}: {_counts(counts) or 'no deliveries'}")
-    if counts.get("unknown"):
+    if unknown := counts.get(DeliveryStatus.UNKNOWN):
         click.echo(
-            f"{counts['unknown']} unknown: they may have received it, so they stay unknown and are not sent "
+            f"{unknown} unknown: they may have received it, so they stay unknown and are not sent "
             "again on their own; `digest send --resend-unknown` sends to them again (some may get a second copy)"
         )
     for p in problems[:50]:
@@ -497,7 +507,7 @@ def approve(config_path: Path, issue_key: str) -> None:
     store = open_store(load_settings(config_path))
     weekly.approve(store, issue_key)
 
-    record = store.issue(issue_key)
+    record = store.issues.get(issue_key)
     zone = load_settings(config_path).newsletter.zone
     when = f" at {record.send_at.astimezone(zone):%a %Y-%m-%d %H:%M %Z}" if record and record.send_at else ""
     click.echo(f"Approved {issue_key}; it will be sent{when}")
@@ -514,8 +524,8 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
         raise DeliveryError("no draft to edit", hint="pass --issue KEY (e.g. 2026-W48)")
     weekly.edit(store, key, url, action)
     done = "Pinned" if action == "pin" else "Excluded"
-    record = store.issue(key)
-    if record is not None and record.status == "draft":
+    record = store.issues.get(key)
+    if record is not None and record.status == IssueStatus.DRAFT:
         result = weekly.rebuild(settings, store, key)
         warn(result.warnings)
         click.echo(f"{done} {url} in {key}; the draft is rebuilt: {result.rendered.subject}")
@@ -524,8 +534,8 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
 
 
 def _current_draft(store: Store) -> str | None:
-    for record, _ in store.issue_list():
-        if record.status == "draft":
+    for record, _ in store.issues.recent():
+        if record.status == IssueStatus.DRAFT:
             return record.key
     return None
 
@@ -554,7 +564,7 @@ def exclude(config_path: Path, url: str, issue_key: str | None) -> None:
 def issues_command(config_path: Path, as_json: bool) -> None:
     """List issues with their state (draft, approved, sending, sent, skipped) and counts."""
     store = open_store(load_settings(config_path))
-    rows = store.issue_list()
+    rows = store.issues.recent()
     if as_json:
         click.echo(
             json.dumps(

@@ -50,7 +50,7 @@ from digest.delivery.transports.base import (
 from digest.issue.build import Build, preview_values, summary
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, Renderer
-from digest.models import Issue, issue_from_data, issue_to_data
+from digest.models import DeliveryStatus, Issue, IssueStatus, issue_from_data, issue_to_data
 from digest.store import Claimed, Store
 
 log = logging.getLogger("digest.deliver")
@@ -115,7 +115,7 @@ def record(
     settings: Settings,
     result: Build,
     *,
-    status: str = "sending",
+    status: IssueStatus = IssueStatus.SENDING,
     send_at: datetime | None = None,
     renderer: Renderer | None = None,
 ) -> bool:
@@ -132,7 +132,7 @@ def record(
         part = render_variant(settings, issue, name, renderer)
         if part is not None:
             rendered[name] = _parts(part)
-    return store.record_issue(
+    return store.issues.record(
         issue.key,
         subject=result.rendered.subject,
         window=(issue.window.start, issue.window.end),
@@ -148,7 +148,7 @@ def record(
 def chosen_variants(store: Store, settings: Settings) -> list[str]:
     """The variants besides ``all`` that active subscribers' choices of sections call for, in
     config order of their first section."""
-    names = {variant_key(settings, choice) for choice in store.section_choices()} - {ALL}
+    names = {variant_key(settings, choice) for choice in store.subscribers.section_choices()} - {ALL}
     return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
 
 
@@ -160,7 +160,7 @@ def render_variant(settings: Settings, issue: Issue, name: str, renderer: Render
 
 
 def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
-    subject, html, text = store.variant(key, name)
+    subject, html, text = store.issues.variant(key, name)
     return Rendered(subject=subject, html=html, text=text, warnings=())
 
 
@@ -177,7 +177,7 @@ class Variants:
 
     def __init__(self, store: Store, settings: Settings, key: str) -> None:
         self.store, self.settings, self.key = store, settings, key
-        self.known = store.variant_names(key)
+        self.known = store.issues.variant_names(key)
         self.empty: set[str] = set()
         self._issue: Issue | None = None
         self._renderer: Renderer | None = None
@@ -195,7 +195,7 @@ class Variants:
         if rendered is None:
             self.empty.add(name)
             return None
-        self.store.add_variant(self.key, name, _parts(rendered))
+        self.store.issues.add_variant(self.key, name, _parts(rendered))
         self.known.add(name)
         return name
 
@@ -213,11 +213,23 @@ class Variants:
     def stored_issue(self) -> Issue | None:
         """The recorded issue's sections, articles and lead (None if it was recorded without)."""
         if self._issue is None:
-            data = self.store.issue_summary(self.key).get("issue_data")
+            data = self.store.issues.summary(self.key).get("issue_data")
             if not data:
                 return None
             self._issue = issue_from_data(data)
         return self._issue
+
+
+def enqueue(store: Store, settings: Settings, key: str) -> int:
+    """Queue every active subscriber not yet queued for the issue, with the variant their choice
+    of sections calls for (rendered and stored now if it is new); returns how many were queued.
+
+    Data flows one way: the ledger names the choices still to queue, this layer decides their
+    variants, and the ledger inserts the deliveries from that plain mapping.
+    """
+    variant_of = Variants(store, settings, key)
+    choices = store.ledger.choices_to_queue(key)
+    return store.ledger.enqueue(key, {choice: variant_of(choice) for choice in sorted(choices)})
 
 
 def send_pending(
@@ -241,15 +253,15 @@ def send_pending(
     """
     cfg = settings.delivery
     report = SendReport(key)
-    report.enqueued = store.enqueue(key, Variants(store, settings, key))
-    report.orphaned = store.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
+    report.enqueued = enqueue(store, settings, key)
+    report.orphaned = store.ledger.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
     if report.orphaned:
         log.warning(
             "%d batch(es) left in flight by a stopped process are now 'unknown'", report.orphaned, extra={"issue": key}
         )
     report.settled, report.requeued = settle_unknown(store, transport, key)
     if resend_unknown:
-        report.resent = store.resend_unknown(key)
+        report.resent = store.ledger.resend_unknown(key)
         if report.resent:
             log.warning(
                 "%d unknown recipient(s) queued again (--resend-unknown): some of them may already have "
@@ -258,12 +270,12 @@ def send_pending(
                 extra={"issue": key},
             )
     progress = progress or NoProgress()
-    progress.start(store.delivery_counts(key).get("pending", 0))
+    progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0))
     size = min(cfg.batch_size, transport.max_batch)
     variants: dict[str, Rendered] = {}
     try:
         while not (stop and stop.is_set()):
-            claimed = store.claim(key, size, transport.name)
+            claimed = store.ledger.claim(key, size, transport.name)
             if claimed is None:
                 break
             if claimed.variant not in variants:
@@ -275,9 +287,9 @@ def send_pending(
             progress.advance(len(claimed.recipients))
     finally:
         progress.close()
-    report.counts = store.delivery_counts(key)
-    if not report.counts.get("pending") and not report.counts.get("submitting"):
-        store.set_issue_status(key, "sent", expect=("sending",))
+    report.counts = store.ledger.counts(key)
+    if not report.counts.get(DeliveryStatus.PENDING) and not report.counts.get(DeliveryStatus.SUBMITTING):
+        store.issues.set_status(key, IssueStatus.SENT, expect=(IssueStatus.SENDING,))
     return report
 
 
@@ -287,7 +299,7 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
     everything when it cannot look (logged, and the send goes on)."""
     if not isinstance(transport, Settles):
         return 0, 0
-    orphans = [Orphan(did, sid, email, key, bid) for did, sid, email, bid in store.orphans(key, transport.name)]
+    orphans = [Orphan(did, sid, email, key, bid) for did, sid, email, bid in store.ledger.orphans(key, transport.name)]
     if not orphans:
         return 0, 0
     try:
@@ -295,7 +307,7 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
     except TransportError as exc:
         log.warning("%d unknown recipient(s) stay unknown: %s", len(orphans), exc, extra={"issue": key})
         return 0, 0
-    submitted, unsent = store.settle(resolved)
+    submitted, unsent = store.ledger.settle(resolved)
     log.warning(
         "%d unknown recipient(s) settled by the %s transport: %d were submitted, %d never sent (sent now); "
         "%d stay unknown",
@@ -323,12 +335,14 @@ def _send_claimed(
     try:
         result = deliver_batch(transport, batch, cfg, sleep)
     except AuthError:
-        store.release(claimed)  # nothing went out: the recipients wait for a working key
+        store.ledger.release(claimed)  # nothing went out: the recipients wait for a working key
         raise
     except BaseException as exc:  # interrupted mid-request: it may have gone out
-        store.finish(claimed, {r.delivery_id: ("unknown", f"interrupted: {exc!r}") for r in batch.recipients})
+        store.ledger.finish(
+            claimed, {r.delivery_id: (DeliveryStatus.UNKNOWN, f"interrupted: {exc!r}") for r in batch.recipients}
+        )
         raise
-    status = store.finish(claimed, result.outcomes, result.provider_id)
+    status = store.ledger.finish(claimed, result.outcomes, result.provider_id)
     log.info(
         "batch %d (%d recipient(s)): %s",
         claimed.id,

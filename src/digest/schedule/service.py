@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from digest.models import DeliveryStatus
+
 log = logging.getLogger("digest.schedule")
 
 SEND_JOB = "weekly-send"
@@ -159,7 +161,7 @@ def _run_once(settings: Any, job: str, fire: datetime, work: Callable[[Any], str
     key = run_key(job, fire)
     store = _store(settings)
     try:
-        if not store.claim_run(key) and not store.adopt_run(
+        if not store.runs.claim(key) and not store.runs.adopt(
             key, lease=timedelta(minutes=settings.delivery.lease_minutes)
         ):
             log.info("%s is run by another scheduler; not running it here", key)
@@ -167,13 +169,13 @@ def _run_once(settings: Any, job: str, fire: datetime, work: Callable[[Any], str
         try:
             outcome = work(store)
         except Exception as exc:
-            store.finish_run(key, f"failed: {exc}")
+            store.runs.finish(key, f"failed: {exc}")
             log.error("%s failed: %s", key, exc)
             raise
         if STOP.is_set() and outcome == "interrupted":
             log.warning("%s stopped between batches; the next start completes it", key)
             return  # left unfinished on purpose: adopted by the next start within the grace
-        store.finish_run(key, outcome)
+        store.runs.finish(key, outcome)
     finally:
         store.close()
 
@@ -228,7 +230,7 @@ def _send(settings: Any, store: Any, fire: datetime) -> str:
         key = rank.issue_key(fire, settings.newsletter.zone)
         reason = exc.reason if isinstance(exc, weekly.NotSent) else f"{exc.message}; not sent"
         window = rank.issue_window(fire, settings.issue.window_days)
-        store.skip_issue(key, reason, window=(window.start, window.end), send_at=fire)
+        store.issues.skip(key, reason, window=(window.start, window.end), send_at=fire)
         notify.tell_editors(settings, key, f"{key} was not sent", reason)
         return f"skipped: {reason}"
     transport = open_transport(settings)
@@ -238,7 +240,7 @@ def _send(settings: Any, store: Any, fire: datetime) -> str:
         )
     finally:
         transport.close()
-    if report.counts.get("pending"):
+    if report.counts.get(DeliveryStatus.PENDING):
         return "interrupted"
     return f"sent {ready.key}: " + ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
 
@@ -322,7 +324,7 @@ class Service:
         self._install_jobs()
         self.store = store  # kept for the heartbeat, which must stay cheap
         self.scheduler.add_job(
-            store.beat,
+            store.runs.beat,
             "interval",
             seconds=HEARTBEAT_SECONDS,
             id="heartbeat",
@@ -355,7 +357,7 @@ class Service:
         """An unfinished send run within the grace (stopped by SIGTERM or a crash) is completed."""
         grace = timedelta(seconds=self.settings.schedule.grace_seconds)
         now = datetime.now(UTC)
-        for key in store.unfinished_runs():
+        for key in store.runs.unfinished():
             job, _, stamp = key.partition("@")
             if job != SEND_JOB:
                 continue
@@ -375,12 +377,12 @@ class Service:
             return
         fire = event.scheduled_run_time
         run = run_key(SEND_JOB, fire)
-        if not self.store.claim_run(run):  # a second scheduler on this database saw it too
+        if not self.store.runs.claim(run):  # a second scheduler on this database saw it too
             return
         key = rank.issue_key(fire, self.settings.newsletter.zone)
         window = rank.issue_window(fire, self.settings.issue.window_days)
-        self.store.skip_issue(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
-        self.store.finish_run(run, "skipped: missed by more than the grace")
+        self.store.issues.skip(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
+        self.store.runs.finish(run, "skipped: missed by more than the grace")
         notify.tell_editors(
             self.settings,
             key,
@@ -431,7 +433,7 @@ def health(settings: Any, *, max_age: float = 4 * HEARTBEAT_SECONDS) -> tuple[bo
 
     store = Store(make_engine(settings.database_url))
     try:
-        beat = store.last_beat()
+        beat = store.runs.last_beat()
     except Exception as exc:  # no database yet, or not migrated: not healthy, and say why
         return False, f"cannot read the scheduler's heartbeat: {type(exc).__name__}"
     finally:

@@ -9,7 +9,7 @@ Routes (every page is plain HTML with inline CSS: no JavaScript, nothing fetched
   (``List-Unsubscribe=One-Click``, form-urlencoded or multipart, as mailbox providers send it) and
   the confirmation page's button alike. The signed token is the authority, so the body is not
   required to say anything in particular: an unusual provider's POST is still honoured. Repeating
-  it is harmless (``Store.suppress`` is idempotent and never weakens a bounce or a complaint).
+  it is harmless (``store.subscribers.suppress`` is idempotent and never weakens a bounce or a complaint).
 - ``GET``/``POST /preferences?t=TOKEN``: the subscriber's sections. None or all ticked is stored as
   the empty choice (everything, including sections added later). A section name the page did not
   offer (the sections changed while the page was open) is refused with 400 and the form shown
@@ -65,6 +65,7 @@ from digest.errors import ConfigError
 from digest.issue.render import archive_copy, format_dates
 from digest.listen import listen
 from digest.listen import url as url_for
+from digest.models import SubscriberStatus
 from digest.store import Store, Subscriber, email_key
 
 log = logging.getLogger("digest.web")
@@ -103,13 +104,12 @@ WEBHOOK_OFF = "the SendGrid webhook is off until [web] sendgrid_webhook_key is s
 # SendGrid event -> subscriber status. Everything else (processed, delivered, open, click,
 # deferred, group_resubscribe...) is ignored: nothing here ever makes a subscriber active again.
 EVENT_STATUS = {
-    "bounce": "bounced",
-    "dropped": "bounced",
-    "spamreport": "complained",
-    "unsubscribe": "unsubscribed",
-    "group_unsubscribe": "unsubscribed",
+    "bounce": SubscriberStatus.BOUNCED,
+    "dropped": SubscriberStatus.BOUNCED,
+    "spamreport": SubscriberStatus.COMPLAINED,
+    "unsubscribe": SubscriberStatus.UNSUBSCRIBED,
+    "group_unsubscribe": SubscriberStatus.UNSUBSCRIBED,
 }
-_STRENGTH = {"unsubscribed": 1, "bounced": 2, "complained": 3}
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class WebhookReport:
     unknown: int
 
 
-def event_status(event: Mapping[str, Any]) -> str | None:
+def event_status(event: Mapping[str, Any]) -> SubscriberStatus | None:
     """The status an event calls for, or None to ignore it.
 
     A ``bounce`` of type ``blocked`` is a temporary refusal (SendGrid does not suppress it
@@ -210,16 +210,16 @@ def event_status(event: Mapping[str, Any]) -> str | None:
     if kind == "dropped":
         reason = str(event.get("reason", "")).lower()
         if "unsubscribe" in reason:
-            return "unsubscribed"
+            return SubscriberStatus.UNSUBSCRIBED
         if "spam" in reason:
-            return "complained"
+            return SubscriberStatus.COMPLAINED
     return status
 
 
 def apply_events(store: Store, events: Sequence[Any]) -> WebhookReport:
     """Suppress the subscribers SendGrid's events name; each at most once, with the strongest
-    status its events call for (``Store.suppress`` never weakens one anyway)."""
-    wanted: dict[int, str] = {}
+    status its events call for (``store.subscribers.suppress`` never weakens one anyway)."""
+    wanted: dict[int, SubscriberStatus] = {}
     ignored = unknown = 0
     found: dict[tuple[str, str], Subscriber | None] = {}
     for event in events:
@@ -231,10 +231,10 @@ def apply_events(store: Store, events: Sequence[Any]) -> WebhookReport:
         if subscriber is None:
             unknown += 1
             continue
-        if _STRENGTH[status] > _STRENGTH.get(wanted.get(subscriber.id, ""), 0):
+        if status.strength > wanted.get(subscriber.id, SubscriberStatus.ACTIVE).strength:
             wanted[subscriber.id] = status
     for subscriber_id, status in wanted.items():
-        if store.suppress(subscriber_id, status):
+        if store.subscribers.suppress(subscriber_id, status):
             log.info("subscriber %d %s (SendGrid event)", subscriber_id, status)
     return WebhookReport(applied=len(wanted), ignored=ignored, unknown=unknown)
 
@@ -252,7 +252,7 @@ def _event_subscriber(
     if text_id.isascii() and text_id.isdigit() and len(text_id) < 19:
         key = ("id", text_id)
         if key not in found:
-            found[key] = store.subscriber_by_id(int(text_id))
+            found[key] = store.subscribers.by_id(int(text_id))
         subscriber = found[key]
         if subscriber is not None and (address is None or email_key(address) == email_key(subscriber.email)):
             return subscriber
@@ -260,7 +260,7 @@ def _event_subscriber(
         return None
     key = ("email", email_key(address))
     if key not in found:
-        found[key] = store.subscriber(address)
+        found[key] = store.subscribers.by_email(address)
     return found[key]
 
 
@@ -360,7 +360,7 @@ def create_app(
             ) from exc
 
     async def subscriber_for(token: str) -> Subscriber:
-        subscriber = await run_in_threadpool(store.subscriber_by_id, subscriber_id_of(token))
+        subscriber = await run_in_threadpool(store.subscribers.by_id, subscriber_id_of(token))
         if subscriber is None:
             raise gone()
         return subscriber
@@ -375,7 +375,7 @@ def create_app(
             return page(request, "preview_link.html.j2", headers=TOKEN_PAGE, what="unsubscribe")
         token = token_of(request)
         subscriber = await subscriber_for(token)
-        if subscriber.status != "active":
+        if subscriber.status != SubscriberStatus.ACTIVE:
             return page(request, "unsubscribed.html.j2", headers=TOKEN_PAGE, token=token, already=True)
         return page(request, "unsubscribe.html.j2", headers=TOKEN_PAGE, token=token, email=mask_email(subscriber.email))
 
@@ -383,7 +383,7 @@ def create_app(
         token = token_of(request)
         subscriber_id = subscriber_id_of(token)
         body = await read_body(request, FORM_LIMIT)  # not required to say anything: the token decides
-        if not await run_in_threadpool(store.suppress, subscriber_id, "unsubscribed"):
+        if not await run_in_threadpool(store.subscribers.suppress, subscriber_id, SubscriberStatus.UNSUBSCRIBED):
             raise gone()
         how = "one-click" if b"One-Click" in body else "the web page"
         log.info("subscriber %d unsubscribed (%s)", subscriber_id, how)
@@ -415,7 +415,7 @@ def create_app(
             email=mask_email(subscriber.email),
             sections=sections,
             ticked=chosen_now(subscriber),
-            suppressed=subscriber.status != "active",
+            suppressed=subscriber.status != SubscriberStatus.ACTIVE,
             notice=notice,
         )
 
@@ -443,7 +443,7 @@ def create_app(
             )
         picked = {by_key[p.casefold()] for p in posted}
         choice = [] if not picked or picked == set(sections) else [s for s in sections if s in picked]
-        if not await run_in_threadpool(store.set_sections, subscriber.id, choice):
+        if not await run_in_threadpool(store.subscribers.set_sections, subscriber.id, choice):
             raise gone()
         log.info("subscriber %d chose %s", subscriber.id, f"{len(choice)} section(s)" if choice else "all sections")
         return page(
@@ -452,7 +452,7 @@ def create_app(
             headers=TOKEN_PAGE,
             token=token,
             choice=choice,
-            suppressed=subscriber.status != "active",
+            suppressed=subscriber.status != SubscriberStatus.ACTIVE,
         )
 
     # --- the webhook ------------------------------------------------------------------------
@@ -499,7 +499,7 @@ def create_app(
     # --- the archive ------------------------------------------------------------------------
 
     async def archive(request: Request) -> Response:
-        issues = await run_in_threadpool(store.sent_issues)
+        issues = await run_in_threadpool(store.issues.went_out)
         zone = settings.newsletter.zone
         rows = [
             {
@@ -516,8 +516,8 @@ def create_app(
             if key in archived:
                 archived.move_to_end(key)
                 return archived[key]
-        record = store.issue(key)
-        if record is None or record.status not in ("sending", "sent"):
+        record = store.issues.get(key)
+        if record is None or not record.status.went_out:
             return None
         html = archive_copy(stored_variant(store, key, ALL).html)
         with archive_lock:
