@@ -71,11 +71,8 @@ class Ledger(Repository):
         their variant, and inserted in batches.
         """
         now = utcnow()
-        rows = [
-            _delivery(key, subscriber_id, variants[choice], now)
-            for subscriber_id, choice in self._chosen_waiting(key)
-            if choice in variants
-        ]
+        new = {choice: _delivery(key, variant, now) for choice, variant in variants.items()}
+        rows = [{**new[choice], "subscriber_id": sid} for sid, choice in self._chosen_active() if choice in new]
         # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
         # and RETURNING would bring every new id into memory.
         count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
@@ -87,10 +84,12 @@ class Ledger(Repository):
                 conn.execute(self.insert(deliveries).on_conflict_do_nothing(), list(chunk))
             return conn.execute(count).scalar_one() - before
 
-    def _chosen_waiting(self, key: str) -> list[tuple[int, tuple[str, ...]]]:
-        """(subscriber id, choice) of the waiting subscribers who chose sections. Read before the
-        write transaction: on SQLite that transaction holds the database's only write lock."""
-        query = sa.select(subscribers.c.id, subscribers.c.sections).where(_waiting(key), _SECTIONS != "[]")
+    def _chosen_active(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(subscriber id, choice) of the active subscribers who chose sections, queued or not (ON
+        CONFLICT skips the queued: cheaper than asking the index for each row here). Read before
+        the write transaction: on SQLite that transaction holds the database's only write lock."""
+        active = subscribers.c.status == SubscriberStatus.ACTIVE
+        query = sa.select(subscribers.c.id, subscribers.c.sections).where(active, _SECTIONS != "[]")
         with self.engine.connect() as conn:
             return [(sid, tuple(sections or ())) for sid, sections in conn.execute(query)]
 
@@ -332,37 +331,31 @@ def _waiting(key: str) -> sa.ColumnElement[bool]:
     return (subscribers.c.status == SubscriberStatus.ACTIVE) & ~queued
 
 
-def _delivery_state(variant: str | None) -> tuple[str, DeliveryStatus, str | None]:
-    """(variant, status, error) of a new delivery: pending, or skipped when its variant is empty."""
-    if variant is None:
-        return "none", DeliveryStatus.SKIPPED, NO_ARTICLE
-    return variant, DeliveryStatus.PENDING, None
-
-
-def _delivery(key: str, subscriber_id: int, variant: str | None, now: datetime) -> dict[str, Any]:
-    name, status, error = _delivery_state(variant)
+def _delivery(key: str, variant: str | None, now: datetime) -> dict[str, Any]:
+    """A new delivery of the issue (but its subscriber): pending, or skipped when its variant
+    has no article this week. Plain strings: this is built once per choice, copied per row."""
+    pending = variant is not None
     return {
         "issue_key": key,
-        "subscriber_id": subscriber_id,
-        "variant": name,
-        "status": status,
+        "variant": variant if pending else "none",
+        "status": (DeliveryStatus.PENDING if pending else DeliveryStatus.SKIPPED).value,
         "updated_at": now,
-        "error": error,
+        "error": None if pending else NO_ARTICLE,
     }
 
 
 def _queue_everyone(insert: Any, key: str, variant: str | None, now: datetime) -> Any:
     """One INSERT .. SELECT of a delivery for every active subscriber who chose no sections."""
-    name, status, error = _delivery_state(variant)
+    values = _delivery(key, variant, now)
+    columns = ["issue_key", "subscriber_id", "variant", "status", "updated_at", "error"]
     everyone = sa.select(
         sa.literal(key),
         subscribers.c.id,
-        sa.literal(name),
-        sa.literal(status.value),
+        sa.literal(values["variant"]),
+        sa.literal(values["status"]),
         sa.literal(now),
-        sa.literal(error) if error else sa.null(),
+        sa.literal(values["error"]) if values["error"] else sa.null(),
     ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS == "[]")
-    columns = ["issue_key", "subscriber_id", "variant", "status", "updated_at", "error"]
     return insert.from_select(columns, everyone).on_conflict_do_nothing()
 
 
