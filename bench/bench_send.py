@@ -77,7 +77,7 @@ def setup(work: Path, url: str, count: int, database: str, variants: int = 1) ->
         os.environ["DIGEST_DATABASE_URL"] = database
     store = Store.open(load(path).database_url)
     picks = choices(variants)
-    store.merge_subscribers(
+    store.subscribers.merge(
         NewSubscriber(f"reader{i}@example.org", f"Reader {i}", picks[i % len(picks)]) for i in range(count)
     )
     store.close()

@@ -398,7 +398,7 @@ def test_preview_shows_each_variant_as_send_renders_it(ledger: Path) -> None:
         weekly.draft(settings, store, NOW.replace(tzinfo=settings.newsletter.zone))
         values = preview_values(settings)
         for name, (page_html, subject) in shown.items():
-            stored_subject, stored_html, _ = store.variant(KEY, name)
+            stored_subject, stored_html, _ = store.issues.variant(KEY, name)
             assert (fill(stored_html, values, "html"), stored_subject) == (page_html, subject), name
     finally:
         store.close()

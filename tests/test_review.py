@@ -125,14 +125,14 @@ def section(html: str, name: str) -> str:
 
 
 def stored_html(store: Store, key: str = KEY) -> str:
-    return store.variant(key, "all")[1]
+    return store.issues.variant(key, "all")[1]
 
 
 def test_review_builds_a_draft_and_mails_the_editors_a_test_copy(sample):
     settings, store = opened(sample)
     try:
         assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "draft" and record.send_at == SEND_AT
         copies = outbox(sample, f"test-{KEY}")
         assert [p.name for p in copies] == sorted(f"{e}.eml" for e in EDITORS)
@@ -164,7 +164,7 @@ def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sampl
         approved_html = stored_html(store)
         assert EXCLUDED not in approved_html
         assert section(approved_html, "Middle East").index(PINNED) < section(approved_html, "Middle East").index(IRAN)
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "draft"
 
         approved = run("approve", "--config", str(sample), KEY)
@@ -187,7 +187,7 @@ def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sampl
 
         outcome = jobs.send(settings, store, SEND_AT)
         assert outcome == f"sent {KEY}: 5 submitted"
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "sent" and record.sent_at is not None
         assert stored_html(store) == approved_html
     finally:
@@ -220,12 +220,12 @@ def test_an_unapproved_draft_is_not_sent_and_is_skipped_at_its_send_time(sample)
         jobs.review(settings, store, SEND_AT)
         outcome = jobs.send(settings, store, SEND_AT)
         assert outcome.startswith("skipped: the draft was not approved")
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         # Past its send time the scheduler will not send it, so it is not left looking "draft"
         # (or "approved" later, forever unsent): never sent late.
         assert record is not None and record.status == "skipped"
         assert "not approved" in record.note
-        assert store.delivery_counts(KEY) == {}
+        assert store.ledger.counts(KEY) == {}
     finally:
         store.close()
     assert not outbox(sample, KEY)
@@ -243,7 +243,7 @@ def test_no_draft_at_the_send_time_means_nothing_is_sent(sample):
     try:
         outcome = jobs.send(settings, store, SEND_AT)  # the review never ran
         assert outcome.startswith("skipped: no draft was built and approved")
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "skipped"
     finally:
         store.close()
@@ -260,7 +260,7 @@ def test_auto_approve_sends_the_draft_snapshot_without_approval(sample):
         draft_html = stored_html(store)
         add_late_article(sample)
         assert jobs.send(settings, store, SEND_AT) == f"sent {KEY}: 5 submitted"
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "sent" and record.approved_at is not None
         assert stored_html(store) == draft_html
     finally:
@@ -287,7 +287,7 @@ def test_an_article_sent_in_an_earlier_issue_is_not_chosen_again(sample):
     assert "2026-W47" in w47.stdout
     settings, store = opened(sample)
     try:
-        record = store.issue("2026-W47")
+        record = store.issues.get("2026-W47")
         assert record is not None and record.status == "sent"
         assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
         html = stored_html(store)
@@ -312,7 +312,7 @@ def test_a_draft_built_without_a_feed_tells_the_editors_which(sample):
     settings, store = opened(sample)
     try:
         assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "draft"
     finally:
         store.close()
@@ -349,7 +349,7 @@ def test_require_all_skips_the_issue_when_a_feed_stays_down_past_the_grace(sampl
         outcome = jobs.send(settings, store, SEND_AT)  # past its send time: no retry left
         reason = 'feeds could not be fetched within the grace: feed "Statecraft Analysis": no such file '
         assert outcome.startswith(f"skipped: {reason}")
-        record = store.issue(KEY)
+        record = store.issues.get(KEY)
         assert record is not None and record.status == "skipped"
     finally:
         store.close()

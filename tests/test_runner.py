@@ -71,8 +71,8 @@ def emails(count: int) -> list[str]:
 
 def prepare(store: Store, count: int) -> None:
     """``count`` active subscribers and the issue recorded, ready to send."""
-    store.merge_subscribers([NewSubscriber(email, f"Reader {i}") for i, email in enumerate(emails(count))])
-    store.record_issue(
+    store.subscribers.merge([NewSubscriber(email, f"Reader {i}") for i, email in enumerate(emails(count))])
+    store.issues.record(
         KEY,
         subject=VARIANT.subject,
         window=(NOW - timedelta(days=7), NOW),
@@ -114,7 +114,7 @@ def test_each_subscriber_gets_their_own_message_once_in_batches_the_transport_ta
     assert message["Subject"] == VARIANT.subject
     token = SIGNER.token(transport.delivered[3].recipient.subscriber_id)
     assert message["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe?t={token}>"
-    assert store.issue(KEY).status == "sent"
+    assert store.issues.get(KEY).status == "sent"
     # Run again: nothing more goes out.
     assert send(store, settings, transport).sent_now == 0
     assert len(transport.requests) == 4
@@ -129,7 +129,7 @@ def test_a_recipient_refused_by_the_service_fails_alone_and_the_rest_go_out(tmp_
     report = send(store, settings, transport)
 
     assert report.counts == {"submitted": 2, "failed": 1}
-    assert store.problems(KEY) == [Problem("reader1@example.org", "failed", "550 5.1.1 no such user")]
+    assert store.ledger.problems(KEY) == [Problem("reader1@example.org", "failed", "550 5.1.1 no such user")]
     assert received(transport) == Counter(["reader0@example.org", "reader2@example.org"])
 
 
@@ -148,8 +148,8 @@ def test_refused_credentials_stop_the_send_and_give_the_batch_back_untouched(tmp
 
     assert info.value.exit_code == 3
     assert sizes(transport) == [2]  # no other batch was tried
-    assert store.delivery_counts(KEY) == {"pending": 6}  # nothing marked submitted, nobody lost
-    assert store.issue(KEY).status == "sending"
+    assert store.ledger.counts(KEY) == {"pending": 6}  # nothing marked submitted, nobody lost
+    assert store.issues.get(KEY).status == "sending"
     # With a working key, everyone gets it once.
     assert send(store, settings, transport).counts == {"submitted": 6}
     assert received(transport) == Counter(emails(6))
@@ -168,7 +168,7 @@ def test_a_refused_batch_fails_with_the_services_words_and_the_send_goes_on(tmp_
 
     assert report.counts == {"failed": 2, "submitted": 2}
     reason = "memory answered 400 from.email: does not match a verified Sender Identity"
-    assert store.problems(KEY) == [
+    assert store.ledger.problems(KEY) == [
         Problem("reader0@example.org", "failed", reason),
         Problem("reader1@example.org", "failed", reason),
     ]
@@ -199,7 +199,7 @@ def test_a_recipient_too_large_even_alone_fails_with_the_reason(tmp_path, store)
     transport.answer(413)
 
     assert send(store, settings, transport).counts == {"failed": 1}
-    [problem] = store.problems(KEY)
+    [problem] = store.ledger.problems(KEY)
     assert problem.error == "too large for the service even alone: memory answered 413"
 
 
@@ -212,10 +212,10 @@ def test_credentials_refused_after_half_a_split_batch_went_out_record_that_half_
     with pytest.raises(AuthError, match="memory answered 401"):
         send(store, settings, transport)
 
-    assert store.delivery_counts(KEY) == {"submitted": 2, "failed": 2}
+    assert store.ledger.counts(KEY) == {"submitted": 2, "failed": 2}
     assert received(transport) == Counter(["reader0@example.org", "reader1@example.org"])
     # The failed half goes out with --retry-failed; the submitted half is never sent again.
-    store.retry_failed(KEY)
+    store.ledger.retry_failed(KEY)
     assert send(store, settings, transport).counts == {"submitted": 4}
     assert received(transport) == Counter(emails(4))
 
@@ -248,7 +248,7 @@ def test_rate_limited_longer_than_max_rate_wait_fails_the_batch_and_the_send_goe
 
     assert report.counts == {"failed": 2, "submitted": 2}
     assert sleeps == [20]  # the second wait would have passed the bound: not waited
-    [first, _] = store.problems(KEY)
+    [first, _] = store.ledger.problems(KEY)
     assert first.error == ("memory answered 429 (gave up: waiting 40 s would pass [delivery] max_rate_wait = 30 s)")
 
 
@@ -266,7 +266,7 @@ def test_a_limit_that_has_already_reset_is_not_asked_again_without_end(tmp_path,
     assert report.counts == {"failed": 2}
     assert sleeps == [1.0] * 5  # a second at least each time, 5 s in all
     assert len(transport.requests) == 6
-    [problem, _] = store.problems(KEY)
+    [problem, _] = store.ledger.problems(KEY)
     assert problem.error == "memory answered 429 (gave up: waiting 6 s would pass [delivery] max_rate_wait = 5 s)"
 
 
@@ -288,7 +288,7 @@ def test_server_errors_are_retried_with_growing_jittered_delays_then_the_batch_f
     assert len(sleeps) == 3
     assert all(f / 2 <= s <= f for s, f in zip(sleeps, full, strict=True)), sleeps
     assert len({s / f for s, f in zip(sleeps, full, strict=True)}) > 1, "no jitter: every delay the same fraction"
-    [problem, _] = store.problems(KEY)
+    [problem, _] = store.ledger.problems(KEY)
     assert problem.error == "memory answered 503 service unavailable (after 4 tries)"
 
 
@@ -316,8 +316,8 @@ def test_an_interrupt_while_backing_off_leaves_the_batch_unknown(tmp_path, store
     with pytest.raises(KeyboardInterrupt):
         runner.send_pending(store, settings, transport, SIGNER, KEY, sleep=interrupted)
 
-    assert store.delivery_counts(KEY) == {"unknown": 2}
-    assert all(p.error == "interrupted: KeyboardInterrupt()" for p in store.problems(KEY))
+    assert store.ledger.counts(KEY) == {"unknown": 2}
+    assert all(p.error == "interrupted: KeyboardInterrupt()" for p in store.ledger.problems(KEY))
 
 
 # --- timeout: unknown, never sent again on its own ------------------------------------------------------
@@ -332,11 +332,11 @@ def test_a_timeout_leaves_the_batch_unknown_and_it_is_not_sent_again_on_its_own(
     report = send(store, settings, transport)
 
     assert report.counts == {"unknown": 2, "submitted": 2}
-    assert [p.status for p in store.problems(KEY)] == ["unknown", "unknown"]
+    assert [p.status for p in store.ledger.problems(KEY)] == ["unknown", "unknown"]
     again = send(store, settings, transport)
     assert (again.sent_now, again.settled, again.requeued) == (0, 0, 0)
     assert len(transport.requests) == 2
-    assert store.issue(KEY).status == "sent"  # nothing pending: its recipients wait for the operator
+    assert store.issues.get(KEY).status == "sent"  # nothing pending: its recipients wait for the operator
     # --resend-unknown is the operator's word: they are sent again.
     resent = send(store, settings, transport, resend_unknown=True)
     assert resent.resent == 2 and resent.counts == {"submitted": 4}
@@ -389,7 +389,7 @@ def test_a_recipient_whose_message_cannot_be_built_fails_alone(tmp_path, store, 
     report = send(store, settings, transport)
 
     assert report.counts == {"submitted": 2, "failed": 1}
-    assert store.problems(KEY) == [NOT_BUILT]
+    assert store.ledger.problems(KEY) == [NOT_BUILT]
     assert [r.recipients for r in transport.requests] == [("reader0@example.org", "reader2@example.org")]
 
 
@@ -411,7 +411,7 @@ def test_a_recipient_that_cannot_be_built_keeps_its_own_reason_when_the_batch_fa
     send(store, settings, transport)
 
     status, reason = others
-    by_email = {p.email: p for p in store.problems(KEY)}
+    by_email = {p.email: p for p in store.ledger.problems(KEY)}
     assert by_email == {
         "reader0@example.org": Problem("reader0@example.org", status, reason),
         "reader1@example.org": NOT_BUILT,  # never handed over, so never "maybe sent"
@@ -438,7 +438,7 @@ def test_a_stop_takes_no_new_batch_after_the_one_in_flight(tmp_path, store):
     report = send(store, settings, transport, stop=stop, progress=StopAfterOne())
 
     assert report.counts == {"submitted": 2, "pending": 4}
-    assert store.issue(KEY).status == "sending"
+    assert store.issues.get(KEY).status == "sending"
     assert sizes(transport) == [2]
 
 
@@ -459,4 +459,4 @@ def test_a_test_copy_is_marked_records_nothing_and_names_a_recipient_it_did_not_
     [copy] = transport.delivered
     assert copy.message["Subject"] == f"[TEST] {VARIANT.subject}"
     assert copy.recipient.email == "editor@example.org"
-    assert store.delivery_counts(KEY) == {}  # nobody enqueued, nothing recorded
+    assert store.ledger.counts(KEY) == {}  # nobody enqueued, nothing recorded

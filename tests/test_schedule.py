@@ -119,7 +119,7 @@ class Project:
     def status(self, key: str) -> str | None:
         store = self.store()
         try:
-            record = store.issue(key)
+            record = store.issues.get(key)
         finally:
             store.close()
         return record.status if record else None
@@ -184,7 +184,7 @@ cron = "{cron}"
     (root / "state").mkdir(exist_ok=True)
     store = Store.open(project.url)  # creates and migrates the database
     try:
-        store.merge_subscribers(NewSubscriber(f"reader{i}@example.org", f"Reader {i}") for i in range(subscribers))
+        store.subscribers.merge(NewSubscriber(f"reader{i}@example.org", f"Reader {i}") for i in range(subscribers))
     finally:
         store.close()
     return project
@@ -552,10 +552,10 @@ def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
 
     store = project.store()
     try:
-        record = store.issue(key)
+        record = store.issues.get(key)
         assert record is not None and record.status == "skipped"
         assert "missed by more than the grace" in record.note
-        assert store.delivery_counts(key) == {}
+        assert store.ledger.counts(key) == {}
     finally:
         store.close()
     assert not project.outbox(key)
@@ -603,8 +603,8 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
     wait_for(lambda: run_key(SEND_JOB, fire) in runs(project.url), what="the send run to start")
     store = project.store()
     try:
-        first = wait_for(store.last_beat, what="a heartbeat")[1]
-        wait_for(lambda: store.last_beat()[1] > first, timeout=5, what="the heartbeat to beat again")
+        first = wait_for(store.runs.last_beat, what="a heartbeat")[1]
+        wait_for(lambda: store.runs.last_beat()[1] > first, timeout=5, what="the heartbeat to beat again")
         assert health.health(project.settings(), max_age=2)[0]
     finally:
         store.close()
@@ -693,7 +693,7 @@ def test_a_week_without_any_article_is_skipped_and_the_editors_told(tmp_path, en
     jobs.send_job(str(project.config))
     store = project.store()
     try:
-        record = store.issue(key)
+        record = store.issues.get(key)
         assert record is not None and record.status == "skipped" and "no articles published" in record.note
     finally:
         store.close()
@@ -710,7 +710,7 @@ def _send_now(project: Project) -> tuple[str, datetime]:
     jobs.run_once(settings, SEND_JOB, fire, lambda store: jobs.send(settings, store, fire))
     store = project.store()
     try:
-        outcome = store.run_outcome(run_key(SEND_JOB, fire))
+        outcome = store.runs.outcome(run_key(SEND_JOB, fire))
     finally:
         store.close()
     return outcome or "", fire
@@ -746,9 +746,9 @@ def test_a_feed_down_for_the_whole_grace_means_nothing_is_sent_and_the_editors_t
     assert outcome.startswith(f'skipped: {reason}: feed "Test feed": no such file')
     store = project.store()
     try:
-        record = store.issue(key)
+        record = store.issues.get(key)
         assert record is not None and record.status == "skipped" and record.note.startswith(reason)
-        assert store.delivery_counts(key) == {}
+        assert store.ledger.counts(key) == {}
     finally:
         store.close()
     assert not project.outbox(key)

@@ -127,7 +127,7 @@ def schedulers():
 def counts(project: Project, key: str) -> dict[str, int]:
     store = project.store()
     try:
-        return store.delivery_counts(key)
+        return store.ledger.counts(key)
     finally:
         store.close()
 

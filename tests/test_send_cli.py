@@ -108,7 +108,7 @@ def test_a_stored_name_hiding_a_line_break_fails_nobody_and_adds_no_header(sampl
 
     imported(sample)
     store = Store.open(load(sample).database_url)
-    store.merge_subscribers([NewSubscriber("eve@example.org", ENCODED_NAME)])  # Eve Adams, in the "all" batch
+    store.subscribers.merge([NewSubscriber("eve@example.org", ENCODED_NAME)])  # Eve Adams, in the "all" batch
     store.close()
 
     result = run("send", "--config", str(sample), "--now", NOW)

@@ -82,7 +82,7 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 def counts(url: str) -> dict[str, int]:
     store = Store.open(url)
     try:
-        return store.delivery_counts(KEY)
+        return store.ledger.counts(KEY)
     finally:
         store.close()
 

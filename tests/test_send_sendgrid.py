@@ -71,8 +71,8 @@ def store(database_url):
 
 
 def prepare(store: Store, count: int) -> None:
-    store.merge_subscribers([NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)])
-    store.record_issue(
+    store.subscribers.merge([NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)])
+    store.issues.record(
         KEY,
         subject=VARIANT.subject,
         window=(NOW - timedelta(days=7), NOW),
@@ -115,7 +115,7 @@ def test_request_carries_per_recipient_values_headers_and_tags(tmp_path, sg, sto
     assert body["custom_args"] == {"issue": KEY}
     assert body["headers"] == {"List-Id": "Statecraft Weekly <statecraft-weekly.example.org>"}
     by_email = {p["to"][0]["email"]: p for p in body["personalizations"]}
-    first = store.subscriber("reader0@example.org")
+    first = store.subscribers.by_email("reader0@example.org")
     p = by_email["reader0@example.org"]
     assert p["to"][0]["name"] == "Reader <0> & co"
     assert p["custom_args"] == {"subscriber_id": str(first.id)}
@@ -134,7 +134,7 @@ def test_refused_key_stops_the_send_and_marks_nothing_submitted(tmp_path, sg, st
     sg.fail_next(401)
     with pytest.raises(AuthError, match="SendGrid answered 401"):
         send(store, settings)
-    assert store.delivery_counts(KEY) == {"pending": 1500}
+    assert store.ledger.counts(KEY) == {"pending": 1500}
     assert sg.accepted == []
     assert send(store, settings).counts == {"submitted": 1500}  # a working key later: all go out once
     assert Counter(sg.recipients()).most_common(1)[0][1] == 1
@@ -146,12 +146,12 @@ def test_400_fails_that_batch_and_the_send_goes_on(tmp_path, sg, store):
     sg.fail_next(400, message="The from address does not match a verified Sender Identity", field="from.email")
     report = send(store, settings)
     assert report.counts == {"failed": 1000, "submitted": 1500}
-    problems = store.problems(KEY)
+    problems = store.ledger.problems(KEY)
     assert len(problems) == 1000
     assert problems[0].error == (
         "SendGrid answered 400: from.email: The from address does not match a verified Sender Identity"
     )
-    assert store.retry_failed(KEY) == 1000
+    assert store.ledger.retry_failed(KEY) == 1000
     assert send(store, settings).counts == {"submitted": 2500}
     received = sg.recipients()
     assert len(received) == len(set(received)) == 2500
@@ -183,7 +183,7 @@ def test_429_past_the_longest_wait_fails_the_batch(tmp_path, sg, store):
     report = send(store, make_settings(tmp_path, sg.url, max_rate_wait=60), sleeps)
     assert report.counts == {"failed": 10}
     assert sleeps == []
-    assert "max_rate_wait" in store.problems(KEY)[0].error
+    assert "max_rate_wait" in store.ledger.problems(KEY)[0].error
 
 
 def test_5xx_is_retried_with_growing_waits_then_succeeds(tmp_path, sg, store):
@@ -203,8 +203,8 @@ def test_5xx_past_the_retries_fails_the_batch(tmp_path, sg, store):
     report = send(store, make_settings(tmp_path, sg.url), sleeps)
     assert report.counts == {"failed": 10}
     assert len(sleeps) == 2
-    assert "SendGrid answered 503" in store.problems(KEY)[0].error
-    assert "after 3 tries" in store.problems(KEY)[0].error
+    assert "SendGrid answered 503" in store.ledger.problems(KEY)[0].error
+    assert "after 3 tries" in store.ledger.problems(KEY)[0].error
 
 
 def test_a_timeout_after_the_request_went_out_is_unknown_and_never_resent(tmp_path, sg, store):
@@ -213,7 +213,7 @@ def test_a_timeout_after_the_request_went_out_is_unknown_and_never_resent(tmp_pa
     sg.stall_next(3)
     report = send(store, settings)
     assert report.counts == {"unknown": 1000, "submitted": 500}
-    assert "may have been accepted" in store.problems(KEY)[0].error
+    assert "may have been accepted" in store.ledger.problems(KEY)[0].error
     assert send(store, settings).sent_now == 0
     received = sg.recipients()
     assert len(received) == len(set(received)) == 1500  # the stalled request did arrive, once
@@ -230,7 +230,7 @@ def test_refused_connection_is_retried_then_fails(tmp_path, store):
     report = send(store, make_settings(tmp_path, f"http://127.0.0.1:{port}"), sleeps)
     assert report.counts == {"failed": 5}
     assert len(sleeps) == 2
-    assert "cannot reach SendGrid" in store.problems(KEY)[0].error
+    assert "cannot reach SendGrid" in store.ledger.problems(KEY)[0].error
 
 
 def test_test_copies_are_marked_and_recorded_nowhere(tmp_path, sg, store):
@@ -241,7 +241,7 @@ def test_test_copies_are_marked_and_recorded_nowhere(tmp_path, sg, store):
     assert request.body["subject"] == "[TEST] " + VARIANT.subject
     assert request.body["custom_args"] == {"issue": KEY, "test": "1"}
     assert sg.recipients() == ["editor@example.org"]
-    assert store.delivery_counts(KEY) == {}
+    assert store.ledger.counts(KEY) == {}
 
 
 def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path, sg, store):
@@ -256,7 +256,7 @@ def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path
 
 
 def record(store: Store, variant: Rendered) -> None:
-    store.record_issue(
+    store.issues.record(
         KEY,
         subject=variant.subject,
         window=(NOW - timedelta(days=7), NOW),
@@ -269,7 +269,7 @@ def record(store: Store, variant: Rendered) -> None:
 @pytest.mark.parametrize("lead", hostile.SUBJECTS)
 def test_a_hostile_title_and_name_reach_the_request_only_as_clean_text(tmp_path, sg, store, lead):
     # A name as a ledger filled before names were checked may hold it.
-    store.merge_subscribers([NewSubscriber("eve@example.org", hostile.NAME), NewSubscriber("ann@example.org", "Ann")])
+    store.subscribers.merge([NewSubscriber("eve@example.org", hostile.NAME), NewSubscriber("ann@example.org", "Ann")])
     record(store, hostile.variant(tmp_path, lead))
 
     assert send(store, make_settings(tmp_path, sg.url)).counts == {"submitted": 2}
@@ -304,7 +304,7 @@ def test_a_recipient_whose_part_cannot_be_built_fails_alone_with_its_reason(tmp_
     report = send(store, make_settings(tmp_path, sg.url))
 
     assert report.counts == {"submitted": 3, "failed": 1}
-    assert store.problems(KEY) == [
+    assert store.ledger.problems(KEY) == [
         Problem(
             "reader1@example.org",
             "failed",
@@ -322,5 +322,5 @@ def test_a_recipient_that_cannot_be_built_stays_failed_when_the_request_times_ou
     report = send(store, make_settings(tmp_path, sg.url))
 
     assert report.counts == {"unknown": 3, "failed": 1}  # never handed over, so not "maybe sent"
-    failed = [p for p in store.problems(KEY) if p.status == "failed"]
+    failed = [p for p in store.ledger.problems(KEY) if p.status == "failed"]
     assert [(p.email, p.error[:19]) for p in failed] == [("reader1@example.org", "message not built: ")]

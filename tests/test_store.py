@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from digest.store import NewSubscriber, Store
-from digest.store.schema import batches, metadata
+from digest.store.schema import batches, deliveries, metadata
 
 NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
 KEY = "2026-W48"
@@ -27,8 +28,9 @@ def store(database_url):
     s.close()
 
 
-def everyone(choice: tuple[str, ...]) -> str:
-    return "all"
+def queue(store: Store, key: str = KEY) -> int:
+    """Queue every waiting subscriber for the whole issue, as the delivery layer does."""
+    return store.ledger.enqueue(key, {choice: "all" for choice in store.ledger.choices_to_queue(key)})
 
 
 def people(n: int, start: int = 0) -> list[NewSubscriber]:
@@ -36,7 +38,7 @@ def people(n: int, start: int = 0) -> list[NewSubscriber]:
 
 
 def record(store: Store, key: str = KEY) -> bool:
-    return store.record_issue(
+    return store.issues.record(
         key,
         subject="Subject",
         window=(NOW - timedelta(days=7), NOW),
@@ -49,71 +51,152 @@ def record(store: Store, key: str = KEY) -> bool:
 def drain(store: Store, key: str = KEY, size: int = 10, sending: float = 0.0) -> list[str]:
     """Claim and finish batches until none is left; ``sending`` stands for the transport's time."""
     emails = []
-    while claimed := store.claim(key, size, "outbox"):
+    while claimed := store.ledger.claim(key, size, "outbox"):
         emails += [email for _, _, email, _ in claimed.recipients]
         time.sleep(sending)
-        store.finish(claimed, {d: ("submitted", "") for d, *_ in claimed.recipients})
+        store.ledger.finish(claimed, {d: ("submitted", "") for d, *_ in claimed.recipients})
     return emails
 
 
 def test_email_is_unique_regardless_of_case(store):
-    store.merge_subscribers([NewSubscriber("Ann@Example.org", "Ann")])
-    report = store.merge_subscribers([NewSubscriber("ann@example.ORG", "Ann B")])
+    store.subscribers.merge([NewSubscriber("Ann@Example.org", "Ann")])
+    report = store.subscribers.merge([NewSubscriber("ann@example.ORG", "Ann B")])
     assert (report.added, report.updated) == (0, 1)
-    (only,) = list(store.subscribers())
+    (only,) = list(store.subscribers.every())
     assert (only.email, only.name) == ("Ann@Example.org", "Ann B")
 
 
 def test_suppressed_addresses_stay_suppressed_unless_resubscribed(store):
-    store.merge_subscribers(people(3))
-    store.set_status("reader1@example.org", "unsubscribed")
-    store.set_status("reader2@example.org", "bounced")
-    report = store.merge_subscribers(people(3))
+    store.subscribers.merge(people(3))
+    store.subscribers.set_status("reader1@example.org", "unsubscribed")
+    store.subscribers.set_status("reader2@example.org", "bounced")
+    report = store.subscribers.merge(people(3))
     assert sorted(report.kept_suppressed) == ["Reader1@Example.org", "Reader2@Example.org"]
-    assert store.subscriber_counts() == {"active": 1, "unsubscribed": 1, "bounced": 1}
-    report = store.merge_subscribers(people(1, start=1), resubscribe=True)
+    assert store.subscribers.counts() == {"active": 1, "unsubscribed": 1, "bounced": 1}
+    report = store.subscribers.merge(people(1, start=1), resubscribe=True)
     assert report.resubscribed == 1
-    assert store.subscriber_counts() == {"active": 2, "bounced": 1}
+    assert store.subscribers.counts() == {"active": 2, "bounced": 1}
 
 
 def test_recording_an_issue_twice_keeps_the_first_snapshot(store):
     assert record(store) is True
     assert (
-        store.record_issue(
+        store.issues.record(
             KEY, subject="Other", window=(NOW, NOW), article_count=1, summary={}, rendered={"all": ("Other", "x", "y")}
         )
         is False
     )
-    assert store.variant(KEY, "all") == ("Subject", "<p>html</p>", "text")
+    assert store.issues.variant(KEY, "all") == ("Subject", "<p>html</p>", "text")
 
 
 def test_each_subscriber_is_queued_once_and_newcomers_join(store):
-    store.merge_subscribers(people(25))
+    store.subscribers.merge(people(25))
     record(store)
-    assert store.enqueue(KEY, everyone) == 25
-    assert store.enqueue(KEY, everyone) == 0
+    assert queue(store) == 25
+    assert queue(store) == 0
     first = drain(store)
     assert len(first) == len(set(first)) == 25
-    store.merge_subscribers(people(2, start=25))
-    assert store.enqueue(KEY, everyone) == 2
+    store.subscribers.merge(people(2, start=25))
+    assert queue(store) == 2
     assert sorted(drain(store)) == ["Reader25@Example.org", "Reader26@Example.org"]
-    assert store.delivery_counts(KEY) == {"submitted": 27}
+    assert store.ledger.counts(KEY) == {"submitted": 27}
+
+
+def test_enqueue_takes_a_variant_per_choice_and_skips_choices_with_no_article(store):
+    store.subscribers.merge(
+        [
+            NewSubscriber("ann@example.org"),
+            NewSubscriber("bo@example.org"),
+            NewSubscriber("cy@example.org", sections=("Europe",)),
+            NewSubscriber("di@example.org", sections=("Asia",)),
+        ]
+    )
+    store.subscribers.set_status("di@example.org", SubscriberStatus.UNSUBSCRIBED)
+    record(store)
+    assert store.ledger.choices_to_queue(KEY) == {(), ("Europe",)}  # Di left: nobody needs her variant
+    assert store.ledger.enqueue(KEY, {(): "all", ("Europe",): None}) == 3
+    assert store.ledger.counts(KEY) == {"pending": 2, "skipped": 1}
+    with store.engine.connect() as conn:
+        skipped = conn.execute(
+            sa.select(deliveries.c.variant, deliveries.c.error).where(deliveries.c.status == "skipped")
+        )
+        assert skipped.all() == [("none", "no article in the chosen sections this week")]
+    assert drain(store) == ["ann@example.org", "bo@example.org"]
+
+
+def test_only_the_choices_of_subscribers_not_yet_queued_are_asked_for(store):
+    store.subscribers.merge([NewSubscriber("ann@example.org"), NewSubscriber("bo@example.org", sections=("Europe",))])
+    record(store)
+    assert queue(store) == 2
+    assert store.ledger.choices_to_queue(KEY) == set()
+    store.subscribers.set_sections(store.subscribers.by_email("ann@example.org").id, ["Asia"])
+    assert store.ledger.choices_to_queue(KEY) == set()  # Ann has this issue already
+    store.subscribers.merge([NewSubscriber("cy@example.org", sections=("Asia",))])
+    assert store.ledger.choices_to_queue(KEY) == {("Asia",)}
+    assert store.ledger.enqueue(KEY, {}) == 0  # a choice without a variant waits for the next enqueue
+    assert store.ledger.enqueue(KEY, {("Asia",): "1"}) == 1
+    assert store.ledger.counts(KEY) == {"pending": 3}
+
+
+def test_no_variant_is_rendered_for_a_subscriber_already_queued(store, tmp_path):
+    from digest.delivery import runner
+    from digest.models import Issue, Section, Window, issue_to_data
+    from factories import article, settings
+
+    config = settings(tmp_path)
+    lead = article("lead")
+    issue = Issue(KEY, Window(NOW - timedelta(days=7), NOW), (Section("Asia-Pacific", (lead,)),), lead)
+    store.subscribers.merge([NewSubscriber("ann@example.org")])
+    store.issues.record(
+        KEY,
+        subject="Subject",
+        window=(NOW - timedelta(days=7), NOW),
+        article_count=1,
+        summary={"issue_data": issue_to_data(issue)},
+        rendered={"all": ("Subject", "<p>html</p>", "text")},
+    )
+    assert runner.enqueue(store, config, KEY) == 1
+    ann = store.subscribers.by_email("ann@example.org")
+    store.subscribers.set_sections(ann.id, ["Asia-Pacific"])  # after she was queued with the whole issue
+    assert runner.enqueue(store, config, KEY) == 0
+    assert store.issues.variant_names(KEY) == {"all"}  # nothing rendered for a choice nobody is sent
+    store.subscribers.merge([NewSubscriber("bo@example.org", sections=("Asia-Pacific",))])
+    assert runner.enqueue(store, config, KEY) == 1
+    assert store.issues.variant_names(KEY) == {"all", "1"}
+
+
+def test_states_read_back_as_their_enum_members_with_the_same_stored_words(store):
+    store.subscribers.merge(people(2))
+    assert store.subscribers.suppress(store.subscribers.by_email("reader0@example.org").id, SubscriberStatus.BOUNCED)
+    assert not store.subscribers.suppress(10_000, SubscriberStatus.BOUNCED)
+    store.subscribers.suppress(store.subscribers.by_email("reader0@example.org").id, SubscriberStatus.UNSUBSCRIBED)
+    bounced = store.subscribers.by_email("reader0@example.org")
+    assert bounced.status is SubscriberStatus.BOUNCED  # a weaker suppression never replaces a stronger one
+    record(store)
+    assert store.issues.get(KEY).status is IssueStatus.SENDING
+    with store.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT status FROM subscribers ORDER BY id").scalars().all()
+    assert stored == ["bounced", "active"]
+    assert [s.value for s in SubscriberStatus] == ["active", "unsubscribed", "bounced", "complained"]
+    assert [s.value for s in DeliveryStatus] == ["pending", "submitting", "submitted", "failed", "unknown", "skipped"]
+    assert [s.value for s in BatchStatus] == ["submitting", "submitted", "failed", "unknown", "retried"]
+    assert [s for s in IssueStatus if s.went_out] == ["sending", "sent"]
 
 
 def test_a_subscriber_who_leaves_before_their_batch_is_claimed_is_skipped(store):
-    store.merge_subscribers(people(5))
+    store.subscribers.merge(people(5))
     record(store)
-    store.enqueue(KEY, everyone)
-    store.set_status("reader3@example.org", "unsubscribed")
+    queue(store)
+    store.subscribers.set_status("reader3@example.org", "unsubscribed")
     assert "Reader3@Example.org" not in drain(store)
-    assert store.delivery_counts(KEY) == {"submitted": 4, "skipped": 1}
+    assert store.ledger.counts(KEY) == {"submitted": 4, "skipped": 1}
 
 
 def test_concurrent_claims_never_share_a_recipient(database_url):
     setup = Store.open(database_url)
-    setup.merge_subscribers(people(400))
+    setup.subscribers.merge(people(400))
     record(setup)
-    setup.enqueue(KEY, everyone)
+    queue(setup)
     seen: list[list[str]] = [[], []]
     stores = [Store.open(database_url), Store.open(database_url)]
     start = threading.Barrier(2)
@@ -130,29 +213,29 @@ def test_concurrent_claims_never_share_a_recipient(database_url):
     together = seen[0] + seen[1]
     assert len(together) == len(set(together)) == 400
     assert seen[0] and seen[1], "both workers should have claimed batches"
-    assert setup.delivery_counts(KEY) == {"submitted": 400}
+    assert setup.ledger.counts(KEY) == {"submitted": 400}
     for s in (setup, *stores):
         s.close()
 
 
 def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
-    store.merge_subscribers(people(10))
+    store.subscribers.merge(people(10))
     record(store)
-    store.enqueue(KEY, everyone)
-    claimed = store.claim(KEY, 4, "outbox")
+    queue(store)
+    claimed = store.ledger.claim(KEY, 4, "outbox")
     assert claimed is not None
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with store.engine.begin() as conn:
         conn.execute(batches.update().values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}"))
-    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
-    assert store.delivery_counts(KEY) == {"unknown": 4, "pending": 6}
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.counts(KEY) == {"unknown": 4, "pending": 6}
     assert len(drain(store)) == 6  # the unknown four are never sent again on their own
-    assert store.delivery_counts(KEY) == {"unknown": 4, "submitted": 6}
+    assert store.ledger.counts(KEY) == {"unknown": 4, "submitted": 6}
 
 
 def orphaned(store: Store, size: int) -> list[int]:
     """Claim a batch of ``size`` and leave it as a killed process would: reaped as unknown."""
-    claimed = store.claim(KEY, size, "outbox")
+    claimed = store.ledger.claim(KEY, size, "outbox")
     assert claimed is not None
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with store.engine.begin() as conn:
@@ -161,92 +244,92 @@ def orphaned(store: Store, size: int) -> list[int]:
             .where(batches.c.id == claimed.id)
             .values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}")
         )
-    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
     return [d for d, *_ in claimed.recipients]
 
 
 def test_settling_unknown_deliveries_records_what_the_transport_proved(store):
-    store.merge_subscribers(people(10))
+    store.subscribers.merge(people(10))
     record(store)
-    store.enqueue(KEY, everyone)
+    queue(store)
     ids = orphaned(store, 4)
-    assert [o[0] for o in store.orphans(KEY, "outbox")] == ids
-    assert store.orphans(KEY, "smtp") == []  # another transport has no evidence about them
+    assert [o[0] for o in store.ledger.orphans(KEY, "outbox")] == ids
+    assert store.ledger.orphans(KEY, "smtp") == []  # another transport has no evidence about them
 
-    assert store.settle({ids[0]: "submitted", ids[1]: "unsent", ids[2]: "unsent"}) == (1, 2)
-    assert store.delivery_counts(KEY) == {"submitted": 1, "unknown": 1, "pending": 8}
-    assert store.settle({ids[0]: "unsent", ids[1]: "submitted"}) == (0, 0)  # only unknown rows change
+    assert store.ledger.settle({ids[0]: "submitted", ids[1]: "unsent", ids[2]: "unsent"}) == (1, 2)
+    assert store.ledger.counts(KEY) == {"submitted": 1, "unknown": 1, "pending": 8}
+    assert store.ledger.settle({ids[0]: "unsent", ids[1]: "submitted"}) == (0, 0)  # only unknown rows change
     assert sorted(drain(store)) == sorted(f"Reader{i}@Example.org" for i in [1, 2, *range(4, 10)])
-    assert store.delivery_counts(KEY) == {"submitted": 9, "unknown": 1}  # the unproven one stays unknown
-    assert [p.email for p in store.problems(KEY)] == ["Reader3@Example.org"]
+    assert store.ledger.counts(KEY) == {"submitted": 9, "unknown": 1}  # the unproven one stays unknown
+    assert [p.email for p in store.ledger.problems(KEY)] == ["Reader3@Example.org"]
 
 
 def test_resending_unknown_deliveries_queues_them_again(store):
-    store.merge_subscribers(people(6))
+    store.subscribers.merge(people(6))
     record(store)
-    store.enqueue(KEY, everyone)
+    queue(store)
     orphaned(store, 3)
     drain(store)
 
-    assert store.resend_unknown(KEY) == 3
-    assert store.delivery_counts(KEY) == {"pending": 3, "submitted": 3}
+    assert store.ledger.resend_unknown(KEY) == 3
+    assert store.ledger.counts(KEY) == {"pending": 3, "submitted": 3}
     assert drain(store) == [f"Reader{i}@Example.org" for i in range(3)]
     with store.engine.connect() as conn:
         statuses = sorted(conn.execute(sa.select(batches.c.status)).scalars())
     assert statuses == ["retried", "submitted", "submitted"]
-    assert store.resend_unknown(KEY) == 0
+    assert store.ledger.resend_unknown(KEY) == 0
 
 
 def test_a_live_claim_is_left_alone_and_a_remote_one_after_its_lease(store):
-    store.merge_subscribers(people(4))
+    store.subscribers.merge(people(4))
     record(store)
-    store.enqueue(KEY, everyone)
-    store.claim(KEY, 2, "outbox")
-    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
+    queue(store)
+    store.ledger.claim(KEY, 2, "outbox")
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
     with store.engine.begin() as conn:
         conn.execute(
             batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2))
         )
-    assert store.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
 
 
 def test_mixed_outcomes_and_retry_of_failed_batches(store):
-    store.merge_subscribers(people(3))
+    store.subscribers.merge(people(3))
     record(store)
-    store.enqueue(KEY, everyone)
-    claimed = store.claim(KEY, 3, "smtp")
+    queue(store)
+    claimed = store.ledger.claim(KEY, 3, "smtp")
     ids = [d for d, *_ in claimed.recipients]
-    status = store.finish(
+    status = store.ledger.finish(
         claimed, {ids[0]: ("submitted", ""), ids[1]: ("failed", "550 no such user"), ids[2]: ("submitted", "")}
     )
     assert status == "failed"
-    assert [(p.email, p.error) for p in store.problems(KEY)] == [("Reader1@Example.org", "550 no such user")]
-    assert store.retry_failed(KEY) == 1
+    assert [(p.email, p.error) for p in store.ledger.problems(KEY)] == [("Reader1@Example.org", "550 no such user")]
+    assert store.ledger.retry_failed(KEY) == 1
     assert drain(store) == ["Reader1@Example.org"]
-    assert store.delivery_counts(KEY) == {"submitted": 3}
+    assert store.ledger.counts(KEY) == {"submitted": 3}
 
 
 def test_retry_failed_includes_failed_recipients_of_a_batch_that_is_unknown(store):
-    store.merge_subscribers(people(3))
+    store.subscribers.merge(people(3))
     record(store)
-    store.enqueue(KEY, everyone)
-    claimed = store.claim(KEY, 3, "smtp")
+    queue(store)
+    claimed = store.ledger.claim(KEY, 3, "smtp")
     ids = [d for d, *_ in claimed.recipients]
     # SMTP: one lost after its data (unknown), then no way back: the rest were never sent.
     outcomes = {ids[0]: ("submitted", ""), ids[1]: ("unknown", "lost after the data"), ids[2]: ("failed", "not sent")}
-    assert store.finish(claimed, outcomes) == "unknown"
+    assert store.ledger.finish(claimed, outcomes) == "unknown"
 
-    assert store.retry_failed(KEY) == 1
+    assert store.ledger.retry_failed(KEY) == 1
     assert drain(store) == ["Reader2@Example.org"]
-    assert store.delivery_counts(KEY) == {"submitted": 2, "unknown": 1}
+    assert store.ledger.counts(KEY) == {"submitted": 2, "unknown": 1}
 
 
 def test_release_gives_a_batch_back_untouched(store):
-    store.merge_subscribers(people(3))
+    store.subscribers.merge(people(3))
     record(store)
-    store.enqueue(KEY, everyone)
-    store.release(store.claim(KEY, 3, "sendgrid"))
-    assert store.delivery_counts(KEY) == {"pending": 3}
+    queue(store)
+    store.ledger.release(store.ledger.claim(KEY, 3, "sendgrid"))
+    assert store.ledger.counts(KEY) == {"pending": 3}
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(batches)).scalar() == 0
 
@@ -262,12 +345,12 @@ def test_migrated_schema_matches_the_declared_tables(store):
 
 def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     first = Store.open(database_url)
-    first.merge_subscribers(people(3))
+    first.subscribers.merge(people(3))
     record(first)
     first.close()
     again = Store.open(database_url)
-    assert again.subscriber_counts() == {"active": 3}
-    assert again.issue_exists(KEY)
+    assert again.subscribers.counts() == {"active": 3}
+    assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
     again.close()
@@ -307,7 +390,7 @@ def test_upgrading_a_database_from_the_first_revision_keeps_its_data(database_ur
         )
     old.close()
     new = Store.open(database_url)
-    assert [(s.email, s.status) for s in new.subscribers()] == [("a@example.org", "unsubscribed")]
+    assert [(s.email, s.status) for s in new.subscribers.every()] == [("a@example.org", "unsubscribed")]
     with new.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT status FROM issues WHERE key = '2026-W47'").scalar() == "sending"
     new.close()

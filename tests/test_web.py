@@ -69,18 +69,18 @@ class Site:
         return self.signer.token(self.ids[who])
 
     def status(self, who: str) -> str:
-        found = self.store.subscriber_by_id(self.ids[who])
+        found = self.store.subscribers.by_id(self.ids[who])
         assert found is not None
         return found.status
 
     def sections(self, who: str) -> tuple[str, ...]:
-        found = self.store.subscriber_by_id(self.ids[who])
+        found = self.store.subscribers.by_id(self.ids[who])
         assert found is not None
         return found.sections
 
     def everyone(self) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Each subscriber's (status, sections): compared before and after to show nothing changed."""
-        return {s.email: (s.status, s.sections) for s in self.store.subscribers()}
+        return {s.email: (s.status, s.sections) for s in self.store.subscribers.every()}
 
 
 def web_settings(tmp_path: Path, *, name: str = "Statecraft Weekly", webhook_key: str = "") -> Settings:
@@ -98,7 +98,7 @@ def web_settings(tmp_path: Path, *, name: str = "Statecraft Weekly", webhook_key
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     store = Store.open(database_url)
-    store.merge_subscribers(PEOPLE.values())
+    store.subscribers.merge(PEOPLE.values())
     yield store
     store.close()
 
@@ -117,7 +117,7 @@ def site_factory(tmp_path: Path, store: Store) -> Iterator[Callable[..., Site]]:
         clients.append(client)
         ids = {}
         for who, person in PEOPLE.items():
-            found = store.subscriber(person.email)
+            found = store.subscribers.by_email(person.email)
             assert found is not None
             ids[who] = found.id
         return Site(settings, store, signer, client, ids)
@@ -181,7 +181,7 @@ def test_the_confirmation_button_unsubscribes_and_links_to_preferences(site: Sit
 
 
 def test_one_click_never_weakens_a_bounce_or_a_complaint(site: Site) -> None:
-    site.store.suppress(site.ids["dev"], "complained")
+    site.store.subscribers.suppress(site.ids["dev"], "complained")
     r = site.client.post(f"/unsubscribe?t={site.token('dev')}", content=ONE_CLICK, headers=FORM)
     assert r.status_code == 200
     assert site.status("dev") == "complained"
@@ -211,7 +211,7 @@ def test_head_changes_nothing_either(site: Site) -> None:
 
 
 def test_an_already_unsubscribed_address_is_told_so(site: Site) -> None:
-    site.store.suppress(site.ids["eve"], "unsubscribed")
+    site.store.subscribers.suppress(site.ids["eve"], "unsubscribed")
     r = site.client.get(f"/unsubscribe?t={site.token('eve')}")
     assert r.status_code == 200
     assert "already unsubscribed" in r.text and "<form" not in r.text
@@ -295,7 +295,7 @@ def test_a_token_signed_with_the_previous_secret_still_works(
 
 def test_a_deleted_subscriber_gets_a_plain_page_and_nothing_is_created(site: Site) -> None:
     token = site.token("eve")
-    assert site.store.forget(PEOPLE["eve"].email)
+    assert site.store.subscribers.forget(PEOPLE["eve"].email)
     count = len(site.everyone())
     for r in (
         site.client.get(f"/unsubscribe?t={token}"),
@@ -306,7 +306,7 @@ def test_a_deleted_subscriber_gets_a_plain_page_and_nothing_is_created(site: Sit
         assert r.status_code == 410
         assert "no longer on our list" in r.text
     assert len(site.everyone()) == count
-    assert site.store.subscriber(PEOPLE["eve"].email) is None
+    assert site.store.subscribers.by_email(PEOPLE["eve"].email) is None
 
 
 # --- preferences ----------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_preferences_show_every_section_with_the_current_choice_ticked(site: Sit
     ],
 )
 def test_saving_preferences_stores_the_choice(site: Site, ticked: list[str], stored: tuple[str, ...]) -> None:
-    site.store.set_sections(site.ids["chloe"], ["Military Industrial Complex"])
+    site.store.subscribers.set_sections(site.ids["chloe"], ["Military Industrial Complex"])
     token = site.token("chloe")
     r = site.client.post(f"/preferences?t={token}", data={"section": ticked})
     assert r.status_code == 200, r.text
@@ -371,7 +371,7 @@ def test_a_huge_body_is_refused_unread(site: Site) -> None:
 
 
 def test_preferences_of_an_unsubscribed_address_say_so(site: Site) -> None:
-    site.store.suppress(site.ids["dev"], "bounced")
+    site.store.subscribers.suppress(site.ids["dev"], "bounced")
     r = site.client.get(f"/preferences?t={site.token('dev')}")
     assert r.status_code == 200 and "does not subscribe it again" in r.text
     saved = site.client.post(f"/preferences?t={site.token('dev')}", data={"section": ["Asia-Pacific"]})
@@ -461,7 +461,7 @@ def test_group_unsubscribe_and_drops_map_to_the_right_status(signed_site: Site, 
         {"email": PEOPLE["dev"].email, "event": "dropped", "reason": "Unsubscribed Address"},
         {"email": PEOPLE["eve"].email, "event": "group_resubscribe", "asm_group_id": 42},
     ]
-    site.store.suppress(site.ids["eve"], "unsubscribed")
+    site.store.subscribers.suppress(site.ids["eve"], "unsubscribed")
     body = json.dumps(events).encode()
     assert site.client.post("/webhooks/sendgrid", content=body, headers=keys.headers(body)).status_code == 200
     assert [site.status(w) for w in ("ana", "ben", "chloe", "dev", "eve")] == [
@@ -612,7 +612,7 @@ def test_sendgrids_own_signed_example_verifies(site_factory: Callable[..., Site]
     assert not verify_signature(key, SENDGRID_PAYLOAD.replace(b"dropped", b"bounce"), SENDGRID_SIGNATURE, "1600112502")
     assert not verify_signature(key, SENDGRID_PAYLOAD, SENDGRID_SIGNATURE, "1600112503")
     # Posted to the app at the time it was signed, it bounces the address it names.
-    store.merge_subscribers([NewSubscriber("hello@world.com")])
+    store.subscribers.merge([NewSubscriber("hello@world.com")])
     site = site_factory(webhook_key=SENDGRID_PUBLIC_KEY, clock=lambda: int(SENDGRID_TIMESTAMP) + 20)
     r = site.client.post(
         "/webhooks/sendgrid",
@@ -623,7 +623,7 @@ def test_sendgrids_own_signed_example_verifies(site_factory: Callable[..., Site]
         },
     )
     assert r.status_code == 200, r.text
-    found = store.subscriber("hello@world.com")
+    found = store.subscribers.by_email("hello@world.com")
     assert found is not None and found.status == "bounced"
 
 
@@ -669,7 +669,7 @@ def sample_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str,
 
 def _record(store: Store, key: str, end: datetime, rendered: tuple[str, str, str], status: str) -> None:
     subject = f"{rendered[0]} ({key})"
-    assert store.record_issue(
+    assert store.issues.record(
         key,
         subject=subject,
         window=(end - timedelta(days=7), end),
@@ -684,7 +684,7 @@ def _record(store: Store, key: str, end: datetime, rendered: tuple[str, str, str
 def archive_site(site: Site, sample_rendered: tuple[str, str, str]) -> Site:
     end = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
     _record(site.store, "2026-W46", end - timedelta(days=14), sample_rendered, "sending")
-    site.store.set_issue_status("2026-W46", "sent")
+    site.store.issues.set_status("2026-W46", "sent")
     _record(site.store, "2026-W47", end - timedelta(days=7), sample_rendered, "draft")
     _record(site.store, "2026-W48", end, sample_rendered, "sending")
     return site
@@ -767,8 +767,14 @@ def test_a_database_error_is_a_plain_500_page(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise sa.exc.OperationalError("UPDATE subscribers ...", {}, Exception("database is gone"))
 
-    for name in ("suppress", "subscriber_by_id", "sent_issues", "issue", "subscriber"):
-        monkeypatch.setattr(site.store, name, broken)
+    for repo, name in (
+        ("subscribers", "suppress"),
+        ("subscribers", "by_id"),
+        ("issues", "went_out"),
+        ("issues", "get"),
+        ("subscribers", "by_email"),
+    ):
+        monkeypatch.setattr(getattr(site.store, repo), name, broken)
     token = site.token("ana")
     for r in (
         site.client.post(f"/unsubscribe?t={token}", content=ONE_CLICK, headers=FORM),
@@ -876,14 +882,14 @@ async def one_click_all(url: str, tokens: list[str]) -> list[int]:
 def test_200_one_click_posts_at_once_on_a_real_server(tmp_path: Path, database_url: str) -> None:
     store = Store.open(database_url)
     try:
-        store.merge_subscribers([NewSubscriber(f"reader{i:03d}@example.org") for i in range(200)])
+        store.subscribers.merge([NewSubscriber(f"reader{i:03d}@example.org") for i in range(200)])
         signer = Signer(SECRET)
-        tokens = [signer.token(s.id) for s in store.subscribers()]
+        tokens = [signer.token(s.id) for s in store.subscribers.every()]
         assert len(tokens) == 200
         with served(write_config(tmp_path), database_url) as (proc, url):
             statuses = asyncio.run(one_click_all(url, tokens))
             assert statuses == [200] * 200
-            assert store.subscriber_counts() == {"unsubscribed": 200}  # every one recorded, at once
+            assert store.subscribers.counts() == {"unsubscribed": 200}  # every one recorded, at once
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

@@ -41,7 +41,7 @@ class Live:
     base: str
 
     def subscriber(self, email: str) -> Subscriber:
-        found = self.store.subscriber(email)
+        found = self.store.subscribers.by_email(email)
         assert found is not None, email
         return found
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 
@@ -167,3 +168,75 @@ def issue_from_data(d: dict[str, Any]) -> Issue:
     lead = next((a for a in articles if a.id == d.get("lead")), None)
     start, end = (datetime.fromisoformat(v) for v in d["window"])
     return Issue(key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles)
+
+
+# --- States ------------------------------------------------------------------------------------
+# The states the database records, each named once. StrEnums: a member *is* its stored string
+# (``SubscriberStatus.ACTIVE == "active"``), so stored values, log lines and CLI output keep
+# their words, and a row read back compares equal to the member.
+
+
+class SubscriberStatus(StrEnum):
+    """Whether a subscriber is mailed. Every state but ``active`` is a suppression, declared in
+    increasing strength: a stronger one is never replaced by a weaker (a complaint stays one)."""
+
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+    @property
+    def strength(self) -> int:
+        """0 for active, then 1, 2, 3 for ever stronger suppressions (the declaration order)."""
+        return list(SubscriberStatus).index(self)
+
+
+class IssueStatus(StrEnum):
+    """Where an issue is on its way out.
+
+    draft: built for review, not yet approved; approved: may be sent at its send time; sending:
+    deliveries recorded and going out; sent: nothing left to send; skipped: not sent on purpose
+    (thin week, feeds down, not approved in time), with the reason in its note.
+    """
+
+    DRAFT = "draft"
+    APPROVED = "approved"
+    SENDING = "sending"
+    SENT = "sent"
+    SKIPPED = "skipped"
+
+    @property
+    def went_out(self) -> bool:
+        """Whether readers have (or are getting) this issue: its articles are never sent again,
+        and it is in the web archive."""
+        return self in (IssueStatus.SENDING, IssueStatus.SENT)
+
+
+class DeliveryStatus(StrEnum):
+    """One subscriber's copy of one issue.
+
+    pending: recorded, not yet claimed; submitting: claimed and handed to a transport; submitted:
+    the transport accepted it; failed: refused, may be retried with --retry-failed; unknown: the
+    outcome is unknown (crash or timeout mid-request), never re-sent on its own: a transport's
+    evidence settles it as submitted or back to pending, or --resend-unknown queues it again;
+    skipped: not sent on purpose (suppressed after it was recorded, or no article in the
+    subscriber's sections).
+    """
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+
+
+class BatchStatus(StrEnum):
+    """One claimed batch: the delivery states a batch can end in, plus ``retried`` (its failed
+    or unknown recipients were queued again; the batch stays as history)."""
+
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    RETRIED = "retried"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from digest.cli.common import config_option, counts_line, load_settings, open_store, warn
+from digest.models import IssueStatus
 
 if TYPE_CHECKING:
     from digest.store import Store
@@ -26,7 +27,7 @@ ISSUE_OPTION = click.option("--issue", "issue_key", metavar="KEY", help="The iss
 def issues_command(config_path: Path, as_json: bool) -> None:
     """List issues with their state (draft, approved, sending, sent, skipped) and counts."""
     store = open_store(load_settings(config_path))
-    rows = store.issue_list()
+    rows = store.issues.recent()
     if as_json:
         click.echo(
             json.dumps(
@@ -63,7 +64,7 @@ def approve(config_path: Path, issue_key: str) -> None:
     settings = load_settings(config_path)
     store = open_store(settings)
     weekly.approve(store, issue_key)
-    record = store.issue(issue_key)
+    record = store.issues.get(issue_key)
     zone = settings.newsletter.zone
     when = f" at {record.send_at.astimezone(zone):%a %Y-%m-%d %H:%M %Z}" if record and record.send_at else ""
     click.echo(f"Approved {issue_key}; it will be sent{when}")
@@ -99,8 +100,8 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
         raise DeliveryError("no draft to edit", hint="pass --issue KEY (e.g. 2026-W48)")
     weekly.edit(store, key, url, action)
     done = "Pinned" if action == "pin" else "Excluded"
-    record = store.issue(key)
-    if record is not None and record.status == "draft":
+    record = store.issues.get(key)
+    if record is not None and record.status == IssueStatus.DRAFT:
         result = weekly.rebuild(settings, store, key)
         warn(result.warnings)
         click.echo(f"{done} {url} in {key}; the draft is rebuilt: {result.rendered.subject}")
@@ -109,7 +110,7 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
 
 
 def _current_draft(store: Store) -> str | None:
-    for record, _ in store.issue_list():
-        if record.status == "draft":
+    for record, _ in store.issues.recent():
+        if record.status == IssueStatus.DRAFT:
             return record.key
     return None

@@ -24,6 +24,7 @@ from digest.cli.common import (
     parse_now,
     warn,
 )
+from digest.models import DeliveryStatus, IssueStatus, SubscriberStatus
 
 if TYPE_CHECKING:
     from digest.config import Settings
@@ -124,9 +125,9 @@ def _dry_run(settings: Settings, store: Store, now: datetime) -> None:
     from digest.issue import rank
 
     key = rank.issue_key(now, settings.newsletter.zone)
-    record = store.issue(key)
-    if record is not None and record.status != "skipped":
-        counts = store.delivery_counts(key)
+    record = store.issues.get(key)
+    if record is not None and record.status != IssueStatus.SKIPPED:
+        counts = store.ledger.counts(key)
         click.echo(f"Dry run: {key} is {record.status}; deliveries so far: {counts_line(counts) or 'none'}")
         return
     built = weekly.build_for(settings, store, now)
@@ -134,7 +135,7 @@ def _dry_run(settings: Settings, store: Store, now: datetime) -> None:
     if built.issue.thin:
         click.echo(f"Dry run: {key} is a thin week ({len(built.issue.articles)} article(s)): it would not be sent")
         return
-    active = store.subscriber_counts().get("active", 0)
+    active = store.subscribers.counts().get(SubscriberStatus.ACTIVE, 0)
     click.echo(f'Dry run: {key} "{built.rendered.subject}" would go to {active} active subscriber(s)')
 
 
@@ -147,11 +148,11 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
     from digest.errors import DeliveryError
 
     store = open_store(load_settings(config_path))
-    key = issue_key or store.latest_issue()
-    if key is None or not store.issue_exists(key):
+    key = issue_key or store.issues.latest_key()
+    if key is None or not store.issues.exists(key):
         raise DeliveryError(f"no recorded issue {key or ''}".strip(), hint="issues are recorded by `digest send`")
-    counts = store.delivery_counts(key)
-    problems = store.problems(key)
+    counts = store.ledger.counts(key)
+    problems = store.ledger.problems(key)
     if as_json:
         click.echo(
             json.dumps(
@@ -165,7 +166,7 @@ def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
         )
         return
     click.echo(f"{key}: {counts_line(counts) or 'no deliveries'}")
-    if counts.get("unknown"):
+    if counts.get(DeliveryStatus.UNKNOWN):
         click.echo(
             f"{counts['unknown']} unknown: they may have received it, so they stay unknown and are not sent "
             "again on their own; `digest send --resend-unknown` sends to them again (some may get a second copy)"

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from digest.cli.common import config_option, load_settings, open_store, warn
+from digest.models import SubscriberStatus
 
-STATUS_CHOICE = click.Choice(["active", "unsubscribed", "bounced", "complained"])
+STATUS_CHOICE = click.Choice([s.value for s in SubscriberStatus])
 
 
 @click.group()
@@ -27,7 +28,7 @@ def subscribers_import(config_path: Path, csv_path: Path, resubscribe: bool) -> 
     settings = load_settings(config_path)
     parsed = read_csv(csv_path, settings.section_names)
     warn(describe_bad_rows(csv_path, parsed.bad))
-    report = open_store(settings).merge_subscribers(parsed.rows, resubscribe=resubscribe)
+    report = open_store(settings).subscribers.merge(parsed.rows, resubscribe=resubscribe)
     click.echo(
         f"Imported {csv_path}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(parsed.bad)} bad row(s) skipped, {parsed.duplicates} duplicate(s) merged"
@@ -55,7 +56,7 @@ def subscribers_add(config_path: Path, email: str, name: str, sections: tuple[st
     row = NewSubscriber(
         check_email(email), check_name(name), parse_sections(";".join(sections), settings.section_names)
     )
-    report = open_store(settings).merge_subscribers([row], resubscribe=resubscribe)
+    report = open_store(settings).subscribers.merge([row], resubscribe=resubscribe)
     if report.kept_suppressed:
         click.echo(
             f"{row.email} is suppressed (unsubscribed, bounced or complained); not made active without --resubscribe"
@@ -73,7 +74,11 @@ def subscribers_remove(config_path: Path, email: str, forget: bool) -> None:
     from digest.errors import SubscriberError
 
     store = open_store(load_settings(config_path))
-    done = store.forget(email) if forget else store.set_status(email, "unsubscribed")
+    done = (
+        store.subscribers.forget(email)
+        if forget
+        else store.subscribers.set_status(email, SubscriberStatus.UNSUBSCRIBED)
+    )
     if not done:
         raise SubscriberError(f"{email}: no such subscriber", hint="check the address with `digest subscribers list`")
     click.echo(f"{'Forgot' if forget else 'Unsubscribed'}: {email}")
@@ -86,10 +91,10 @@ def subscribers_list(config_path: Path, status: str | None) -> None:
     """List subscribers: email, name, status, sections."""
     store = open_store(load_settings(config_path))
     count = 0
-    for s in store.subscribers(status):
+    for s in store.subscribers.every(SubscriberStatus(status) if status else None):
         click.echo(f"{s.email}\t{s.name}\t{s.status}\t{'; '.join(s.sections) or 'all sections'}")
         count += 1
-    counts = store.subscriber_counts()
+    counts = store.subscribers.counts()
     click.echo(f"{count} listed; " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), err=True)
 
 
@@ -108,7 +113,7 @@ def subscribers_export(config_path: Path, status: str | None, out_path: Path | N
 
     store = open_store(load_settings(config_path))
     buffer = io.StringIO()
-    count = write_csv(store.subscribers(status), buffer)
+    count = write_csv(store.subscribers.every(SubscriberStatus(status) if status else None), buffer)
     if out_path is None:
         click.echo(buffer.getvalue(), nl=False)
     else:

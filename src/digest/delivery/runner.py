@@ -39,6 +39,7 @@ from digest.delivery.transports.base import (
 from digest.delivery.variants import Variants, stored_variant
 from digest.issue.build import preview_values
 from digest.issue.render import Rendered
+from digest.models import DeliveryStatus, IssueStatus
 from digest.store import Claimed, Store
 
 log = logging.getLogger("digest.deliver")
@@ -82,6 +83,18 @@ def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, ema
     }
 
 
+def enqueue(store: Store, settings: Settings, key: str) -> int:
+    """Queue every active subscriber not yet queued for the issue, with the variant their choice
+    of sections calls for (rendered and stored now if it is new); returns how many were queued.
+
+    Data flows one way: the ledger names the choices still to queue, this layer decides their
+    variants, and the ledger inserts the deliveries from that plain mapping.
+    """
+    variant_of = Variants(store, settings, key)
+    choices = store.ledger.choices_to_queue(key)
+    return store.ledger.enqueue(key, {choice: variant_of(choice) for choice in sorted(choices)})
+
+
 def send_pending(
     store: Store,
     settings: Settings,
@@ -103,15 +116,15 @@ def send_pending(
     """
     cfg = settings.delivery
     report = SendReport(key)
-    report.enqueued = store.enqueue(key, Variants(store, settings, key))
-    report.orphaned = store.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
+    report.enqueued = enqueue(store, settings, key)
+    report.orphaned = store.ledger.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
     if report.orphaned:
         log.warning(
             "%d batch(es) left in flight by a stopped process are now 'unknown'", report.orphaned, extra={"issue": key}
         )
     report.settled, report.requeued = settle_unknown(store, transport, key)
     if resend_unknown:
-        report.resent = store.resend_unknown(key)
+        report.resent = store.ledger.resend_unknown(key)
         if report.resent:
             log.warning(
                 "%d unknown recipient(s) queued again (--resend-unknown): some of them may already have "
@@ -120,12 +133,12 @@ def send_pending(
                 extra={"issue": key},
             )
     progress = progress or NoProgress()
-    progress.start(store.delivery_counts(key).get("pending", 0))
+    progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0))
     size = min(cfg.batch_size, transport.max_batch)
     variants: dict[str, Rendered] = {}
     try:
         while not (stop and stop.is_set()):
-            claimed = store.claim(key, size, transport.name)
+            claimed = store.ledger.claim(key, size, transport.name)
             if claimed is None:
                 break
             if claimed.variant not in variants:
@@ -137,9 +150,9 @@ def send_pending(
             progress.advance(len(claimed.recipients))
     finally:
         progress.close()
-    report.counts = store.delivery_counts(key)
-    if not report.counts.get("pending") and not report.counts.get("submitting"):
-        store.set_issue_status(key, "sent", expect=("sending",))
+    report.counts = store.ledger.counts(key)
+    if not report.counts.get(DeliveryStatus.PENDING) and not report.counts.get(DeliveryStatus.SUBMITTING):
+        store.issues.set_status(key, IssueStatus.SENT, expect=(IssueStatus.SENDING,))
     return report
 
 
@@ -149,7 +162,7 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
     everything when it cannot look (logged, and the send goes on)."""
     if not isinstance(transport, Settles):
         return 0, 0
-    orphans = [Orphan(did, sid, email, key, bid) for did, sid, email, bid in store.orphans(key, transport.name)]
+    orphans = [Orphan(did, sid, email, key, bid) for did, sid, email, bid in store.ledger.orphans(key, transport.name)]
     if not orphans:
         return 0, 0
     try:
@@ -157,7 +170,7 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
     except TransportError as exc:
         log.warning("%d unknown recipient(s) stay unknown: %s", len(orphans), exc, extra={"issue": key})
         return 0, 0
-    submitted, unsent = store.settle(resolved)
+    submitted, unsent = store.ledger.settle(resolved)
     log.warning(
         "%d unknown recipient(s) settled by the %s transport: %d were submitted, %d never sent (sent now); "
         "%d stay unknown",
@@ -185,12 +198,14 @@ def _send_claimed(
     try:
         result = deliver_batch(transport, batch, cfg, sleep)
     except AuthError:
-        store.release(claimed)  # nothing went out: the recipients wait for a working key
+        store.ledger.release(claimed)  # nothing went out: the recipients wait for a working key
         raise
     except BaseException as exc:  # interrupted mid-request: it may have gone out
-        store.finish(claimed, {r.delivery_id: ("unknown", f"interrupted: {exc!r}") for r in batch.recipients})
+        store.ledger.finish(
+            claimed, {r.delivery_id: (DeliveryStatus.UNKNOWN, f"interrupted: {exc!r}") for r in batch.recipients}
+        )
         raise
-    status = store.finish(claimed, result.outcomes, result.provider_id)
+    status = store.ledger.finish(claimed, result.outcomes, result.provider_id)
     log.info(
         "batch %d (%d recipient(s)): %s",
         claimed.id,

@@ -29,6 +29,7 @@ from digest.delivery.tokens import Signer
 from digest.delivery.transports import open_transport
 from digest.issue import rank
 from digest.issue.render import Rendered
+from digest.models import DeliveryStatus, IssueStatus
 from digest.store import Store
 
 
@@ -54,12 +55,12 @@ class Sent:
     @property
     def interrupted(self) -> bool:
         """Stopped between batches (``stop`` was set): pending deliveries are left for the next run."""
-        return bool(self.report.counts.get("pending"))
+        return bool(self.report.counts.get(DeliveryStatus.PENDING))
 
     @property
     def troubled(self) -> int:
         """Recipients whose delivery failed or whose outcome is unknown."""
-        return self.report.counts.get("failed", 0) + self.report.counts.get("unknown", 0)
+        return self.report.counts.get(DeliveryStatus.FAILED, 0) + self.report.counts.get(DeliveryStatus.UNKNOWN, 0)
 
 
 def send_issue(
@@ -82,7 +83,7 @@ def send_issue(
     """
     signer = Signer.from_env()
     ready = weekly.ready_to_send(settings, store, now, scheduled=scheduled)
-    prepared = Prepared(ready, store.retry_failed(ready.key) if retry_failed else 0)
+    prepared = Prepared(ready, store.ledger.retry_failed(ready.key) if retry_failed else 0)
     if announce is not None:
         announce(prepared)
     transport = open_transport(settings)
@@ -108,8 +109,8 @@ def proof_of(settings: Settings, store: Store, now: datetime) -> Proof:
     """The issue for ``now`` as a test copy shows it: the recorded snapshot if there is one
     (what subscribers get), else a fresh build with the editors' edits; nothing recorded."""
     key = rank.issue_key(now, settings.newsletter.zone)
-    record = store.issue(key)
-    if record is not None and record.status != "skipped":
+    record = store.issues.get(key)
+    if record is not None and record.status != IssueStatus.SKIPPED:
         return Proof(key, variants.stored_variant(store, key), ())
     built = weekly.build_for(settings, store, now)
     return Proof(key, built.rendered, built.warnings)

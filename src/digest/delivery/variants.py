@@ -19,7 +19,7 @@ from digest.config import Settings
 from digest.issue.build import Build, summary
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, Renderer
-from digest.models import Issue, issue_from_data, issue_to_data
+from digest.models import Issue, IssueStatus, issue_from_data, issue_to_data
 from digest.store import Store
 
 ALL = "all"  # the variant every subscriber gets until they choose sections
@@ -44,7 +44,7 @@ def variant_sections(settings: Settings, key: str) -> list[str]:
 def chosen_variants(store: Store, settings: Settings) -> list[str]:
     """The variants besides ``all`` that active subscribers' choices of sections call for, in
     config order of their first section."""
-    names = {variant_key(settings, choice) for choice in store.section_choices()} - {ALL}
+    names = {variant_key(settings, choice) for choice in store.subscribers.section_choices()} - {ALL}
     return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
 
 
@@ -69,7 +69,7 @@ def record(
     settings: Settings,
     result: Build,
     *,
-    status: str = "sending",
+    status: IssueStatus = IssueStatus.SENDING,
     send_at: datetime | None = None,
     renderer: Renderer | None = None,
 ) -> bool:
@@ -83,7 +83,7 @@ def record(
     for name, part in render_chosen(store, settings, issue, renderer).items():
         if part is not None:
             rendered[name] = _parts(part)
-    return store.record_issue(
+    return store.issues.record(
         issue.key,
         subject=result.rendered.subject,
         window=(issue.window.start, issue.window.end),
@@ -98,7 +98,7 @@ def record(
 
 def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
     """Variant ``name`` of recorded issue ``key``, as it was stored."""
-    subject, html, text = store.variant(key, name)
+    subject, html, text = store.issues.variant(key, name)
     return Rendered(subject=subject, html=html, text=text, warnings=())
 
 
@@ -115,7 +115,7 @@ class Variants:
 
     def __init__(self, store: Store, settings: Settings, key: str) -> None:
         self.store, self.settings, self.key = store, settings, key
-        self.known = store.variant_names(key)
+        self.known = store.issues.variant_names(key)
         self.empty: set[str] = set()
         self._issue: Issue | None = None
         self._renderer: Renderer | None = None
@@ -133,7 +133,7 @@ class Variants:
         if rendered is None:
             self.empty.add(name)
             return None
-        self.store.add_variant(self.key, name, _parts(rendered))
+        self.store.issues.add_variant(self.key, name, _parts(rendered))
         self.known.add(name)
         return name
 
@@ -155,7 +155,7 @@ class Variants:
     def stored_issue(self) -> Issue | None:
         """The recorded issue's sections, articles and lead (None if it was recorded without)."""
         if self._issue is None:
-            data = self.store.issue_summary(self.key).get("issue_data")
+            data = self.store.issues.summary(self.key).get("issue_data")
             if not data:
                 return None
             self._issue = issue_from_data(data)

@@ -28,7 +28,7 @@ from digest.issue import rank
 from digest.issue.build import Build, build
 from digest.issue.links import canonical_url
 from digest.issue.render import Rendered
-from digest.models import Issue
+from digest.models import Issue, IssueStatus
 from digest.store import Store
 
 log = logging.getLogger("digest.weekly")
@@ -56,8 +56,8 @@ def build_for(settings: Settings, store: Store, now: datetime) -> Build:
     """Build the issue for run time ``now`` with its editors' pins and exclusions, leaving out
     every article an earlier issue already sent."""
     key = rank.issue_key(now, settings.newsletter.zone)
-    pins, excluded = store.edits(key)
-    already = store.sent_articles(besides=key)
+    pins, excluded = store.issues.edits(key)
+    already = store.issues.sent_articles(besides=key)
     return build(settings, now, pins=pins, exclude=[*excluded, *already])
 
 
@@ -85,8 +85,8 @@ def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
     without articles already sent.
     """
     key = rank.issue_key(now, settings.newsletter.zone)
-    record = store.issue(key)
-    if record is None or record.status == "skipped":
+    record = store.issues.get(key)
+    if record is None or record.status == IssueStatus.SKIPPED:
         result = build_for(settings, store, now)
         fresh = variants.render_chosen(store, settings, result.issue)
         return Outgoing(result.issue, result.rendered, fresh, result.warnings, None)
@@ -97,7 +97,7 @@ def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
             f"{key} was recorded by an older digest without its articles: it cannot be shown",
             hint=f"`digest status {key}` shows its deliveries",
         )
-    warnings = tuple(store.issue_summary(key).get("warnings", ()))
+    warnings = tuple(store.issues.summary(key).get("warnings", ()))
     return Outgoing(issue, variants.stored_variant(store, key), snapshot.render_chosen(), warnings, record.status)
 
 
@@ -106,12 +106,12 @@ def ledger_mark(store: Store, key: str) -> tuple[Any, ...]:
     a rebuilt or approved draft, an issue sent, a new choice of sections), ``outgoing`` may
     return something else: the preview compares marks to know when to rebuild."""
     return (
-        store.issue(key),
-        store.edits(key),
-        store.issue_summary(key),
-        store.sent_articles(besides=key),
-        store.section_choices(),
-        store.variant_names(key),
+        store.issues.get(key),
+        store.issues.edits(key),
+        store.issues.summary(key),
+        store.issues.sent_articles(besides=key),
+        store.subscribers.section_choices(),
+        store.issues.variant_names(key),
     )
 
 
@@ -123,7 +123,7 @@ def _refuse_thin(settings: Settings, store: Store, result: Build, send_at: datet
         f"thin week: {len(issue.articles)} new article(s), fewer than [issue] min_items = "
         f"{settings.issue.min_items}; not sent"
     )
-    store.skip_issue(issue.key, reason, window=(issue.window.start, issue.window.end), send_at=send_at)
+    store.issues.skip(issue.key, reason, window=(issue.window.start, issue.window.end), send_at=send_at)
     raise NotSent(issue.key, reason, hint="lower min_items or wait for more articles")
 
 
@@ -131,10 +131,10 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
     """Build (or rebuild) the issue that goes out at ``send_at`` and record it as a draft."""
     result = build_for(settings, store, send_at)
     _refuse_thin(settings, store, result, send_at)
-    record = store.issue(result.issue.key)
-    if record is not None and record.status not in ("draft", "skipped"):
+    record = store.issues.get(result.issue.key)
+    if record is not None and record.status not in (IssueStatus.DRAFT, IssueStatus.SKIPPED):
         raise NotSent(result.issue.key, f"is already {record.status}; a draft cannot replace it")
-    variants.record(store, settings, result, status="draft", send_at=send_at)
+    variants.record(store, settings, result, status=IssueStatus.DRAFT, send_at=send_at)
     log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
     if result.feeds_down:
         notify.tell_feeds_down(settings, result.issue.key, result.feeds_down, draft=True)
@@ -143,29 +143,29 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
 
 def rebuild(settings: Settings, store: Store, key: str) -> Build:
     """Rebuild a draft after editors pinned or excluded articles; same window, same send time."""
-    record = store.issue(key)
+    record = store.issues.get(key)
     if record is None:
         raise DeliveryError(f"no issue {key} is recorded", hint="a draft is built by the scheduler or `digest draft`")
-    if record.status != "draft":
+    if record.status != IssueStatus.DRAFT:
         raise DeliveryError(f"{key} is {record.status}, not a draft: only a draft can be rebuilt")
     return draft(settings, store, record.send_at or record.window_end)
 
 
 def edit(store: Store, key: str, url: str, action: str) -> None:
     """Record an editor's pin or exclusion for an issue that has not started sending."""
-    record = store.issue(key)
-    if record is not None and record.status in ("sending", "sent"):
+    record = store.issues.get(key)
+    if record is not None and record.status in (IssueStatus.SENDING, IssueStatus.SENT):
         raise DeliveryError(f"{key} is already {record.status}; pins and exclusions no longer apply")
-    store.add_edit(key, canonical_url(url), action)
+    store.issues.add_edit(key, canonical_url(url), action)
 
 
 def approve(store: Store, key: str) -> None:
-    record = store.issue(key)
+    record = store.issues.get(key)
     if record is None:
         raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
-    if record.status == "approved":
+    if record.status == IssueStatus.APPROVED:
         return
-    if not store.set_issue_status(key, "approved", expect=("draft",)):
+    if not store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,)):
         raise DeliveryError(f"{key} is {record.status}; only a draft can be approved")
 
 
@@ -178,21 +178,21 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
     cfg = settings.schedule
     review = cfg.review_hours > 0 and not cfg.auto_approve
     key = rank.issue_key(now, settings.newsletter.zone)
-    record = store.issue(key)
-    if record is None or record.status == "skipped":
+    record = store.issues.get(key)
+    if record is None or record.status == IssueStatus.SKIPPED:
         if review and scheduled:
             raise NotSent(key, "no draft was built and approved for review; not sent")
         result = build_for(settings, store, now)
         _refuse_thin(settings, store, result, now)
-        variants.record(store, settings, result, status="sending", send_at=now)
+        variants.record(store, settings, result, status=IssueStatus.SENDING, send_at=now)
         if result.feeds_down:
             notify.tell_feeds_down(settings, key, result.feeds_down, draft=False)
         return Ready(key, result.rendered.subject, result)
-    if record.status == "draft":
+    if record.status == IssueStatus.DRAFT:
         if review or not scheduled:
             raise NotSent(key, "the draft was not approved; not sent", hint=f"approve it with `digest approve {key}`")
-        store.set_issue_status(key, "approved", expect=("draft",))
-        record = store.issue(key) or record
-    if record.status == "approved":
-        store.set_issue_status(key, "sending", expect=("approved",))
+        store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,))
+        record = store.issues.get(key) or record
+    if record.status == IssueStatus.APPROVED:
+        store.issues.set_status(key, IssueStatus.SENDING, expect=(IssueStatus.APPROVED,))
     return Ready(key, record.subject, None)

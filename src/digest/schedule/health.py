@@ -23,7 +23,7 @@ def health(settings: Settings, *, max_age: float | None = None) -> tuple[bool, s
     max_age = 4 * HEARTBEAT_SECONDS if max_age is None else max_age
     store = Store(make_engine(settings.database_url))
     try:
-        beat = store.last_beat()
+        beat = store.runs.last_beat()
     except Exception as exc:  # no database yet, or not migrated: not healthy, and say why
         return False, f"cannot read the scheduler's heartbeat: {type(exc).__name__}"
     finally:

@@ -78,7 +78,7 @@ def run_once(settings: Settings, job: str, fire: datetime, work: Callable[[Store
     key = run_key(job, fire)
     store = open_store(settings)
     try:
-        if not store.claim_run(key) and not store.adopt_run(
+        if not store.runs.claim(key) and not store.runs.adopt(
             key, lease=timedelta(minutes=settings.delivery.lease_minutes)
         ):
             log.info("%s is run by another scheduler; not running it here", key)
@@ -86,13 +86,13 @@ def run_once(settings: Settings, job: str, fire: datetime, work: Callable[[Store
         try:
             outcome = work(store)
         except Exception as exc:
-            store.finish_run(key, f"failed: {exc}")
+            store.runs.finish(key, f"failed: {exc}")
             log.error("%s failed: %s", key, exc)
             raise
         if STOP.is_set() and outcome == "interrupted":
             log.warning("%s stopped between batches; the next start completes it", key)
             return  # left unfinished on purpose: adopted by the next start within the grace
-        store.finish_run(key, outcome)
+        store.runs.finish(key, outcome)
     finally:
         store.close()
 
@@ -134,7 +134,7 @@ def send(settings: Settings, store: Store, fire: datetime) -> str:
         # Past its send time and not going out from the scheduler: recorded as skipped, never sent late.
         reason = _reason(exc)
         window = rank.issue_window(fire, settings.issue.window_days)
-        store.skip_issue(key, reason, window=(window.start, window.end), send_at=fire)
+        store.issues.skip(key, reason, window=(window.start, window.end), send_at=fire)
         notify.tell_editors(settings, key, f"{key} was not sent", reason)
         return f"skipped: {reason}"
     if sent.interrupted:

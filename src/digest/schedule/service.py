@@ -83,7 +83,7 @@ class Service:
         self._install_jobs()
         self.store = store  # kept for the heartbeat, which must stay cheap
         self.scheduler.add_job(
-            store.beat,
+            store.runs.beat,
             "interval",
             seconds=health.HEARTBEAT_SECONDS,
             id="heartbeat",
@@ -128,7 +128,7 @@ class Service:
         """An unfinished send run within the grace (stopped by SIGTERM or a crash) is completed."""
         grace = timedelta(seconds=self.settings.schedule.grace_seconds)
         now = datetime.now(UTC)
-        for key in store.unfinished_runs():
+        for key in store.runs.unfinished():
             job, _, stamp = key.partition("@")
             if job != SEND_JOB:
                 continue
@@ -147,12 +147,12 @@ class Service:
             return
         fire = event.scheduled_run_time
         run = run_key(SEND_JOB, fire)
-        if not self.store.claim_run(run):  # a second scheduler on this database saw it too
+        if not self.store.runs.claim(run):  # a second scheduler on this database saw it too
             return
         key = rank.issue_key(fire, self.settings.newsletter.zone)
         window = rank.issue_window(fire, self.settings.issue.window_days)
-        self.store.skip_issue(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
-        self.store.finish_run(run, "skipped: missed by more than the grace")
+        self.store.issues.skip(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
+        self.store.runs.finish(run, "skipped: missed by more than the grace")
         notify.tell_editors(
             self.settings,
             key,

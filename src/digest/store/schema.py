@@ -27,18 +27,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SUBSCRIBER_STATUSES = ("active", "unsubscribed", "bounced", "complained")
-# pending: recorded, not yet claimed; submitting: claimed and handed to a transport;
-# submitted: the transport accepted it; failed: refused, may be retried with --retry-failed;
-# unknown: the outcome is unknown (crash or timeout mid-request), never re-sent on its own: a
-# transport's evidence settles it as submitted or back to pending, or --resend-unknown re-queues it;
-# skipped: not sent on purpose (suppressed after it was recorded).
-DELIVERY_STATUSES = ("pending", "submitting", "submitted", "failed", "unknown", "skipped")
-BATCH_STATUSES = ("submitting", "submitted", "failed", "unknown", "retried")
-# draft: built for review, not yet approved; approved: may be sent at its send time;
-# sending: deliveries recorded and going out; sent: nothing left to send; skipped: not sent on
-# purpose (thin week, feeds down, not approved in time), with the reason in ``note``.
-ISSUE_STATUSES = ("draft", "approved", "sending", "sent", "skipped")
+from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
+
+# The states are declared (and explained) in digest.models; the CHECK constraints list their values.
+SUBSCRIBER_STATUSES = tuple(s.value for s in SubscriberStatus)
+DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
+BATCH_STATUSES = tuple(s.value for s in BatchStatus)
+ISSUE_STATUSES = tuple(s.value for s in IssueStatus)
 EDIT_ACTIONS = ("pin", "exclude")
 
 metadata = MetaData(
@@ -63,7 +58,7 @@ subscribers = Table(
     Column("email", String(320), nullable=False),
     Column("email_key", String(320), nullable=False, unique=True),
     Column("name", String(200), nullable=False, server_default=""),
-    Column("status", String(16), nullable=False, server_default="active"),
+    Column("status", String(16), nullable=False, server_default=SubscriberStatus.ACTIVE.value),
     Column("sections", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -81,7 +76,7 @@ issues = Table(
     Column("article_count", Integer, nullable=False),
     Column("summary", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("status", String(16), nullable=False, server_default="sending"),
+    Column("status", String(16), nullable=False, server_default=IssueStatus.SENDING.value),
     Column("send_at", DateTime(timezone=True)),
     Column("approved_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
@@ -176,7 +171,7 @@ deliveries = Table(
     Column("issue_key", String(16), ForeignKey("issues.key", ondelete="CASCADE"), nullable=False),
     Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
     Column("variant", String(64), nullable=False),
-    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("status", String(16), nullable=False, server_default=DeliveryStatus.PENDING.value),
     Column("batch_id", Integer, ForeignKey("batches.id", ondelete="SET NULL")),
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),

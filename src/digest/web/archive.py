@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from digest.delivery.variants import ALL
 from digest.issue.render import archive_copy, format_dates
+from digest.models import IssueStatus
 from digest.store import Store
 from digest.web.pages import PageError
 from digest.web.security import ARCHIVE_CSP
@@ -26,7 +27,7 @@ from digest.web.site import Site
 ARCHIVE_CACHE = "public, max-age=300"
 KEPT_PAGES = 16  # sent issues never change, and readers mostly open the latest few
 MAX_KEY = 64  # longer is no issue key of ours: answered 404 without asking the database
-PUBLIC = ("sending", "sent")
+PUBLIC = (IssueStatus.SENDING, IssueStatus.SENT)
 
 
 class ArchivedPages:
@@ -44,10 +45,10 @@ class ArchivedPages:
             if key in self._pages:
                 self._pages.move_to_end(key)
                 return self._pages[key]
-        record = self.store.issue(key)
+        record = self.store.issues.get(key)
         if record is None or record.status not in PUBLIC:
             return None
-        _subject, html, _text = self.store.variant(key, ALL)
+        _subject, html, _text = self.store.issues.variant(key, ALL)
         page = archive_copy(html)
         with self._lock:
             self._pages[key] = page
@@ -62,7 +63,7 @@ class Archive:
         self.pages = ArchivedPages(site.store)
 
     async def index(self, request: Request) -> Response:
-        issues = await run_in_threadpool(self.site.store.sent_issues)
+        issues = await run_in_threadpool(self.site.store.issues.went_out)
         zone = self.site.settings.newsletter.zone
         rows = [
             {

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from digest.models import SubscriberStatus
 from digest.store import Subscriber
 from digest.web.forms import read_form
 from digest.web.pages import mask_email
@@ -61,7 +62,7 @@ class Preferences:
             email=mask_email(subscriber.email),
             sections=self.sections,
             ticked=self.chosen_now(subscriber),
-            suppressed=subscriber.status != "active",
+            suppressed=subscriber.status != SubscriberStatus.ACTIVE,
             notice=notice,
         )
 
@@ -78,7 +79,7 @@ class Preferences:
         choice = self.choice_of([value for key, value in form if key == "section"])
         if choice is None:
             return self.form(request, token, subscriber, status=400, notice=SECTIONS_CHANGED)
-        if not await run_in_threadpool(self.site.store.set_sections, subscriber.id, choice):
+        if not await run_in_threadpool(self.site.store.subscribers.set_sections, subscriber.id, choice):
             raise self.site.gone()
         log.info("subscriber %d chose %s", subscriber.id, f"{len(choice)} section(s)" if choice else "all sections")
         return self.site.pages.page(
@@ -87,7 +88,7 @@ class Preferences:
             headers=TOKEN_PAGE,
             token=token,
             choice=choice,
-            suppressed=subscriber.status != "active",
+            suppressed=subscriber.status != SubscriberStatus.ACTIVE,
         )
 
 

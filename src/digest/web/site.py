@@ -51,7 +51,7 @@ class Site:
 
     async def subscriber_for(self, token: str) -> Subscriber:
         """The subscriber a signed link names, or the page that says they are no longer on the list."""
-        subscriber = await run_in_threadpool(self.store.subscriber_by_id, self.subscriber_id_of(token))
+        subscriber = await run_in_threadpool(self.store.subscribers.by_id, self.subscriber_id_of(token))
         if subscriber is None:
             raise self.gone()
         return subscriber

@@ -7,7 +7,7 @@
   (``List-Unsubscribe=One-Click``, form-urlencoded or multipart, as mailbox providers send it) and
   the confirmation page's button alike. The signed token is the authority, so the body is not
   required to say anything in particular: an unusual provider's POST is still honoured. Repeating
-  it is harmless (``Store.suppress`` is idempotent and never weakens a bounce or a complaint).
+  it is harmless (``Store.subscribers.suppress`` is idempotent and never weakens a bounce or a complaint).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from digest.models import SubscriberStatus
 from digest.web.forms import FORM_LIMIT, read_body
 from digest.web.pages import mask_email
 from digest.web.security import TOKEN_PAGE
@@ -37,7 +38,7 @@ class Unsubscribe:
             return pages.page(request, "preview_link.html.j2", headers=TOKEN_PAGE, what="unsubscribe")
         token = token_of(request)
         subscriber = await self.site.subscriber_for(token)
-        if subscriber.status != "active":
+        if subscriber.status != SubscriberStatus.ACTIVE:
             return pages.page(request, "unsubscribed.html.j2", headers=TOKEN_PAGE, token=token, already=True)
         return pages.page(
             request, "unsubscribe.html.j2", headers=TOKEN_PAGE, token=token, email=mask_email(subscriber.email)
@@ -47,7 +48,9 @@ class Unsubscribe:
         token = token_of(request)
         subscriber_id = self.site.subscriber_id_of(token)
         body = await read_body(request, FORM_LIMIT)  # not required to say anything: the token decides
-        if not await run_in_threadpool(self.site.store.suppress, subscriber_id, "unsubscribed"):
+        if not await run_in_threadpool(
+            self.site.store.subscribers.suppress, subscriber_id, SubscriberStatus.UNSUBSCRIBED
+        ):
             raise self.site.gone()
         how = "one-click" if b"One-Click" in body else "the web page"
         log.info("subscriber %d unsubscribed (%s)", subscriber_id, how)

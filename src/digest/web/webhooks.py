@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from digest.delivery.transports.sendgrid_events import Event, EventsError, Kind, parse_events
 from digest.errors import ConfigError
+from digest.models import SubscriberStatus
 from digest.store import Store, Subscriber, email_key
 from digest.web.forms import read_body
 from digest.web.pages import PageError
@@ -43,8 +44,11 @@ CLOCK_SKEW = 300
 WEBHOOK_OFF = "the SendGrid webhook is off until [web] sendgrid_webhook_key is set"
 
 # What each kind of event does to the subscriber; nothing here ever makes one active again.
-STATUS: dict[Kind, str] = {"bounce": "bounced", "complaint": "complained", "unsubscribe": "unsubscribed"}
-_STRENGTH = {"unsubscribed": 1, "bounced": 2, "complained": 3}
+STATUS: dict[Kind, SubscriberStatus] = {
+    "bounce": SubscriberStatus.BOUNCED,
+    "complaint": SubscriberStatus.COMPLAINED,
+    "unsubscribe": SubscriberStatus.UNSUBSCRIBED,
+}
 
 
 # --- the signature -------------------------------------------------------------------------------
@@ -111,8 +115,8 @@ class WebhookReport:
 
 def apply_events(store: Store, events: Sequence[Event]) -> WebhookReport:
     """Suppress the subscribers SendGrid's events name; each at most once, with the strongest
-    status its events call for (``Store.suppress`` never weakens one anyway)."""
-    wanted: dict[int, str] = {}
+    status its events call for (``Store.subscribers.suppress`` never weakens one anyway)."""
+    wanted: dict[int, SubscriberStatus] = {}
     ignored = unknown = 0
     found: dict[tuple[str, str], Subscriber | None] = {}
     for event in events:
@@ -124,10 +128,10 @@ def apply_events(store: Store, events: Sequence[Event]) -> WebhookReport:
             unknown += 1
             continue
         status = STATUS[event.kind]
-        if _STRENGTH[status] > _STRENGTH.get(wanted.get(subscriber.id, ""), 0):
+        if status.strength > wanted.get(subscriber.id, SubscriberStatus.ACTIVE).strength:
             wanted[subscriber.id] = status
     for subscriber_id, status in wanted.items():
-        if store.suppress(subscriber_id, status):
+        if store.subscribers.suppress(subscriber_id, status):
             log.info("subscriber %d %s (SendGrid event)", subscriber_id, status)
     return WebhookReport(applied=len(wanted), ignored=ignored, unknown=unknown)
 
@@ -139,7 +143,7 @@ def _event_subscriber(store: Store, event: Event, found: dict[tuple[str, str], S
     if event.subscriber_id is not None:
         key = ("id", str(event.subscriber_id))
         if key not in found:
-            found[key] = store.subscriber_by_id(event.subscriber_id)
+            found[key] = store.subscribers.by_id(event.subscriber_id)
         subscriber = found[key]
         if subscriber is not None and (event.email is None or email_key(event.email) == email_key(subscriber.email)):
             return subscriber
@@ -147,7 +151,7 @@ def _event_subscriber(store: Store, event: Event, found: dict[tuple[str, str], S
         return None
     key = ("email", email_key(event.email))
     if key not in found:
-        found[key] = store.subscriber(event.email)
+        found[key] = store.subscribers.by_email(event.email)
     return found[key]
 
 

@@ -1,0 +1,379 @@
+"""The delivery ledger: one row per (issue, subscriber), walked in claimed batches.
+
+Everything that must hold when processes crash or run twice is decided here, in transactions:
+
+- one delivery row per (issue, subscriber), so queueing an issue twice adds only newcomers;
+- a batch is claimed (its deliveries moved to ``submitting`` under a row lock) and committed
+  *before* it is handed to a transport, so a crash leaves evidence instead of a silent gap;
+- a batch still ``submitting`` whose process is gone is ``unknown``: reported, never re-sent on
+  its own. What a transport can prove about an unknown delivery afterwards (``settle``) turns it
+  ``submitted`` or back to ``pending``; the rest wait for the operator (``resend_unknown``).
+
+Locks: on PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets two senders claim disjoint batches; on
+SQLite every transaction is ``BEGIN IMMEDIATE``, so claims are serialised by the database file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
+from digest.store.engine import Repository, alive, chunks, claimer_id, utcnow
+from digest.store.schema import batches, deliveries, subscribers
+
+NO_ARTICLE = "no article in the chosen sections this week"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A batch claimed by this process: committed as ``submitting`` before any send."""
+
+    id: int
+    issue_key: str
+    variant: str
+    recipients: tuple[tuple[int, int, str, str], ...]  # (delivery id, subscriber id, email, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    email: str
+    status: DeliveryStatus
+    error: str
+
+
+class Ledger(Repository):
+    """Deliveries queued, claimed in batches, finished, released, reaped, settled and retried."""
+
+    # --- queueing ----------------------------------------------------------------------------
+
+    def choices_to_queue(self, key: str) -> set[tuple[str, ...]]:
+        """The distinct choices of sections (``()``: none chosen) among active subscribers who
+        have no delivery for this issue yet: what ``enqueue`` needs a variant for."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_SECTIONS).where(_waiting(key)).distinct()).scalars()
+            return {tuple(json.loads(r)) for r in rows}
+
+    def enqueue(self, key: str, variants: Mapping[tuple[str, ...], str | None]) -> int:
+        """A delivery for every active subscriber who has none for this issue yet (returns how many).
+
+        ``variants`` maps each choice of sections (from ``choices_to_queue``) to the variant that
+        subscriber gets, or None when that variant has no article this week: the delivery is then
+        recorded as skipped, so nobody is sent an empty email. A subscriber whose choice is not
+        in the mapping (it changed a moment ago) is left for the next ``enqueue``. Subscribers
+        who chose nothing (most) are queued with one INSERT .. SELECT; the others are read, given
+        their variant, and inserted in batches.
+        """
+        now = utcnow()
+        new = {choice: _delivery(key, variant, now) for choice, variant in variants.items()}
+        rows = [{**new[choice], "subscriber_id": sid} for sid, choice in self._chosen_active() if choice in new]
+        # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
+        # and RETURNING would bring every new id into memory.
+        count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
+        with self.engine.begin() as conn:
+            before = conn.execute(count).scalar_one()
+            if () in variants:
+                conn.execute(_queue_everyone(self.insert(deliveries), key, variants[()], now))
+            for chunk in chunks(rows, 1000):
+                conn.execute(self.insert(deliveries).on_conflict_do_nothing(), list(chunk))
+            return conn.execute(count).scalar_one() - before
+
+    def _chosen_active(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(subscriber id, choice) of the active subscribers who chose sections, queued or not (ON
+        CONFLICT skips the queued: cheaper than asking the index for each row here). Read before
+        the write transaction: on SQLite that transaction holds the database's only write lock."""
+        active = subscribers.c.status == SubscriberStatus.ACTIVE
+        query = sa.select(subscribers.c.id, subscribers.c.sections).where(active, _SECTIONS != "[]")
+        with self.engine.connect() as conn:
+            return [(sid, tuple(sections or ())) for sid, sections in conn.execute(query)]
+
+    # --- claiming and finishing batches ------------------------------------------------------
+
+    def claim(self, key: str, size: int, transport: str) -> Claimed | None:
+        """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
+
+        Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
+        unsubscribe that lands before the batch is claimed is honoured.
+        """
+        now = utcnow()
+        d, s = deliveries, subscribers
+        query = (
+            sa.select(d.c.id, d.c.subscriber_id, d.c.variant, s.c.email, s.c.name, s.c.status)
+            .join(s, s.c.id == d.c.subscriber_id)
+            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING)
+            .order_by(d.c.variant, d.c.id)
+            .limit(size)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=d)
+        with self.engine.begin() as conn:
+            while True:
+                rows = conn.execute(query).all()
+                if not rows:
+                    return None
+                variant = rows[0].variant
+                rows = [r for r in rows if r.variant == variant]
+                gone = [r.id for r in rows if r.status != SubscriberStatus.ACTIVE]
+                for chunk in chunks(gone):
+                    conn.execute(
+                        d.update()
+                        .where(d.c.id.in_(chunk))
+                        .values(status=DeliveryStatus.SKIPPED, error="unsubscribed before sending", updated_at=now)
+                    )
+                live = [r for r in rows if r.status == SubscriberStatus.ACTIVE]
+                if live:
+                    break
+            batch_id = conn.execute(
+                batches.insert()
+                .values(
+                    issue_key=key,
+                    variant=variant,
+                    status=BatchStatus.SUBMITTING,
+                    transport=transport,
+                    size=len(live),
+                    claimed_by=claimer_id(),
+                    claimed_at=now,
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            for chunk in chunks([r.id for r in live]):
+                conn.execute(
+                    d.update()
+                    .where(d.c.id.in_(chunk))
+                    .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
+                )
+        return Claimed(batch_id, key, variant, tuple((r.id, r.subscriber_id, r.email, r.name) for r in live))
+
+    def finish(self, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str = "") -> BatchStatus:
+        """Record what the transport said for each delivery id: (status, error). Returns the
+        batch's status: the worst of its recipients' (unknown, then failed, then submitted)."""
+        now = utcnow()
+        by_status: dict[tuple[str, str], list[int]] = {}
+        for delivery_id, (status, error) in outcomes.items():
+            by_status.setdefault((status, error), []).append(delivery_id)
+        overall = _worst({status for status, _ in by_status})
+        errors = sorted({e for (_, e) in by_status if e})
+        with self.engine.begin() as conn:
+            if len(by_status) == 1:
+                ((status, error),) = by_status
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.batch_id == batch.id)
+                    .values(status=status, error=error or None, updated_at=now)
+                )
+            else:
+                for (status, error), ids in by_status.items():
+                    for chunk in chunks(ids):
+                        conn.execute(
+                            deliveries.update()
+                            .where(deliveries.c.id.in_(chunk))
+                            .values(status=status, error=error or None, updated_at=now)
+                        )
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == batch.id)
+                .values(
+                    status=overall,
+                    finished_at=now,
+                    provider_id=provider_id or None,
+                    error="; ".join(errors)[:2000] or None,
+                )
+            )
+        return overall
+
+    def release(self, batch: Claimed) -> None:
+        """Give a claimed batch back untouched (the send was refused before anything went out)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.batch_id == batch.id)
+                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+            )
+            conn.execute(batches.delete().where(batches.c.id == batch.id))
+
+    # --- after a crash: orphans, settling, retrying ------------------------------------------
+
+    def reap_orphans(self, key: str, *, lease: timedelta) -> int:
+        """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(batches.c.id, batches.c.claimed_by, batches.c.claimed_at).where(
+                    batches.c.issue_key == key, batches.c.status == BatchStatus.SUBMITTING
+                )
+            ).all()
+            dead = [r.id for r in rows if not alive(r.claimed_by, lease, r.claimed_at, now)]
+            for chunk in chunks(dead):
+                _mark_unknown(conn, chunk, "the sending process stopped during this batch", now)
+        return len(dead)
+
+    def orphans(self, key: str, transport: str) -> list[tuple[int, int, str, int]]:
+        """The issue's ``unknown`` deliveries whose last batch went through ``transport``, as
+        (delivery id, subscriber id, email, batch id): what that transport may be able to settle."""
+        d, s = deliveries, subscribers
+        query = (
+            sa.select(d.c.id, d.c.subscriber_id, s.c.email, d.c.batch_id)
+            .join(s, s.c.id == d.c.subscriber_id)
+            .join(batches, batches.c.id == d.c.batch_id)
+            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.UNKNOWN, batches.c.transport == transport)
+            .order_by(d.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, r.subscriber_id, r.email, r.batch_id) for r in conn.execute(query)]
+
+    def settle(self, resolved: Mapping[int, str]) -> tuple[int, int]:
+        """Record what a transport proved about unknown deliveries, by id: ``submitted`` ones were
+        sent; ``unsent`` ones never were, so they go back to ``pending`` (out again in this run).
+        Returns (submitted, queued again). Only rows still ``unknown`` change, so two processes
+        settling at once cannot undo what the other did since. Batches keep their status: history.
+        """
+        now = utcnow()
+        changes = {
+            "submitted": {"status": DeliveryStatus.SUBMITTED, "error": None, "updated_at": now},
+            "unsent": {"status": DeliveryStatus.PENDING, "batch_id": None, "error": None, "updated_at": now},
+        }
+        counts = {"submitted": 0, "unsent": 0}
+        with self.engine.begin() as conn:
+            for settlement, values in changes.items():
+                ids = [did for did, s in resolved.items() if s == settlement]
+                for chunk in chunks(ids):
+                    counts[settlement] += conn.execute(
+                        deliveries.update()
+                        .where(deliveries.c.id.in_(chunk), deliveries.c.status == DeliveryStatus.UNKNOWN)
+                        .values(**values)
+                    ).rowcount
+        return counts["submitted"], counts["unsent"]
+
+    def resend_unknown(self, key: str) -> int:
+        """Queue the issue's unknown deliveries again: the operator's decision, since some of them
+        may have arrived and will then arrive twice. Their batches become ``retried``."""
+        unknown = (deliveries.c.issue_key == key) & (deliveries.c.status == DeliveryStatus.UNKNOWN)
+        with self.engine.begin() as conn:
+            batch_ids = conn.execute(sa.select(deliveries.c.batch_id).where(unknown).distinct()).scalars().all()
+            count = conn.execute(
+                deliveries.update()
+                .where(unknown)
+                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+            ).rowcount
+            for chunk in chunks([b for b in batch_ids if b is not None]):
+                conn.execute(
+                    batches.update()
+                    .where(batches.c.id.in_(chunk), batches.c.status == BatchStatus.UNKNOWN)
+                    .values(status=BatchStatus.RETRIED)
+                )
+        return count
+
+    def retry_failed(self, key: str) -> int:
+        """Put the issue's failed recipients back in the queue; failed batches become ``retried``.
+
+        Recipients, not batches: an SMTP batch is ``unknown`` as a whole when one message was lost
+        after its data, yet the recipients it then could not send are ``failed`` and retryable.
+        """
+        with self.engine.begin() as conn:
+            count = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue_key == key, deliveries.c.status == DeliveryStatus.FAILED)
+                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+            ).rowcount
+            conn.execute(
+                batches.update()
+                .where(batches.c.issue_key == key, batches.c.status == BatchStatus.FAILED)
+                .values(status=BatchStatus.RETRIED)
+            )
+        return count
+
+    # --- reports -----------------------------------------------------------------------------
+
+    def counts(self, key: str) -> dict[str, int]:
+        """How many of the issue's deliveries are in each state."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.status, sa.func.count())
+                .where(deliveries.c.issue_key == key)
+                .group_by(deliveries.c.status)
+            )
+            return {status: n for status, n in rows}
+
+    def problems(self, key: str, limit: int | None = None) -> list[Problem]:
+        """Failed and unknown recipients of an issue, for ``digest status``."""
+        query = (
+            sa.select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(
+                deliveries.c.issue_key == key,
+                deliveries.c.status.in_((DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN)),
+            )
+            .order_by(deliveries.c.status, subscribers.c.email)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Problem(r.email, DeliveryStatus(r.status), r.error or "") for r in conn.execute(query)]
+
+
+# A subscriber's choice of sections as the database's JSON text: "[]" when none was chosen.
+_SECTIONS = sa.cast(subscribers.c.sections, sa.Text)
+
+
+def _waiting(key: str) -> sa.ColumnElement[bool]:
+    """Active subscribers with no delivery for the issue yet.
+
+    For reads only: inside the INSERT .. SELECT, a NOT EXISTS against the table being filled,
+    with planner statistics still saying it is empty, made PostgreSQL choose a nested loop that
+    turned the insert quadratic. There the unique (issue, subscriber) index answers ON CONFLICT.
+    """
+    queued = sa.exists().where(deliveries.c.issue_key == key, deliveries.c.subscriber_id == subscribers.c.id)
+    return (subscribers.c.status == SubscriberStatus.ACTIVE) & ~queued
+
+
+def _delivery(key: str, variant: str | None, now: datetime) -> dict[str, Any]:
+    """A new delivery of the issue (but its subscriber): pending, or skipped when its variant
+    has no article this week. Plain strings: this is built once per choice, copied per row."""
+    pending = variant is not None
+    return {
+        "issue_key": key,
+        "variant": variant if pending else "none",
+        "status": (DeliveryStatus.PENDING if pending else DeliveryStatus.SKIPPED).value,
+        "updated_at": now,
+        "error": None if pending else NO_ARTICLE,
+    }
+
+
+def _queue_everyone(insert: Any, key: str, variant: str | None, now: datetime) -> Any:
+    """One INSERT .. SELECT of a delivery for every active subscriber who chose no sections."""
+    values = _delivery(key, variant, now)
+    columns = ["issue_key", "subscriber_id", "variant", "status", "updated_at", "error"]
+    everyone = sa.select(
+        sa.literal(key),
+        subscribers.c.id,
+        sa.literal(values["variant"]),
+        sa.literal(values["status"]),
+        sa.literal(now),
+        sa.literal(values["error"]) if values["error"] else sa.null(),
+    ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS == "[]")
+    return insert.from_select(columns, everyone).on_conflict_do_nothing()
+
+
+def _worst(statuses: set[str]) -> BatchStatus:
+    """A batch's status from its recipients': unknown, then failed, then submitted."""
+    for status in (BatchStatus.UNKNOWN, BatchStatus.FAILED):
+        if status in statuses:
+            return status
+    return BatchStatus.SUBMITTED
+
+
+def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetime) -> None:
+    """Batches (and their deliveries still in flight) whose outcome nobody can tell any more."""
+    conn.execute(
+        batches.update().where(batches.c.id.in_(ids)).values(status=BatchStatus.UNKNOWN, error=error, finished_at=now)
+    )
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
+        .values(status=DeliveryStatus.UNKNOWN, error=error, updated_at=now)
+    )

@@ -1,0 +1,203 @@
+"""The subscriber list: who is mailed, with which sections, and who must never be mailed again.
+
+An address is one subscriber whatever its case (``email_key``), and a suppression (unsubscribe,
+bounce, complaint) only ever gets stronger: neither a re-imported old list nor a late event can
+undo one, short of an explicit ``resubscribe``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from digest.models import SubscriberStatus
+from digest.store.engine import Repository, aware, chunks, utcnow
+from digest.store.schema import subscribers
+
+ACTIVE = SubscriberStatus.ACTIVE
+
+
+def email_key(email: str) -> str:
+    """The identity of an address: case-folded whole (providers treat local parts case-blind)."""
+    return email.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: SubscriberStatus
+    sections: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscriber:
+    """A row to merge into the list (from an import or ``subscribers add``)."""
+
+    email: str
+    name: str = ""
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MergeReport:
+    added: int
+    updated: int
+    unchanged: int
+    kept_suppressed: tuple[str, ...]
+    resubscribed: int
+
+
+class Subscribers(Repository):
+    """Subscribers: merged in from lists, suppressed, choosing sections, forgotten."""
+
+    def merge(self, rows: Iterable[NewSubscriber], *, resubscribe: bool = False) -> MergeReport:
+        """Add new addresses and update names and sections of known ones, in one transaction.
+
+        A suppressed address (unsubscribed, bounced, complained) stays suppressed unless
+        ``resubscribe`` says otherwise: an old list re-imported must never undo an unsubscribe.
+        """
+        incoming = {email_key(r.email): r for r in rows}
+        now = utcnow()
+        updated = unchanged = resubscribed = 0
+        kept: list[str] = []
+        with self.engine.begin() as conn:
+            existing: dict[str, Any] = {}
+            for chunk in chunks(list(incoming)):
+                for row in conn.execute(sa.select(subscribers).where(subscribers.c.email_key.in_(chunk))):
+                    existing[row.email_key] = row
+            new_rows = [_new_row(key, r, now) for key, r in incoming.items() if key not in existing]
+            for key, r in incoming.items():
+                old = existing.get(key)
+                if old is None:
+                    continue
+                changes: dict[str, Any] = {}
+                if old.status != ACTIVE:
+                    if resubscribe:
+                        changes["status"] = ACTIVE
+                        resubscribed += 1
+                    else:
+                        kept.append(old.email)
+                if r.name and r.name != old.name:
+                    changes["name"] = r.name
+                if r.sections and list(r.sections) != list(old.sections or []):
+                    changes["sections"] = list(r.sections)
+                if changes:
+                    changes["updated_at"] = now
+                    conn.execute(subscribers.update().where(subscribers.c.id == old.id).values(**changes))
+                    updated += 1
+                else:
+                    unchanged += 1
+            if new_rows:
+                conn.execute(subscribers.insert(), new_rows)
+        return MergeReport(len(new_rows), updated, unchanged, tuple(kept), resubscribed)
+
+    def set_status(self, email: str, status: SubscriberStatus) -> bool:
+        """Change one subscriber's status (e.g. unsubscribe); False if the address is unknown."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.email_key == email_key(email))
+                .values(status=status, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def suppress(self, subscriber_id: int, status: SubscriberStatus) -> bool:
+        """Stop all mail to a subscriber at once (one-click unsubscribe, bounce, complaint).
+
+        Idempotent, and it never turns a stronger suppression into a weaker one: a complaint
+        stays a complaint if an unsubscribe arrives after it. False if the id is unknown.
+        """
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).scalar()
+            if current is None:
+                return False
+            if SubscriberStatus(status).strength > SubscriberStatus(current).strength:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status=status, updated_at=utcnow())
+                )
+        return True
+
+    def set_sections(self, subscriber_id: int, sections: Sequence[str]) -> bool:
+        """A subscriber's choice of sections (empty means all): their next issue carries only those."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(sections=list(sections), updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def forget(self, email: str) -> bool:
+        """Delete a subscriber and their delivery history (a request to be forgotten)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(subscribers.delete().where(subscribers.c.email_key == email_key(email)))
+        return bool(result.rowcount)
+
+    def every(self, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+        """Every subscriber (optionally of one status), oldest first, streamed."""
+        query = sa.select(subscribers).order_by(subscribers.c.id)
+        if status:
+            query = query.where(subscribers.c.status == status)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield _subscriber(row)
+
+    def by_email(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == email_key(email))).first()
+        return _subscriber(row) if row else None
+
+    def by_id(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return _subscriber(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        """How many subscribers have each status."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status))
+            return {status: n for status, n in rows}
+
+    def section_choices(self) -> set[tuple[str, ...]]:
+        """The distinct non-empty choices of sections among active subscribers."""
+        text = sa.cast(subscribers.c.sections, sa.Text)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(text).where(subscribers.c.status == ACTIVE, text != "[]").distinct()
+            ).scalars()
+            return {tuple(json.loads(r)) for r in rows}
+
+
+def _new_row(key: str, r: NewSubscriber, now: datetime) -> dict[str, Any]:
+    return {
+        "email": r.email.strip(),
+        "email_key": key,
+        "name": r.name,
+        "status": ACTIVE,
+        "sections": list(r.sections),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=SubscriberStatus(row.status),
+        sections=tuple(row.sections or ()),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+    )
