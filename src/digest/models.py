@@ -6,8 +6,9 @@ with hand-built values and nothing here imports the rest of the package.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 
@@ -92,6 +93,50 @@ class Issue:
     def articles(self) -> tuple[Article, ...]:
         """Every article in the issue, in display order."""
         return tuple(a for s in self.sections for a in s.articles)
+
+
+# --- naming an issue ----------------------------------------------------
+
+_ISSUE_KEY = re.compile(r"(\d{4})-W(\d{2})", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class IssueKey:
+    """An issue's name: the ISO week of its run time in the newsletter's zone, e.g. ``2026-W48``.
+
+    One week, one issue: the ledger, the archive's URLs, file names and editors' commands all name
+    an edition by this key, so it is worked out here and nowhere else. The ISO year is used (not the
+    calendar year), so 29 December 2025 is ``2026-W01``. Keys order by week, as their text does.
+    """
+
+    year: int
+    week: int
+
+    @classmethod
+    def at(cls, moment: datetime, zone: tzinfo) -> IssueKey:
+        """The key of the issue that a run at ``moment`` (aware) builds or sends."""
+        year, week, _ = moment.astimezone(zone).isocalendar()
+        return cls(year, week)
+
+    @classmethod
+    def parse(cls, text: str) -> IssueKey:
+        """A key as a person types it (``2026-W48``, any case); a ValueError saying what is wrong.
+
+        Checked, not just matched: a mistyped key would otherwise be taken as an issue that is
+        merely not built yet (an editor's pin recorded for a week that never comes).
+        """
+        match = _ISSUE_KEY.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not an issue key; issue keys are ISO weeks like 2026-W48")
+        year, week = int(match.group(1)), int(match.group(2))
+        try:
+            date.fromisocalendar(year, week, 1)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an issue key: {year} has no ISO week {week}") from exc
+        return cls(year, week)
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.week:02d}"
 
 
 # --- JSON form ---------------------------------------------------------------------------------

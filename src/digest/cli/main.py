@@ -314,12 +314,12 @@ def send(
     from digest.delivery.tokens import Signer
     from digest.delivery.transports import open_transport
     from digest.errors import DeliveryError
-    from digest.issue import rank
+    from digest.models import IssueKey
 
     settings = load_settings(config_path)
     configure_logging(settings)
     now = parse_now(now_text, settings)
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     store = open_store(settings)
     if test_to:
         _send_test_copy(settings, store, now, key, test_to)

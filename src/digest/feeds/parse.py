@@ -34,8 +34,8 @@ from feedparser.namespaces import mediarss
 from digest.config import FeedSource, Settings
 from digest.errors import FeedError
 from digest.feeds.fetch import fetch_feed, make_client
+from digest.feeds.urls import canonical_url
 from digest.files import atomic_write
-from digest.issue.links import canonical_url
 from digest.models import Article, Image
 from digest.text import excerpt, one_line, without_controls
 

@@ -56,11 +56,11 @@ from digest.delivery.runner import ALL, variant_sections
 from digest.errors import ConfigError, DigestError
 from digest.issue import build as pipeline
 from digest.issue.message import build_message
-from digest.issue.rank import issue_key, restrict
+from digest.issue.rank import restrict
 from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
 from digest.listen import listen
 from digest.listen import url as url_for
-from digest.models import Issue
+from digest.models import Issue, IssueKey
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class PreviewState:
         if self._store is None or self._store_url != url:
             self.close()
             self._store, self._store_url = Store.open(url), url
-        mark = weekly.ledger_mark(self._store, issue_key(now, settings.newsletter.zone))
+        mark = weekly.ledger_mark(self._store, str(IssueKey.at(now, settings.newsletter.zone)))
         result = weekly.outgoing(settings, self._store, now)
         self._ledger = mark
         return result
@@ -320,7 +320,7 @@ class PreviewState:
                 settings = load(self.config_path)
                 self._watch = watch_set(settings)
                 now = self._run_time(settings)
-                key = issue_key(now, settings.newsletter.zone)
+                key = str(IssueKey.at(now, settings.newsletter.zone))
                 snapshot = _snapshot(settings, self._builder(settings, now), now)
             except DigestError as exc:
                 return self._failed(str(exc), key, exc)

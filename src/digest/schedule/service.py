@@ -183,7 +183,7 @@ def _review(settings: Any, store: Any, send_at: datetime) -> str:
     from digest.delivery import runner as deliver
     from digest.delivery.transports import open_transport
     from digest.errors import EmptyIssueError
-    from digest.issue import rank
+    from digest.models import IssueKey
 
     try:
         result = _with_feed_retries(
@@ -194,7 +194,7 @@ def _review(settings: Any, store: Any, send_at: datetime) -> str:
     except _Stopped:
         return "interrupted"
     except (weekly.NotSent, EmptyIssueError) as exc:
-        key = rank.issue_key(send_at, settings.newsletter.zone)
+        key = str(IssueKey.at(send_at, settings.newsletter.zone))
         reason = exc.reason if isinstance(exc, weekly.NotSent) else f"{exc.message}; not sent"
         notify.tell_editors(settings, key, f"{key} will not be sent", reason)
         return f"skipped: {reason}"
@@ -218,6 +218,7 @@ def _send(settings: Any, store: Any, fire: datetime) -> str:
     from digest.delivery.transports import open_transport
     from digest.errors import EmptyIssueError
     from digest.issue import rank
+    from digest.models import IssueKey
 
     try:
         ready = _with_feed_retries(settings, fire, lambda: weekly.ready_to_send(settings, store, fire, scheduled=True))
@@ -225,7 +226,7 @@ def _send(settings: Any, store: Any, fire: datetime) -> str:
         return "interrupted"
     except (weekly.NotSent, EmptyIssueError) as exc:
         # Past its send time and not going out from the scheduler: recorded as skipped, never sent late.
-        key = rank.issue_key(fire, settings.newsletter.zone)
+        key = str(IssueKey.at(fire, settings.newsletter.zone))
         reason = exc.reason if isinstance(exc, weekly.NotSent) else f"{exc.message}; not sent"
         window = rank.issue_window(fire, settings.issue.window_days)
         store.skip_issue(key, reason, window=(window.start, window.end), send_at=fire)
@@ -256,7 +257,7 @@ def _with_feed_retries(settings: Any, fire: datetime, attempt: Callable[[], Any]
     """
     from digest.delivery import weekly
     from digest.errors import FeedError
-    from digest.issue import rank
+    from digest.models import IssueKey
 
     deadline = fire + timedelta(seconds=settings.schedule.grace_seconds)
     while True:
@@ -267,7 +268,7 @@ def _with_feed_retries(settings: Any, fire: datetime, attempt: Callable[[], Any]
                 raise _Stopped from exc
             wait = settings.schedule.feed_retry_seconds
             if datetime.now(UTC) + timedelta(seconds=wait) > deadline:
-                key = rank.issue_key(fire, settings.newsletter.zone)
+                key = str(IssueKey.at(fire, settings.newsletter.zone))
                 raise weekly.NotSent(key, f"feeds could not be fetched within the grace: {exc}") from exc
             log.warning("feeds failed (%s); trying again in %.0f s", exc, wait)
             if STOP.wait(wait):
@@ -369,6 +370,7 @@ class Service:
     def _missed(self, event: Any) -> None:
         from digest.delivery import notify
         from digest.issue import rank
+        from digest.models import IssueKey
 
         if event.job_id != SEND_JOB:
             log.warning("%s missed its run at %s (past the grace); skipped", event.job_id, event.scheduled_run_time)
@@ -377,7 +379,7 @@ class Service:
         run = run_key(SEND_JOB, fire)
         if not self.store.claim_run(run):  # a second scheduler on this database saw it too
             return
-        key = rank.issue_key(fire, self.settings.newsletter.zone)
+        key = str(IssueKey.at(fire, self.settings.newsletter.zone))
         window = rank.issue_window(fire, self.settings.issue.window_days)
         self.store.skip_issue(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
         self.store.finish_run(run, "skipped: missed by more than the grace")
