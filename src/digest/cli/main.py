@@ -104,6 +104,24 @@ def parse_now(text: str | None, settings: Settings | None) -> datetime:
     return moment.replace(tzinfo=settings.newsletter.zone)
 
 
+class IssueKeyType(click.ParamType):
+    """An issue key typed by a person (``2026-W48``, any case), checked and given back in the
+    form the ledger uses: a mistyped key is refused, never taken for a week not built yet."""
+
+    name = "issue"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from digest.models import IssueKey
+
+        try:
+            return str(IssueKey.parse(str(value)))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+ISSUE_KEY = IssueKeyType()
+
+
 def warn(lines: tuple[str, ...] | list[str]) -> None:
     for line in lines:
         click.echo(f"digest: warning: {line}", err=True)
@@ -403,7 +421,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 @cli.command()
 @config_option
-@click.argument("issue_key", metavar="[ISSUE]", required=False)
+@click.argument("issue_key", metavar="[ISSUE]", required=False, type=ISSUE_KEY)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
     """Show an issue's deliveries per state, and its failed and unknown recipients."""
@@ -484,7 +502,7 @@ def _print_next(settings: Settings, count: int) -> None:
 
 
 def issue_argument(func: Any) -> Any:
-    return click.argument("issue_key", metavar="ISSUE")(func)
+    return click.argument("issue_key", metavar="ISSUE", type=ISSUE_KEY)(func)
 
 
 @cli.command()
@@ -533,7 +551,7 @@ def _current_draft(store: Store) -> str | None:
 @cli.command()
 @config_option
 @click.argument("url")
-@click.option("--issue", "issue_key", metavar="KEY", help="The issue (default: the current draft).")
+@click.option("--issue", "issue_key", metavar="KEY", type=ISSUE_KEY, help="The issue (default: the current draft).")
 def pin(config_path: Path, url: str, issue_key: str | None) -> None:
     """Show an article first in its section in this issue, and rebuild the draft."""
     _edit(config_path, url, issue_key, "pin")
@@ -542,7 +560,7 @@ def pin(config_path: Path, url: str, issue_key: str | None) -> None:
 @cli.command()
 @config_option
 @click.argument("url")
-@click.option("--issue", "issue_key", metavar="KEY", help="The issue (default: the current draft).")
+@click.option("--issue", "issue_key", metavar="KEY", type=ISSUE_KEY, help="The issue (default: the current draft).")
 def exclude(config_path: Path, url: str, issue_key: str | None) -> None:
     """Leave an article out of this issue, and rebuild the draft."""
     _edit(config_path, url, issue_key, "exclude")
