@@ -1,51 +1,8 @@
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
-
 import pytest
 
 from digest.errors import EmptyIssueError
 from digest.issue import rank
-from digest.models import IssueKey
 from factories import NOW, article, settings
-
-
-def test_issue_key_is_iso_week_in_newsletter_zone():
-    ny = ZoneInfo("America/New_York")
-    assert str(IssueKey.at(NOW, ny)) == "2026-W48"
-    # 03:00 UTC Monday is still Sunday evening in New York: the previous ISO week.
-    assert str(IssueKey.at(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ny)) == "2026-W48"
-    assert str(IssueKey.at(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W49"
-    # ISO year differs from calendar year at the turn of the year.
-    assert str(IssueKey.at(datetime(2026, 12, 31, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W53"
-    assert str(IssueKey.at(datetime(2027, 1, 1, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W53"
-    assert str(IssueKey.at(datetime(2026, 1, 5, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W02"
-
-
-def test_issue_key_parses_what_it_prints_and_orders_by_week():
-    assert IssueKey.parse("2026-W48") == IssueKey(2026, 48)
-    assert IssueKey.parse(" 2026-w05 ") == IssueKey(2026, 5)  # typed by hand: case and spaces do not matter
-    assert str(IssueKey.parse("2026-w05")) == "2026-W05"
-    assert sorted([IssueKey(2027, 1), IssueKey(2026, 53), IssueKey(2026, 9)]) == [
-        IssueKey(2026, 9),
-        IssueKey(2026, 53),
-        IssueKey(2027, 1),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("2026-48", "is not an issue key; issue keys are ISO weeks like 2026-W48"),
-        ("W48", "is not an issue key"),
-        ("2026-W48; drop", "is not an issue key"),
-        ("", "is not an issue key"),
-        ("2025-W53", "2025 has no ISO week 53"),  # 2025 has 52 weeks; 2026 has 53
-        ("2026-W00", "2026 has no ISO week 0"),
-    ],
-)
-def test_a_mistyped_issue_key_is_refused_saying_what_a_key_looks_like(text, problem):
-    with pytest.raises(ValueError, match=problem):
-        IssueKey.parse(text)
 
 
 def test_window_is_the_days_before_the_run(tmp_path):

@@ -24,7 +24,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -50,11 +50,10 @@ from digest.delivery.transports.base import (
 from digest.issue.build import Build, preview_values, summary
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, Renderer
-from digest.models import Issue, issue_from_data, issue_to_data
+from digest.models import ALL_SECTIONS, Issue, SectionChoice, issue_from_data, issue_to_data
 from digest.store import Claimed, Store
 
 log = logging.getLogger("digest.deliver")
-ALL = "all"  # the variant every subscriber gets until they choose sections
 
 
 class Progress(Protocol):
@@ -95,21 +94,6 @@ def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, ema
     }
 
 
-def variant_key(settings: Settings, choice: Sequence[str]) -> str:
-    """The variant a choice of sections gets: ``all``, or the chosen sections' positions
-    (``1,3``) in config order. Unknown names (a section renamed since) are ignored, and a
-    choice of every section, or of none that still exists, is ``all``."""
-    names = settings.section_names
-    chosen = {c.casefold() for c in choice}
-    picked = [str(i) for i, name in enumerate(names, start=1) if name.casefold() in chosen]
-    return ALL if not picked or len(picked) == len(names) else ",".join(picked)
-
-
-def variant_sections(settings: Settings, key: str) -> list[str]:
-    names = settings.section_names
-    return names if key == ALL else [names[int(i) - 1] for i in key.split(",")]
-
-
 def record(
     store: Store,
     settings: Settings,
@@ -127,7 +111,7 @@ def record(
     """
     issue = result.issue
     renderer = renderer or Renderer(settings)
-    rendered = {ALL: _parts(result.rendered)}
+    rendered = {ALL_SECTIONS: _parts(result.rendered)}
     for name in chosen_variants(store, settings):
         part = render_variant(settings, issue, name, renderer)
         if part is not None:
@@ -148,18 +132,20 @@ def record(
 def chosen_variants(store: Store, settings: Settings) -> list[str]:
     """The variants besides ``all`` that active subscribers' choices of sections call for, in
     config order of their first section."""
-    names = {variant_key(settings, choice) for choice in store.section_choices()} - {ALL}
-    return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
+    configured = settings.section_names
+    choices = (SectionChoice.of(names, configured) for names in store.section_choices())
+    places = {choice.variant: choice.positions for choice in choices if not choice.everything}
+    return sorted(places, key=places.__getitem__)
 
 
 def render_variant(settings: Settings, issue: Issue, name: str, renderer: Renderer) -> Rendered | None:
     """The issue as the readers of variant ``name`` get it; None when its sections have no
     article this week (those readers are sent nothing)."""
-    part = restrict(issue, variant_sections(settings, name))
+    part = restrict(issue, SectionChoice.of_variant(name, settings.section_names).sections)
     return None if part is None else renderer.render(part)
 
 
-def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
+def stored_variant(store: Store, key: str, name: str = ALL_SECTIONS) -> Rendered:
     subject, html, text = store.variant(key, name)
     return Rendered(subject=subject, html=html, text=text, warnings=())
 
@@ -184,13 +170,13 @@ class Variants:
 
     def __call__(self, choice: tuple[str, ...]) -> str | None:
         """The variant a subscriber with ``choice`` is sent (stored on first need), or None."""
-        name = variant_key(self.settings, choice)
+        name = SectionChoice.of(choice, self.settings.section_names).variant
         if name in self.known:
             return name
         if name in self.empty:
             return None
         if self.stored_issue() is None:  # recorded before issues kept their articles: everyone gets it whole
-            return ALL
+            return ALL_SECTIONS
         rendered = self.render(name)
         if rendered is None:
             self.empty.add(name)
@@ -206,7 +192,7 @@ class Variants:
             return stored_variant(self.store, self.key, name)
         stored = self.stored_issue()
         if stored is None:
-            return stored_variant(self.store, self.key, ALL)
+            return stored_variant(self.store, self.key, ALL_SECTIONS)
         self._renderer = self._renderer or Renderer(self.settings)
         return render_variant(self.settings, stored, name, self._renderer)
 

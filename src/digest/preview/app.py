@@ -52,7 +52,6 @@ from watchfiles import Change, DefaultFilter, watch
 
 from digest.config import Settings, load
 from digest.delivery import weekly
-from digest.delivery.runner import ALL, variant_sections
 from digest.errors import ConfigError, DigestError
 from digest.issue import build as pipeline
 from digest.issue.message import build_message
@@ -60,7 +59,7 @@ from digest.issue.rank import restrict
 from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
 from digest.listen import listen
 from digest.listen import url as url_for
-from digest.models import Issue, IssueKey
+from digest.models import ALL_SECTIONS, Issue, IssueKey, SectionChoice
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class Snapshot:
 
     def variant(self, name: str | None) -> Variant | None:
         """The variant called ``name`` (the whole issue for None or ``all``); None if there is none."""
-        return next((v for v in self.variants if v.name == (name or ALL)), None)
+        return next((v for v in self.variants if v.name == (name or ALL_SECTIONS)), None)
 
     # The whole issue's parts: what most readers get, and what the page shows first.
     @property
@@ -355,10 +354,10 @@ def _snapshot(settings: Settings, out: weekly.Outgoing, now: datetime) -> Snapsh
     issue = out.issue
     zone = settings.newsletter.zone
     from_name, from_email = parseaddr(settings.newsletter.from_address)
-    variants = [_variant(settings, ALL, issue, out.whole, now)]
+    variants = [_variant(settings, ALL_SECTIONS, issue, out.whole, now)]
     unsent = []
     for name, rendered in out.variants.items():
-        part = restrict(issue, variant_sections(settings, name))
+        part = restrict(issue, SectionChoice.of_variant(name, settings.section_names).sections)
         if rendered is None or part is None:
             unsent.append(_label(settings, name))
         else:
@@ -398,7 +397,8 @@ def _variant(settings: Settings, name: str, issue: Issue, rendered: Rendered, no
 
 
 def _label(settings: Settings, name: str) -> str:
-    return "All sections" if name == ALL else " + ".join(variant_sections(settings, name))
+    choice = SectionChoice.of_variant(name, settings.section_names)
+    return "All sections" if choice.everything else " + ".join(choice.sections)
 
 
 # --- Watching ---------------------------------------------------------------------------------
@@ -548,7 +548,7 @@ def create_app(state: PreviewState) -> Starlette:
         if isinstance(found, Response):
             return found
         good, variant = found
-        suffix = "" if variant.name == ALL else f"-{variant.name.replace(',', '-')}"
+        suffix = "" if variant.name == ALL_SECTIONS else f"-{variant.name.replace(',', '-')}"
         return Response(
             variant.eml,
             media_type="message/rfc822",

@@ -59,12 +59,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Settings
-from digest.delivery.runner import ALL, stored_variant
+from digest.delivery.runner import stored_variant
 from digest.delivery.tokens import BadToken, Signer
 from digest.errors import ConfigError
 from digest.issue.render import archive_copy, format_dates
 from digest.listen import listen
 from digest.listen import url as url_for
+from digest.models import ALL_SECTIONS, SectionChoice
 from digest.store import Store, Subscriber, email_key
 
 log = logging.getLogger("digest.web")
@@ -394,9 +395,7 @@ def create_app(
     def chosen_now(subscriber: Subscriber) -> set[str]:
         """The boxes to tick: the stored choice, or all of them when it is empty (or names
         only sections that no longer exist, which sends everything too)."""
-        stored = {s.casefold() for s in subscriber.sections}
-        ticked = {s for s in sections if s.casefold() in stored}
-        return ticked or set(sections)
+        return set(SectionChoice.of(subscriber.sections, sections).sections)
 
     def preferences_form(
         request: Request,
@@ -430,9 +429,9 @@ def create_app(
         subscriber = await subscriber_for(token)
         form = await read_form(request)
         posted = [value for key, value in form if key == "section"]
-        by_key = {s.casefold(): s for s in sections}
-        unknown = [p for p in posted if p.casefold() not in by_key]
-        if unknown:
+        try:
+            picked = SectionChoice.of(posted, sections, strict=True)
+        except ValueError:
             return preferences_form(
                 request,
                 token,
@@ -441,8 +440,7 @@ def create_app(
                 notice="The list of sections has changed since this page was opened, so nothing was saved. "
                 "Please choose again.",
             )
-        picked = {by_key[p.casefold()] for p in posted}
-        choice = [] if not picked or picked == set(sections) else [s for s in sections if s in picked]
+        choice = list(picked.normalised().names)  # every section (or none) is stored as none: later ones too
         if not await run_in_threadpool(store.set_sections, subscriber.id, choice):
             raise gone()
         log.info("subscriber %d chose %s", subscriber.id, f"{len(choice)} section(s)" if choice else "all sections")
@@ -519,7 +517,7 @@ def create_app(
         record = store.issue(key)
         if record is None or record.status not in ("sending", "sent"):
             return None
-        html = archive_copy(stored_variant(store, key, ALL).html)
+        html = archive_copy(stored_variant(store, key, ALL_SECTIONS).html)
         with archive_lock:
             archived[key] = html
             while len(archived) > 16:
