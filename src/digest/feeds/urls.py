@@ -1,12 +1,16 @@
-"""The canonical form of an article's URL, which decides when two feed items are the same article.
+"""URLs as the feeds give them: made absolute, and put in the canonical form that decides when two
+feed items are the same article.
 
-It lives with the feeds because they de-duplicate with it; the issue (editors' pins and
-exclusions, already-sent articles) compares URLs the same way by importing it from here.
+Canonical URLs live with the feeds because they de-duplicate with them; the issue (editors' pins
+and exclusions, already-sent articles) compares URLs the same way by importing them from here.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 # Query parameters that identify a click, not a page: ignored when comparing URLs.
 TRACKING_PARAMS = frozenset(
@@ -34,3 +38,25 @@ def canonical_url(url: str) -> str:
     path = parts.path.rstrip("/") or "/"
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
     return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+
+
+def has_scheme(value: str) -> bool:
+    """Whether ``value`` starts with a URI scheme (``https:``, ``mailto:``, ``tag:``...), i.e. is not relative."""
+    return bool(_SCHEME.match(value))
+
+
+def absolute_url(href: str, base: str, site: str = "") -> str:
+    """``href`` as an absolute http(s) URL, resolved against ``base`` then the site; else "".
+
+    A feed's links reach readers' mail programs, which cannot resolve a relative link, and any
+    other scheme (``javascript:``, ``data:``) is no link to follow: both give "".
+    """
+    href = href.strip()
+    if not href:
+        return ""
+    for root in (base, site):
+        candidate = urljoin(root, href) if root else href
+        parts = urlsplit(candidate)
+        if parts.scheme in {"http", "https"} and parts.netloc:
+            return candidate
+    return ""
