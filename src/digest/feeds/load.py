@@ -25,7 +25,7 @@ from digest.feeds.parse import ParsedFeed, parse_feed
 from digest.feeds.state import FeedState, StateStore
 from digest.models import Article
 
-__all__ = ["FeedResult", "load_articles"]
+__all__ = ["FeedResult", "load_articles", "local_feed_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +185,17 @@ def _load_remote(
     return parsed, new_state, (body if fetched.body is not None and body != cached else None)
 
 
+def local_feed_path(settings: Settings, url: str) -> Path:
+    """Where a local feed lives: a ``file://`` URL, or a path relative to the config file.
+
+    The preview watches this very file, so it asks here rather than working it out again.
+    """
+    return Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
+
+
 def _read_local(src: FeedSource, settings: Settings) -> bytes:
     """A local feed file's bytes; a missing or unreadable file is a FeedError with its path."""
-    url = src.url
-    path = Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
+    path = local_feed_path(settings, src.url)
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:

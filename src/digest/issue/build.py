@@ -1,6 +1,6 @@
 """One issue from feeds to files: the pipeline that ``build``, ``preview`` and ``send`` share.
 
-feeds -> articles (feed.py) -> issue (rank.py) -> rendered variant (render.py) -> files.
+feeds -> articles (feeds/load.py) -> issue (rank.py) -> rendered variant (render.py) -> files.
 """
 
 from __future__ import annotations

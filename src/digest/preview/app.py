@@ -39,8 +39,6 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import click
 import jinja2
@@ -53,6 +51,7 @@ from watchfiles import Change, DefaultFilter, watch
 from digest.config import Settings, load
 from digest.delivery import weekly
 from digest.errors import ConfigError, DigestError
+from digest.feeds.load import local_feed_path
 from digest.issue import build as pipeline
 from digest.issue.message import build_message
 from digest.issue.rank import restrict
@@ -228,18 +227,12 @@ def watch_set(settings: Settings) -> WatchSet:
     files = {settings.source.resolve()} if settings.source else set()
     for feed in settings.feeds:
         if not feed.is_remote:
-            files.add(local_feed_path(settings, feed.url))
+            files.add(local_feed_path(settings, feed.url).resolve())
     try:
         trees = {d.resolve() for d in template_dirs(settings)}
     except DigestError:  # [render] templates names a missing folder: watch for it to appear
         trees = {bundled_templates().resolve(), settings.path(settings.render.templates).resolve()}
     return WatchSet(frozenset(files), frozenset(trees))
-
-
-def local_feed_path(settings: Settings, url: str) -> Path:
-    """Where a local feed lives, read the way feed.py reads it (a path, or a file:// URL)."""
-    path = Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
-    return path.resolve()
 
 
 Builder = Callable[[Settings, datetime], weekly.Outgoing]
