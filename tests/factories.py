@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from digest.config import Settings, parse
-from digest.issue.links import canonical_url
+from digest.feeds.urls import canonical_url
 from digest.models import Article, Image
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # Friday 09:00 in New York, ISO week 48

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import FEED_FIXTURES
 from digest.errors import FeedError
-from digest.feeds.parse import FeedResult, load_articles, parse_feed
+from digest.feeds.load import FeedResult, load_articles
+from digest.feeds.parse import parse_feed
 from digest.models import Article
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)

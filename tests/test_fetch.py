@@ -23,8 +23,8 @@ import pytest
 from conftest import FEED_FIXTURES
 from digest import files as files_module
 from digest.errors import FeedError
-from digest.feeds import parse as feed_module
-from digest.feeds.parse import load_articles
+from digest.feeds import load as feed_module
+from digest.feeds.load import load_articles
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 RSS = (FEED_FIXTURES / "rss2_media.xml").read_bytes()

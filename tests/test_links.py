@@ -1,4 +1,5 @@
-from digest.issue.links import add_utm, canonical_url
+from digest.feeds.urls import canonical_url
+from digest.issue.links import add_utm
 
 UTM = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "2026-W48"}
 

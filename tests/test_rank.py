@@ -1,23 +1,8 @@
-from datetime import UTC, datetime
-
 import pytest
 
 from digest.errors import EmptyIssueError
 from digest.issue import rank
 from factories import NOW, article, settings
-
-
-def test_issue_key_is_iso_week_in_newsletter_zone():
-    from zoneinfo import ZoneInfo
-
-    ny = ZoneInfo("America/New_York")
-    assert rank.issue_key(NOW, ny) == "2026-W48"
-    # 03:00 UTC Monday is still Sunday evening in New York: the previous ISO week.
-    assert rank.issue_key(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ny) == "2026-W48"
-    assert rank.issue_key(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ZoneInfo("UTC")) == "2026-W49"
-    # ISO year differs from calendar year at the turn of the year.
-    assert rank.issue_key(datetime(2026, 12, 31, 12, tzinfo=UTC), ZoneInfo("UTC")) == "2026-W53"
-    assert rank.issue_key(datetime(2027, 1, 1, 12, tzinfo=UTC), ZoneInfo("UTC")) == "2026-W53"
 
 
 def test_window_is_the_days_before_the_run(tmp_path):

@@ -357,3 +357,28 @@ def test_require_all_skips_the_issue_when_a_feed_stays_down_past_the_grace(sampl
     (first, _) = notices(sample)
     assert first["Subject"] == f"[digest] {KEY} was not sent"
     assert "[fetch] require_all = true builds no issue without every feed" in text_of(first)
+
+
+@pytest.mark.parametrize(
+    "command", [["pin", PINNED, "--issue"], ["exclude", EXCLUDED, "--issue"], ["approve"], ["status"]]
+)
+def test_a_mistyped_issue_key_is_refused_and_nothing_is_recorded(sample, command):
+    name, *rest = command
+    refused = run(name, "--config", str(sample), *rest, "2026-48", code=2)
+    assert "'2026-48' is not an issue key; issue keys are ISO weeks like 2026-W48" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    _, store = opened(sample)
+    try:
+        assert store.issues.edits("2026-48") == ([], [])  # no pin or exclusion kept for a week that never comes
+    finally:
+        store.close()
+
+
+def test_an_issue_key_typed_in_lower_case_names_the_issue(sample):
+    settings, store = opened(sample)
+    try:
+        jobs.review(settings, store, SEND_AT)
+    finally:
+        store.close()
+    approved = run("approve", "--config", str(sample), KEY.lower())
+    assert approved.stdout.startswith(f"Approved {KEY}; it will be sent at Fri 2026-11-27 09:00 EST")

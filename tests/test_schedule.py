@@ -36,7 +36,7 @@ from digest.cli import schedule as schedule_cli
 from digest.config import Settings, load
 from digest.cron import cron_trigger, next_sends
 from digest.errors import ConfigError
-from digest.issue import rank
+from digest.models import IssueKey
 from digest.schedule import health, jobs
 from digest.schedule.jobs import REVIEW_JOB, SEND_JOB
 from digest.schedule.service import Service
@@ -472,7 +472,7 @@ def test_a_bad_schedule_in_the_config_is_exit_2_with_one_line_naming_the_key(tmp
 def test_a_run_missed_within_the_grace_is_sent_once_at_start_up(tmp_path, env, monkeypatch, database_url, services):
     monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     fire = fire_ago(timedelta(minutes=10))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), url=database_url, items=recent_items(4, fire))
     store_job(project)
     assert stored_next_run(database_url, SEND_JOB) > time.time()  # stored for next week
@@ -503,7 +503,7 @@ def test_a_job_stored_by_the_first_release_keeps_its_missed_run_after_an_upgrade
     not drop the job (and the send) at start-up."""
     caplog.set_level(logging.INFO, logger="apscheduler")
     fire = fire_ago(timedelta(minutes=10))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
     store_job(project)
     edit_stored_job(project.url, SEND_JOB, func="digest.schedule:send_job", next_run_time=fire)
@@ -537,7 +537,7 @@ def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
     caplog.set_level(logging.INFO, logger="digest")
     monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
     fire = fire_ago(timedelta(hours=3))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(
         tmp_path, cron=cron_at(fire), url=database_url, items=recent_items(4, fire), schedule_extra='grace = "2h"'
     )
@@ -571,7 +571,7 @@ def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
 def test_two_services_that_both_see_a_missed_run_tell_the_editors_once(tmp_path, env, services, caplog):
     caplog.set_level(logging.INFO, logger="digest")
     fire = fire_ago(timedelta(hours=3))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
     store_job(project)
     set_next_run(project.url, SEND_JOB, fire)
@@ -612,8 +612,8 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
     service.stop()  # SIGTERM while the feeds wait to be retried: the run is interrupted, not skipped
     assert time.monotonic() - started < 3
     assert runs(project.url) == {run_key(SEND_JOB, fire): (None, False)}
-    assert project.status(rank.issue_key(fire, NY)) is None
-    assert not project.outbox(f"notices-{rank.issue_key(fire, NY)}")
+    assert project.status(str(IssueKey.at(fire, NY))) is None
+    assert not project.outbox(f"notices-{IssueKey.at(fire, NY)!s}")
 
 
 def test_stored_jobs_coalesce_never_overlap_and_follow_a_changed_schedule(tmp_path, env, services):
@@ -647,7 +647,7 @@ def test_stored_jobs_coalesce_never_overlap_and_follow_a_changed_schedule(tmp_pa
 def test_a_run_already_done_is_not_run_again(tmp_path, env, caplog):
     caplog.set_level(logging.INFO, logger="digest")
     fire = fire_ago(timedelta(minutes=1))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
     jobs.send_job(str(project.config))
     jobs.send_job(str(project.config))  # a second scheduler (or a second fire) for the same time
@@ -675,7 +675,7 @@ def test_health_is_1_without_a_heartbeat_and_0_while_a_scheduler_runs(tmp_path, 
 
 def test_a_thin_week_through_the_send_job_is_skipped_and_the_editors_told(tmp_path, env):
     fire = fire_ago(timedelta(minutes=1))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(2, fire))  # min_items = 3
     jobs.send_job(str(project.config))
     assert project.status(key) == "skipped"
@@ -688,7 +688,7 @@ def test_a_thin_week_through_the_send_job_is_skipped_and_the_editors_told(tmp_pa
 
 def test_a_week_without_any_article_is_skipped_and_the_editors_told(tmp_path, env):
     fire = fire_ago(timedelta(minutes=1))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(3, fire - timedelta(days=10)))
     jobs.send_job(str(project.config))
     store = project.store()
@@ -719,7 +719,7 @@ def _send_now(project: Project) -> tuple[str, datetime]:
 def test_a_feed_that_comes_back_within_the_grace_is_retried_and_the_issue_sent(tmp_path, env, caplog):
     caplog.set_level(logging.INFO, logger="digest")
     now = datetime.now(UTC)
-    key = rank.issue_key(now, NY)
+    key = str(IssueKey.at(now, NY))
     project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "3s"\nfeed_retry = "1s"')
     later = threading.Timer(0.5, lambda: project.feed.write_text(rss(recent_items(4, now)), encoding="utf-8"))
     later.start()
@@ -735,7 +735,7 @@ def test_a_feed_that_comes_back_within_the_grace_is_retried_and_the_issue_sent(t
 
 def test_a_feed_down_for_the_whole_grace_means_nothing_is_sent_and_the_editors_told_why(tmp_path, env, caplog):
     caplog.set_level(logging.INFO, logger="digest")
-    key = rank.issue_key(datetime.now(UTC), NY)
+    key = str(IssueKey.at(datetime.now(UTC), NY))
     project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "3s"\nfeed_retry = "1s"')
     started = time.monotonic()
     outcome, _ = _send_now(project)
@@ -762,7 +762,7 @@ def test_a_scheduled_send_without_the_secret_records_nothing(tmp_path, env, monk
     """As with `digest send`: no signing secret, no issue recorded as sending and no run left
     half done; the run fails with the reason, to be sent once the secret is there."""
     fire = fire_ago(timedelta(minutes=1))
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     project = write_project(tmp_path, cron=cron_at(fire), items=recent_items(4, fire))
     monkeypatch.delenv("DIGEST_SECRET")
     with pytest.raises(ConfigError, match="DIGEST_SECRET"):
@@ -775,7 +775,7 @@ def test_a_scheduled_send_without_the_secret_records_nothing(tmp_path, env, monk
 
 def test_a_stop_while_the_feeds_wait_to_be_retried_interrupts_the_run_for_the_next_start(tmp_path, env):
     project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "1h"\nfeed_retry = "10m"')
-    key = rank.issue_key(datetime.now(UTC), NY)
+    key = str(IssueKey.at(datetime.now(UTC), NY))
     stop = threading.Timer(0.3, jobs.STOP.set)
     stop.start()
     started = time.monotonic()

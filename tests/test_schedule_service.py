@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
-from digest.issue import rank
+from digest.models import IssueKey
 from digest.schedule import jobs
 from digest.schedule.jobs import SEND_JOB
 from digest.schedule.triggers import run_key
@@ -134,7 +134,7 @@ def counts(project: Project, key: str) -> dict[str, int]:
 
 def test_two_schedulers_on_one_database_send_once(due, sg, schedulers):
     project, env, fire = due(subscribers=40, batch_size=10)
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     pair = [Scheduler(project, env, "first"), Scheduler(project, env, "second")]
     schedulers.extend(pair)
     wait_for(lambda: all(s.ready() for s in pair), what="both schedulers to start")
@@ -156,7 +156,7 @@ def test_two_schedulers_on_one_database_send_once(due, sg, schedulers):
 
 def test_sigterm_mid_send_finishes_the_batch_in_flight_and_the_next_start_completes_the_issue(due, sg, schedulers):
     project, env, fire = due(subscribers=100, batch_size=10)
-    key = rank.issue_key(fire, NY)
+    key = str(IssueKey.at(fire, NY))
     sg.stall_next(0.3, times=10)  # every request answered after 0.3 s (the client waits 5)
     first = Scheduler(project, env, "first")
     schedulers.append(first)
@@ -217,4 +217,4 @@ def test_editors_are_told_through_the_newsletters_own_transport(due, sg):
     assert outcome.startswith("skipped: thin week")
     assert sorted(sg.recipients()) == sorted(EDITORS)
     [request] = sg.accepted
-    assert request.body["subject"] == f"[digest] {rank.issue_key(fire, NY)} was not sent"
+    assert request.body["subject"] == f"[digest] {IssueKey.at(fire, NY)!s} was not sent"

@@ -6,8 +6,10 @@ with hand-built values and nothing here imports the rest of the package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -93,6 +95,123 @@ class Issue:
     def articles(self) -> tuple[Article, ...]:
         """Every article in the issue, in display order."""
         return tuple(a for s in self.sections for a in s.articles)
+
+
+# --- naming an issue and choosing sections ----------------------------------------------------
+
+_ISSUE_KEY = re.compile(r"(\d{4})-W(\d{2})", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class IssueKey:
+    """An issue's name: the ISO week of its run time in the newsletter's zone, e.g. ``2026-W48``.
+
+    One week, one issue: the ledger, the archive's URLs, file names and editors' commands all name
+    an edition by this key, so it is worked out here and nowhere else. The ISO year is used (not the
+    calendar year), so 29 December 2025 is ``2026-W01``. Keys order by week, as their text does.
+    """
+
+    year: int
+    week: int
+
+    @classmethod
+    def at(cls, moment: datetime, zone: tzinfo) -> IssueKey:
+        """The key of the issue that a run at ``moment`` (aware) builds or sends."""
+        year, week, _ = moment.astimezone(zone).isocalendar()
+        return cls(year, week)
+
+    @classmethod
+    def parse(cls, text: str) -> IssueKey:
+        """A key as a person types it (``2026-W48``, any case); a ValueError saying what is wrong.
+
+        Checked, not just matched: a mistyped key would otherwise be taken as an issue that is
+        merely not built yet (an editor's pin recorded for a week that never comes).
+        """
+        match = _ISSUE_KEY.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not an issue key; issue keys are ISO weeks like 2026-W48")
+        year, week = int(match.group(1)), int(match.group(2))
+        try:
+            date.fromisocalendar(year, week, 1)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an issue key: {year} has no ISO week {week}") from exc
+        return cls(year, week)
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.week:02d}"
+
+
+ALL_SECTIONS = "all"  # the variant every subscriber gets until they choose sections
+SECTION_SEPARATORS = (";", "|")  # between section names in a CSV cell; "|" for spreadsheets that split on ";"
+
+
+@dataclass(frozen=True, slots=True)
+class SectionChoice:
+    """Which of the configured sections a subscriber reads, normalised against the config.
+
+    ``names`` are configured names in their configured spelling, in the order they were chosen
+    (that is how they are stored and exported); none means every section. Names are compared
+    without regard to case. A stored choice may name sections renamed or removed since: they are
+    ignored, and a choice of every section, or of none that still exists, is every section. Each
+    distinct choice is one variant of the issue, rendered once, named by its sections' positions.
+    """
+
+    names: tuple[str, ...]
+    configured: tuple[str, ...]
+
+    @classmethod
+    def of(cls, names: Iterable[str], configured: Sequence[str], *, strict: bool = False) -> SectionChoice:
+        """The choice of ``names``; an unknown name is dropped (a stored choice), or with
+        ``strict`` (a choice being made now) a ValueError naming it and the known ones."""
+        by_key = {name.casefold(): name for name in configured}
+        chosen: list[str] = []
+        for name in names:
+            known = by_key.get(name.strip().casefold())
+            if known is None and strict:
+                raise ValueError(f"unknown section {name.strip()!r} (known: {', '.join(configured)})")
+            if known is not None:
+                chosen.append(known)
+        return cls(tuple(dict.fromkeys(chosen)), tuple(configured))
+
+    @classmethod
+    def parse(cls, text: str, configured: Sequence[str]) -> SectionChoice:
+        """``"Asia-Pacific; Europe"`` (or ``|`` between names) -> the choice; an unknown name is a ValueError."""
+        for sep in SECTION_SEPARATORS[1:]:
+            text = text.replace(sep, SECTION_SEPARATORS[0])
+        parts = (part for part in text.split(SECTION_SEPARATORS[0]) if part.strip())
+        return cls.of(parts, configured, strict=True)
+
+    @classmethod
+    def of_variant(cls, variant: str, configured: Sequence[str]) -> SectionChoice:
+        """The choice a variant name (``all``, or positions like ``1,3``) stands for."""
+        if variant == ALL_SECTIONS:
+            return cls((), tuple(configured))
+        return cls(tuple(configured[int(i) - 1] for i in variant.split(",")), tuple(configured))
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The chosen sections' places in config order, counting from 1; empty for every section."""
+        picked = tuple(i for i, name in enumerate(self.configured, start=1) if name in self.names)
+        return () if len(picked) == len(self.configured) else picked
+
+    @property
+    def everything(self) -> bool:
+        """Whether this reader gets every section (including any added later)."""
+        return not self.positions
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The sections this reader gets, in config order."""
+        return tuple(self.configured[i - 1] for i in self.positions) if self.positions else self.configured
+
+    @property
+    def variant(self) -> str:
+        """The name of the variant this reader is sent: ``all``, or positions like ``1,3``."""
+        return ",".join(map(str, self.positions)) if self.positions else ALL_SECTIONS
+
+    def normalised(self) -> SectionChoice:
+        """The same choice in canonical form: no names for every section, else config order."""
+        return replace(self, names=() if self.everything else self.sections)
 
 
 # --- JSON form ---------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import String
 
 from digest.errors import SubscriberError, SubscriberNameError
+from digest.models import SectionChoice
 from digest.store import NewSubscriber, Subscriber, schema
 from digest.text import header_text, one_line
 
-SECTION_SEPARATORS = (";", "|")
 # What the subscribers.name column holds: a longer name would fail the whole import on PostgreSQL.
 NAME_MAX = cast(int, cast(String, schema.subscribers.c.name.type).length)
 EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "updated_at")
@@ -101,19 +101,12 @@ def check_name(name: str) -> str:
 
 
 def parse_sections(value: str, known: Sequence[str]) -> tuple[str, ...]:
-    """``"Asia-Pacific; Europe"`` -> the configured names; an unknown name is an error."""
-    text = value
-    for sep in SECTION_SEPARATORS[1:]:
-        text = text.replace(sep, SECTION_SEPARATORS[0])
-    by_key = {name.casefold(): name for name in known}
-    chosen = []
-    for part in (p.strip() for p in text.split(SECTION_SEPARATORS[0])):
-        if not part:
-            continue
-        if part.casefold() not in by_key:
-            raise SubscriberError(f"unknown section {part!r} (known: {', '.join(known)})")
-        chosen.append(by_key[part.casefold()])
-    return tuple(dict.fromkeys(chosen))
+    """``"Asia-Pacific; Europe"`` -> the configured names (``SectionChoice.parse``); an unknown
+    name is a SubscriberError, so a CSV row with one is reported and skipped like any bad row."""
+    try:
+        return SectionChoice.parse(value, known).names
+    except ValueError as exc:
+        raise SubscriberError(str(exc)) from exc
 
 
 def read_csv(path: Path, known_sections: Sequence[str]) -> Parsed:

@@ -19,6 +19,24 @@ if TYPE_CHECKING:
 CONFIG_HELP = "Path to config.toml (default: $DIGEST_CONFIG or ./config.toml)."
 
 
+class IssueKeyType(click.ParamType):
+    """An issue key typed by a person (``2026-W48``, any case), checked and given back in the
+    form the ledger uses: a mistyped key is refused, never taken for a week not built yet."""
+
+    name = "issue"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from digest.models import IssueKey
+
+        try:
+            return str(IssueKey.parse(str(value)))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+ISSUE_KEY = IssueKeyType()
+
+
 def config_option(func: Any) -> Any:
     return click.option(
         "--config",

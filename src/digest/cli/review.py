@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from digest.cli.common import config_option, counts_line, load_settings, open_store, warn
+from digest.cli.common import ISSUE_KEY, config_option, counts_line, load_settings, open_store, warn
 from digest.models import IssueStatus
 
 if TYPE_CHECKING:
     from digest.store import Store
 
-ISSUE_OPTION = click.option("--issue", "issue_key", metavar="KEY", help="The issue (default: the current draft).")
+ISSUE_OPTION = click.option(
+    "--issue", "issue_key", metavar="KEY", type=ISSUE_KEY, help="The issue (default: the current draft)."
+)
 
 
 @click.command("issues")
@@ -56,7 +58,7 @@ def issues_command(config_path: Path, as_json: bool) -> None:
 
 @click.command()
 @config_option
-@click.argument("issue_key", metavar="ISSUE")
+@click.argument("issue_key", metavar="ISSUE", type=ISSUE_KEY)
 def approve(config_path: Path, issue_key: str) -> None:
     """Approve a draft: it goes out at its send time, exactly as it is now."""
     from digest.delivery import weekly

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from digest.cli.common import (
+    ISSUE_KEY,
     config_option,
     configure_logging,
     counts_line,
@@ -24,7 +25,7 @@ from digest.cli.common import (
     parse_now,
     warn,
 )
-from digest.models import DeliveryStatus, IssueStatus, SubscriberStatus
+from digest.models import DeliveryStatus, IssueKey, IssueStatus, SubscriberStatus
 
 if TYPE_CHECKING:
     from digest.config import Settings
@@ -55,7 +56,6 @@ def send(
 ) -> None:
     """Build this week's issue, record it, and send it to every active subscriber once."""
     from digest.delivery.send import send_issue
-    from digest.issue import rank
 
     settings = load_settings(config_path)
     configure_logging(settings)
@@ -76,7 +76,7 @@ def send(
         if retry_failed:
             click.echo(f"{prepared.retried} failed recipient(s) queued again")
 
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     sent = send_issue(
         settings,
         store,
@@ -122,9 +122,8 @@ def _send_test_copy(settings: Settings, store: Store, now: datetime, addresses: 
 
 def _dry_run(settings: Settings, store: Store, now: datetime) -> None:
     from digest.delivery import weekly
-    from digest.issue import rank
 
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     record = store.issues.get(key)
     if record is not None and record.status != IssueStatus.SKIPPED:
         counts = store.ledger.counts(key)
@@ -141,7 +140,7 @@ def _dry_run(settings: Settings, store: Store, now: datetime) -> None:
 
 @click.command()
 @config_option
-@click.argument("issue_key", metavar="[ISSUE]", required=False)
+@click.argument("issue_key", metavar="[ISSUE]", required=False, type=ISSUE_KEY)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(config_path: Path, issue_key: str | None, as_json: bool) -> None:
     """Show an issue's deliveries per state, and its failed and unknown recipients."""

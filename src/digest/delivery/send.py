@@ -27,9 +27,8 @@ from digest.config import Settings
 from digest.delivery import runner, variants, weekly
 from digest.delivery.tokens import Signer
 from digest.delivery.transports import open_transport
-from digest.issue import rank
 from digest.issue.render import Rendered
-from digest.models import DeliveryStatus, IssueStatus
+from digest.models import DeliveryStatus, IssueKey, IssueStatus
 from digest.store import Store
 
 
@@ -108,7 +107,7 @@ class Proof:
 def proof_of(settings: Settings, store: Store, now: datetime) -> Proof:
     """The issue for ``now`` as a test copy shows it: the recorded snapshot if there is one
     (what subscribers get), else a fresh build with the editors' edits; nothing recorded."""
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     record = store.issues.get(key)
     if record is not None and record.status != IssueStatus.SKIPPED:
         return Proof(key, variants.stored_variant(store, key), ())

@@ -12,46 +12,29 @@ and the runner sends them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from digest.config import Settings
 from digest.issue.build import Build, summary
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, Renderer
-from digest.models import Issue, IssueStatus, issue_from_data, issue_to_data
+from digest.models import ALL_SECTIONS, Issue, IssueStatus, SectionChoice, issue_from_data, issue_to_data
 from digest.store import Store
-
-ALL = "all"  # the variant every subscriber gets until they choose sections
-
-
-def variant_key(settings: Settings, choice: Sequence[str]) -> str:
-    """The variant a choice of sections gets: ``all``, or the chosen sections' positions
-    (``1,3``) in config order. Unknown names (a section renamed since) are ignored, and a
-    choice of every section, or of none that still exists, is ``all``."""
-    names = settings.section_names
-    chosen = {c.casefold() for c in choice}
-    picked = [str(i) for i, name in enumerate(names, start=1) if name.casefold() in chosen]
-    return ALL if not picked or len(picked) == len(names) else ",".join(picked)
-
-
-def variant_sections(settings: Settings, key: str) -> list[str]:
-    """The sections of variant ``key``, in config order."""
-    names = settings.section_names
-    return names if key == ALL else [names[int(i) - 1] for i in key.split(",")]
 
 
 def chosen_variants(store: Store, settings: Settings) -> list[str]:
     """The variants besides ``all`` that active subscribers' choices of sections call for, in
     config order of their first section."""
-    names = {variant_key(settings, choice) for choice in store.subscribers.section_choices()} - {ALL}
-    return sorted(names, key=lambda name: [int(i) for i in name.split(",")])
+    configured = settings.section_names
+    choices = (SectionChoice.of(names, configured) for names in store.subscribers.section_choices())
+    places = {choice.variant: choice.positions for choice in choices if not choice.everything}
+    return sorted(places, key=places.__getitem__)
 
 
 def render_variant(settings: Settings, issue: Issue, name: str, renderer: Renderer) -> Rendered | None:
     """The issue as the readers of variant ``name`` get it; None when its sections have no
     article this week (those readers are sent nothing)."""
-    part = restrict(issue, variant_sections(settings, name))
+    part = restrict(issue, SectionChoice.of_variant(name, settings.section_names).sections)
     return None if part is None else renderer.render(part)
 
 
@@ -79,7 +62,7 @@ def record(
     ``status`` is "sending" for an issue about to go out, "draft" for one built for review.
     """
     issue = result.issue
-    rendered = {ALL: _parts(result.rendered)}
+    rendered = {ALL_SECTIONS: _parts(result.rendered)}
     for name, part in render_chosen(store, settings, issue, renderer).items():
         if part is not None:
             rendered[name] = _parts(part)
@@ -96,7 +79,7 @@ def record(
     )
 
 
-def stored_variant(store: Store, key: str, name: str = ALL) -> Rendered:
+def stored_variant(store: Store, key: str, name: str = ALL_SECTIONS) -> Rendered:
     """Variant ``name`` of recorded issue ``key``, as it was stored."""
     subject, html, text = store.issues.variant(key, name)
     return Rendered(subject=subject, html=html, text=text, warnings=())
@@ -122,13 +105,13 @@ class Variants:
 
     def __call__(self, choice: tuple[str, ...]) -> str | None:
         """The variant a subscriber with ``choice`` is sent (stored on first need), or None."""
-        name = variant_key(self.settings, choice)
+        name = SectionChoice.of(choice, self.settings.section_names).variant
         if name in self.known:
             return name
         if name in self.empty:
             return None
         if self.stored_issue() is None:  # recorded before issues kept their articles: everyone gets it whole
-            return ALL
+            return ALL_SECTIONS
         rendered = self.render(name)
         if rendered is None:
             self.empty.add(name)
@@ -144,7 +127,7 @@ class Variants:
             return stored_variant(self.store, self.key, name)
         stored = self.stored_issue()
         if stored is None:
-            return stored_variant(self.store, self.key, ALL)
+            return stored_variant(self.store, self.key, ALL_SECTIONS)
         self._renderer = self._renderer or Renderer(self.settings)
         return render_variant(self.settings, stored, name, self._renderer)
 

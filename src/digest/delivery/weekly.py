@@ -24,11 +24,10 @@ from typing import Any
 from digest.config import Settings
 from digest.delivery import notify, variants
 from digest.errors import DeliveryError
-from digest.issue import rank
+from digest.feeds.urls import canonical_url
 from digest.issue.build import Build, build
-from digest.issue.links import canonical_url
 from digest.issue.render import Rendered
-from digest.models import Issue, IssueStatus
+from digest.models import Issue, IssueKey, IssueStatus
 from digest.store import Store
 
 log = logging.getLogger("digest.weekly")
@@ -55,7 +54,7 @@ class Ready:
 def build_for(settings: Settings, store: Store, now: datetime) -> Build:
     """Build the issue for run time ``now`` with its editors' pins and exclusions, leaving out
     every article an earlier issue already sent."""
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     pins, excluded = store.issues.edits(key)
     already = store.issues.sent_articles(besides=key)
     return build(settings, now, pins=pins, exclude=[*excluded, *already])
@@ -84,7 +83,7 @@ def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
     is what this returns; otherwise the build ``send`` would make, with editors' edits and
     without articles already sent.
     """
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     record = store.issues.get(key)
     if record is None or record.status == IssueStatus.SKIPPED:
         result = build_for(settings, store, now)
@@ -177,7 +176,7 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
     """
     cfg = settings.schedule
     review = cfg.review_hours > 0 and not cfg.auto_approve
-    key = rank.issue_key(now, settings.newsletter.zone)
+    key = str(IssueKey.at(now, settings.newsletter.zone))
     record = store.issues.get(key)
     if record is None or record.status == IssueStatus.SKIPPED:
         if review and scheduled:

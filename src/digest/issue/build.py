@@ -1,6 +1,6 @@
 """One issue from feeds to files: the pipeline that ``build``, ``preview`` and ``send`` share.
 
-feeds -> articles (feed.py) -> issue (rank.py) -> rendered variant (render.py) -> files.
+feeds -> articles (feeds/load.py) -> issue (rank.py) -> rendered variant (render.py) -> files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import httpx
 
 from digest.config import Settings
 from digest.errors import EmptyIssueError, FeedError
-from digest.feeds.parse import FeedResult, load_articles
+from digest.feeds.load import FeedResult, load_articles
 from digest.files import atomic_write
 from digest.issue import rank
 from digest.issue.message import build_message

@@ -9,21 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from digest.config import Settings
 from digest.errors import EmptyIssueError
-from digest.issue.links import canonical_url
-from digest.models import Article, Issue, Section, Window
-
-
-def issue_key(now: datetime, zone: ZoneInfo) -> str:
-    """The ISO week of the run time in the newsletter's zone, e.g. ``2026-W48``.
-
-    The ISO year is used (not the calendar year), so 29 December 2025 is ``2026-W01``.
-    """
-    year, week, _ = now.astimezone(zone).isocalendar()
-    return f"{year}-W{week:02d}"
+from digest.feeds.urls import canonical_url
+from digest.models import Article, Issue, IssueKey, Section, Window
 
 
 def issue_window(now: datetime, days: int) -> Window:
@@ -114,7 +104,7 @@ def build_issue(
         else ()
     )
     return Issue(
-        key=issue_key(now, settings.newsletter.zone),
+        key=str(IssueKey.at(now, settings.newsletter.zone)),
         window=window,
         sections=sections,
         lead=next((a for a in ranked if a.image is not None), None),

@@ -39,8 +39,6 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import click
 from starlette.applications import Starlette
@@ -51,15 +49,15 @@ from watchfiles import Change, DefaultFilter, watch
 
 from digest.config import Settings, load
 from digest.delivery import weekly
-from digest.delivery.variants import ALL, variant_sections
 from digest.errors import ConfigError, DigestError
+from digest.feeds.load import local_feed_path
 from digest.issue import build as pipeline
 from digest.issue.message import build_message
-from digest.issue.rank import issue_key, restrict
+from digest.issue.rank import restrict
 from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
 from digest.listen import listen
 from digest.listen import url as url_for
-from digest.models import Issue
+from digest.models import ALL_SECTIONS, Issue, IssueKey, SectionChoice
 from digest.pages import page_environment
 from digest.store import Store
 
@@ -124,7 +122,7 @@ class Snapshot:
 
     def variant(self, name: str | None) -> Variant | None:
         """The variant called ``name`` (the whole issue for None or ``all``); None if there is none."""
-        return next((v for v in self.variants if v.name == (name or ALL)), None)
+        return next((v for v in self.variants if v.name == (name or ALL_SECTIONS)), None)
 
     # The whole issue's parts: what most readers get, and what the page shows first.
     @property
@@ -229,18 +227,12 @@ def watch_set(settings: Settings) -> WatchSet:
     files = {settings.source.resolve()} if settings.source else set()
     for feed in settings.feeds:
         if not feed.is_remote:
-            files.add(local_feed_path(settings, feed.url))
+            files.add(local_feed_path(settings, feed.url).resolve())
     try:
         trees = {d.resolve() for d in template_dirs(settings)}
     except DigestError:  # [render] templates names a missing folder: watch for it to appear
         trees = {bundled_templates().resolve(), settings.path(settings.render.templates).resolve()}
     return WatchSet(frozenset(files), frozenset(trees))
-
-
-def local_feed_path(settings: Settings, url: str) -> Path:
-    """Where a local feed lives, read the way feed.py reads it (a path, or a file:// URL)."""
-    path = Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
-    return path.resolve()
 
 
 Builder = Callable[[Settings, datetime], weekly.Outgoing]
@@ -301,7 +293,7 @@ class PreviewState:
         if self._store is None or self._store_url != url:
             self.close()
             self._store, self._store_url = Store.open(url), url
-        mark = weekly.ledger_mark(self._store, issue_key(now, settings.newsletter.zone))
+        mark = weekly.ledger_mark(self._store, str(IssueKey.at(now, settings.newsletter.zone)))
         result = weekly.outgoing(settings, self._store, now)
         self._ledger = mark
         return result
@@ -320,7 +312,7 @@ class PreviewState:
                 settings = load(self.config_path)
                 self._watch = watch_set(settings)
                 now = self._run_time(settings)
-                key = issue_key(now, settings.newsletter.zone)
+                key = str(IssueKey.at(now, settings.newsletter.zone))
                 snapshot = _snapshot(settings, self._builder(settings, now), now)
             except DigestError as exc:
                 return self._failed(str(exc), key, exc)
@@ -355,10 +347,10 @@ def _snapshot(settings: Settings, out: weekly.Outgoing, now: datetime) -> Snapsh
     issue = out.issue
     zone = settings.newsletter.zone
     from_name, from_email = parseaddr(settings.newsletter.from_address)
-    variants = [_variant(settings, ALL, issue, out.whole, now)]
+    variants = [_variant(settings, ALL_SECTIONS, issue, out.whole, now)]
     unsent = []
     for name, rendered in out.variants.items():
-        part = restrict(issue, variant_sections(settings, name))
+        part = restrict(issue, SectionChoice.of_variant(name, settings.section_names).sections)
         if rendered is None or part is None:
             unsent.append(_label(settings, name))
         else:
@@ -398,7 +390,8 @@ def _variant(settings: Settings, name: str, issue: Issue, rendered: Rendered, no
 
 
 def _label(settings: Settings, name: str) -> str:
-    return "All sections" if name == ALL else " + ".join(variant_sections(settings, name))
+    choice = SectionChoice.of_variant(name, settings.section_names)
+    return "All sections" if choice.everything else " + ".join(choice.sections)
 
 
 # --- Watching ---------------------------------------------------------------------------------
@@ -538,7 +531,7 @@ def create_app(state: PreviewState) -> Starlette:
         if isinstance(found, Response):
             return found
         good, variant = found
-        suffix = "" if variant.name == ALL else f"-{variant.name.replace(',', '-')}"
+        suffix = "" if variant.name == ALL_SECTIONS else f"-{variant.name.replace(',', '-')}"
         return Response(
             variant.eml,
             media_type="message/rfc822",

@@ -29,6 +29,7 @@ from digest.delivery.progress import LogProgress
 from digest.delivery.send import send_issue, send_proofs
 from digest.errors import EmptyIssueError, FeedError
 from digest.issue import rank
+from digest.models import IssueKey
 from digest.schedule.triggers import EarlierTrigger, fire_of, last_fire, run_key
 from digest.store import Store
 
@@ -106,7 +107,7 @@ def review(settings: Settings, store: Store, send_at: datetime) -> str:
     except _Stopped:
         return "interrupted"
     except (weekly.NotSent, EmptyIssueError) as exc:
-        key = rank.issue_key(send_at, settings.newsletter.zone)
+        key = str(IssueKey.at(send_at, settings.newsletter.zone))
         reason = _reason(exc)
         notify.tell_editors(settings, key, f"{key} will not be sent", reason)
         return f"skipped: {reason}"
@@ -121,7 +122,7 @@ def review(settings: Settings, store: Store, send_at: datetime) -> str:
 def send(settings: Settings, store: Store, fire: datetime) -> str:
     """Send the issue for ``fire`` as `digest send` does, or record it as skipped and tell the
     editors why; returns the run's outcome (``interrupted`` when stopped between batches)."""
-    key = rank.issue_key(fire, settings.newsletter.zone)
+    key = str(IssueKey.at(fire, settings.newsletter.zone))
     try:
         sent = _with_feed_retries(
             settings,
@@ -168,7 +169,7 @@ def _with_feed_retries(settings: Settings, fire: datetime, attempt: Callable[[],
                 raise _Stopped from exc
             wait = settings.schedule.feed_retry_seconds
             if datetime.now(UTC) + timedelta(seconds=wait) > deadline:
-                key = rank.issue_key(fire, settings.newsletter.zone)
+                key = str(IssueKey.at(fire, settings.newsletter.zone))
                 raise weekly.NotSent(key, f"feeds could not be fetched within the grace: {exc}") from exc
             log.warning("feeds failed (%s); trying again in %.0f s", exc, wait)
             if STOP.wait(wait):

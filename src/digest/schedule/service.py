@@ -27,6 +27,7 @@ from digest.config import load
 from digest.cron import cron_trigger
 from digest.delivery import notify
 from digest.issue import rank
+from digest.models import IssueKey
 from digest.schedule import health
 from digest.schedule.jobs import REVIEW_JOB, SEND_JOB, STOP, open_store, resume_job
 from digest.schedule.triggers import EarlierTrigger, fire_of, run_key
@@ -149,7 +150,7 @@ class Service:
         run = run_key(SEND_JOB, fire)
         if not self.store.runs.claim(run):  # a second scheduler on this database saw it too
             return
-        key = rank.issue_key(fire, self.settings.newsletter.zone)
+        key = str(IssueKey.at(fire, self.settings.newsletter.zone))
         window = rank.issue_window(fire, self.settings.issue.window_days)
         self.store.issues.skip(key, "missed by more than the grace; not sent late", window=(window.start, window.end))
         self.store.runs.finish(run, "skipped: missed by more than the grace")

@@ -16,9 +16,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from digest.delivery.variants import ALL
 from digest.issue.render import archive_copy, format_dates
-from digest.models import IssueStatus
+from digest.models import ALL_SECTIONS, IssueStatus
 from digest.store import Store
 from digest.web.pages import PageError
 from digest.web.security import ARCHIVE_CSP
@@ -48,7 +47,7 @@ class ArchivedPages:
         record = self.store.issues.get(key)
         if record is None or record.status not in PUBLIC:
             return None
-        _subject, html, _text = self.store.issues.variant(key, ALL)
+        _subject, html, _text = self.store.issues.variant(key, ALL_SECTIONS)
         page = archive_copy(html)
         with self._lock:
             self._pages[key] = page

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from digest.models import SubscriberStatus
+from digest.models import SectionChoice, SubscriberStatus
 from digest.store import Subscriber
 from digest.web.forms import read_form
 from digest.web.pages import mask_email
@@ -37,18 +37,17 @@ class Preferences:
     def chosen_now(self, subscriber: Subscriber) -> set[str]:
         """The boxes to tick: the stored choice, or all of them when it is empty (or names
         only sections that no longer exist, which sends everything too)."""
-        stored = {s.casefold() for s in subscriber.sections}
-        ticked = {s for s in self.sections if s.casefold() in stored}
-        return ticked or set(self.sections)
+        return set(SectionChoice.of(subscriber.sections, self.sections).sections)
 
     def choice_of(self, posted: list[str]) -> list[str] | None:
         """The choice to store for the ticked boxes, in the config's order ([] for none or all
-        of them), or None when a box names a section the page did not offer."""
-        by_key = {s.casefold(): s for s in self.sections}
-        if any(p.casefold() not in by_key for p in posted):
+        of them: every section, including sections added later), or None when a box names a
+        section the page did not offer."""
+        try:
+            picked = SectionChoice.of(posted, self.sections, strict=True)
+        except ValueError:
             return None
-        picked = {by_key[p.casefold()] for p in posted}
-        return [] if not picked or picked == set(self.sections) else [s for s in self.sections if s in picked]
+        return list(picked.normalised().names)
 
     def form(
         self, request: Request, token: str, subscriber: Subscriber, *, status: int = 200, notice: str = ""

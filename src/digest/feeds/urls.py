@@ -1,0 +1,62 @@
+"""URLs as the feeds give them: made absolute, and put in the canonical form that decides when two
+feed items are the same article.
+
+Canonical URLs live with the feeds because they de-duplicate with them; the issue (editors' pins
+and exclusions, already-sent articles) compares URLs the same way by importing them from here.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+# Query parameters that identify a click, not a page: ignored when comparing URLs.
+TRACKING_PARAMS = frozenset(
+    {"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "igshid", "ref_src"}
+)
+
+
+def _is_tracking(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("utm_") or lowered in TRACKING_PARAMS
+
+
+def canonical_url(url: str) -> str:
+    """The URL two feeds would agree on for the same article.
+
+    Lower-cased scheme and host, default port and fragment dropped, tracking parameters removed,
+    a trailing slash on the path ignored. Used only as a key: links shown keep their own form,
+    and every other part (the other query parameters and their order) is kept as it was.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port if parts.port and (scheme, parts.port) not in {("http", 80), ("https", 443)} else None
+    netloc = f"{host}:{port}" if port else host
+    path = parts.path.rstrip("/") or "/"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
+    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+
+
+def has_scheme(value: str) -> bool:
+    """Whether ``value`` starts with a URI scheme (``https:``, ``mailto:``, ``tag:``...), i.e. is not relative."""
+    return bool(_SCHEME.match(value))
+
+
+def absolute_url(href: str, base: str, site: str = "") -> str:
+    """``href`` as an absolute http(s) URL, resolved against ``base`` then the site; else "".
+
+    A feed's links reach readers' mail programs, which cannot resolve a relative link, and any
+    other scheme (``javascript:``, ``data:``) is no link to follow: both give "".
+    """
+    href = href.strip()
+    if not href:
+        return ""
+    for root in (base, site):
+        candidate = urljoin(root, href) if root else href
+        parts = urlsplit(candidate)
+        if parts.scheme in {"http", "https"} and parts.netloc:
+            return candidate
+    return ""

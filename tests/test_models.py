@@ -1,0 +1,88 @@
+"""The small values the pipeline names things with: an issue's key and a subscriber's sections."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from digest.models import ALL_SECTIONS, IssueKey, SectionChoice
+from factories import NOW
+
+SECTIONS = ("Asia-Pacific", "Europe", "Middle East", "Also this week")
+
+
+def test_issue_key_is_iso_week_in_newsletter_zone():
+    ny = ZoneInfo("America/New_York")
+    assert str(IssueKey.at(NOW, ny)) == "2026-W48"
+    # 03:00 UTC Monday is still Sunday evening in New York: the previous ISO week.
+    assert str(IssueKey.at(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ny)) == "2026-W48"
+    assert str(IssueKey.at(datetime(2026, 11, 30, 3, 0, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W49"
+    # ISO year differs from calendar year at the turn of the year.
+    assert str(IssueKey.at(datetime(2026, 12, 31, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W53"
+    assert str(IssueKey.at(datetime(2027, 1, 1, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W53"
+    assert str(IssueKey.at(datetime(2026, 1, 5, 12, tzinfo=UTC), ZoneInfo("UTC"))) == "2026-W02"
+
+
+def test_issue_key_parses_what_it_prints_and_orders_by_week():
+    assert IssueKey.parse("2026-W48") == IssueKey(2026, 48)
+    assert IssueKey.parse(" 2026-w05 ") == IssueKey(2026, 5)  # typed by hand: case and spaces do not matter
+    assert str(IssueKey.parse("2026-w05")) == "2026-W05"
+    assert sorted([IssueKey(2027, 1), IssueKey(2026, 53), IssueKey(2026, 9)]) == [
+        IssueKey(2026, 9),
+        IssueKey(2026, 53),
+        IssueKey(2027, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("2026-48", "is not an issue key; issue keys are ISO weeks like 2026-W48"),
+        ("W48", "is not an issue key"),
+        ("2026-W48; drop", "is not an issue key"),
+        ("", "is not an issue key"),
+        ("2025-W53", "2025 has no ISO week 53"),  # 2025 has 52 weeks; 2026 has 53
+        ("2026-W00", "2026 has no ISO week 0"),
+    ],
+)
+def test_a_mistyped_issue_key_is_refused_saying_what_a_key_looks_like(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        IssueKey.parse(text)
+
+
+def test_a_choice_is_matched_to_the_configured_names_without_regard_to_case():
+    choice = SectionChoice.of(["middle east", " EUROPE ", "Europe"], SECTIONS)
+    assert choice.names == ("Middle East", "Europe")  # configured spelling, as chosen, once each
+    assert choice.sections == ("Europe", "Middle East")  # what the reader gets: config order
+    assert (choice.variant, choice.everything) == ("2,3", False)
+
+
+def test_every_section_or_none_still_configured_is_the_whole_issue():
+    for names in ([], list(SECTIONS), ["Arctic"], ["asia-pacific", "europe", "middle east", "also this week"]):
+        choice = SectionChoice.of(names, SECTIONS)
+        assert choice.everything, names
+        assert (choice.variant, choice.sections) == (ALL_SECTIONS, SECTIONS)
+        assert choice.normalised().names == ()  # stored as none, so sections added later come too
+    renamed = SectionChoice.of(["Arctic", "Europe"], SECTIONS)  # a section renamed since is ignored
+    assert (renamed.variant, renamed.sections) == ("2", ("Europe",))
+
+
+def test_a_variant_name_gives_back_its_sections():
+    for names in (["Middle East", "Asia-Pacific"], ["Also this week"], []):
+        choice = SectionChoice.of(names, SECTIONS)
+        again = SectionChoice.of_variant(choice.variant, SECTIONS)
+        assert again.sections == choice.sections and again.variant == choice.variant
+    assert SectionChoice.of(["Europe", "Asia-Pacific"], SECTIONS).normalised().names == ("Asia-Pacific", "Europe")
+
+
+def test_a_typed_choice_splits_on_either_separator_and_refuses_an_unknown_name():
+    assert SectionChoice.parse("Asia-Pacific; europe | Middle East;;", SECTIONS).names == (
+        "Asia-Pacific",
+        "Europe",
+        "Middle East",
+    )
+    assert SectionChoice.parse("  ", SECTIONS).everything
+    with pytest.raises(ValueError, match=r"unknown section 'Arctic' \(known: Asia-Pacific, Europe, Middle East, "):
+        SectionChoice.parse("Europe; Arctic", SECTIONS)
+    with pytest.raises(ValueError, match="unknown section 'Arctic'"):
+        SectionChoice.of(["Arctic"], SECTIONS, strict=True)
