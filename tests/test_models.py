@@ -86,3 +86,45 @@ def test_a_typed_choice_splits_on_either_separator_and_refuses_an_unknown_name()
         SectionChoice.parse("Europe; Arctic", SECTIONS)
     with pytest.raises(ValueError, match="unknown section 'Arctic'"):
         SectionChoice.of(["Arctic"], SECTIONS, strict=True)
+
+
+# --- what the ledger keeps of an issue ----------------------------------------------------------
+
+
+def _issue():
+    from datetime import timedelta
+
+    from digest.models import Issue, Section, Window
+    from factories import article
+
+    lead, other = article("lead"), article("other", categories=("Europe",), image=False)
+    return Issue(
+        key="2026-W48",
+        window=Window(NOW - timedelta(days=7), NOW),
+        sections=(Section("Asia-Pacific", (lead,)), Section("Europe", (other,))),
+        lead=lead,
+        ranked=(lead, other),
+    )
+
+
+def test_an_issue_record_gives_back_the_same_issue_and_keeps_no_build_json():
+    import json
+
+    from digest.models import issue_of_record, issue_record
+
+    issue = _issue()
+    record = json.loads(json.dumps(issue_record(issue, ["feed down"])))  # as the database keeps it
+    assert set(record) == {"issue", "warnings"}
+    assert record["warnings"] == ["feed down"]
+    assert issue_of_record(record) == issue
+
+
+def test_an_issue_recorded_by_an_earlier_release_is_still_read():
+    from digest.models import issue_of_record, issue_to_data
+
+    issue = _issue()
+    # Earlier releases kept the `build --json` object, with the issue's data beside it.
+    earlier = {"issue": "2026-W48", "subject": "S", "sections": [], "warnings": [], "issue_data": issue_to_data(issue)}
+    assert issue_of_record(earlier) == issue
+    assert issue_of_record({"issue": "2026-W48", "warnings": []}) is None  # recorded without its articles
+    assert issue_of_record({}) is None

@@ -140,7 +140,7 @@ def test_only_the_choices_of_subscribers_not_yet_queued_are_asked_for(store):
 
 def test_no_variant_is_rendered_for_a_subscriber_already_queued(store, tmp_path):
     from digest.delivery import runner
-    from digest.models import Issue, Section, Window, issue_to_data
+    from digest.models import Issue, Section, Window, issue_record
     from factories import article, settings
 
     config = settings(tmp_path)
@@ -152,7 +152,7 @@ def test_no_variant_is_rendered_for_a_subscriber_already_queued(store, tmp_path)
         subject="Subject",
         window=(NOW - timedelta(days=7), NOW),
         article_count=1,
-        summary={"issue_data": issue_to_data(issue)},
+        summary=issue_record(issue, ()),
         rendered={"all": ("Subject", "<p>html</p>", "text")},
     )
     assert runner.enqueue(store, config, KEY) == 1

@@ -7,7 +7,7 @@ with hand-built values and nothing here imports the rest of the package.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from enum import StrEnum
@@ -287,6 +287,27 @@ def issue_from_data(d: dict[str, Any]) -> Issue:
     lead = next((a for a in articles if a.id == d.get("lead")), None)
     start, end = (datetime.fromisoformat(v) for v in d["window"])
     return Issue(key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles)
+
+
+def issue_record(issue: Issue, warnings: Sequence[str]) -> dict[str, object]:
+    """What the ledger keeps of an issue beside its rendered variants: the issue itself (so a
+    variant first asked for later is rendered from the same articles) and the build's warnings.
+
+    Its own shape, not the ``build --json`` object a script reads: that one may change for its
+    readers without touching what is stored.
+    """
+    return {"issue": issue_to_data(issue), "warnings": list(warnings)}
+
+
+def issue_of_record(record: Mapping[str, Any]) -> Issue | None:
+    """The issue kept by ``issue_record``; None for an issue recorded without its articles.
+
+    Issues recorded before this shape kept the ``build --json`` object, with the issue's data
+    under ``issue_data`` (and ``issue`` the bare key): those are read too."""
+    data = record.get("issue")
+    if not isinstance(data, dict):
+        data = record.get("issue_data")
+    return issue_from_data(data) if isinstance(data, dict) else None
 
 
 # --- States ------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from digest.config import Settings
-from digest.issue.build import Build, summary
+from digest.issue.build import Build
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, Renderer
-from digest.models import ALL_SECTIONS, Issue, IssueStatus, SectionChoice, issue_from_data, issue_to_data
+from digest.models import ALL_SECTIONS, Issue, IssueStatus, SectionChoice, issue_of_record, issue_record
 from digest.store import Store
 
 
@@ -71,7 +71,7 @@ def record(
         subject=result.rendered.subject,
         window=(issue.window.start, issue.window.end),
         article_count=len(issue.articles),
-        summary={**summary(result), "issue_data": issue_to_data(issue)},
+        summary=issue_record(issue, result.warnings),
         rendered=rendered,
         articles=[a.canonical_url for a in issue.articles],
         status=status,
@@ -138,8 +138,5 @@ class Variants:
     def stored_issue(self) -> Issue | None:
         """The recorded issue's sections, articles and lead (None if it was recorded without)."""
         if self._issue is None:
-            data = self.store.issues.summary(self.key).get("issue_data")
-            if not data:
-                return None
-            self._issue = issue_from_data(data)
+            self._issue = issue_of_record(self.store.issues.summary(self.key))
         return self._issue

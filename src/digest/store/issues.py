@@ -181,7 +181,8 @@ class Issues(Repository):
             return bool(conn.execute(query.values(**values)).rowcount)
 
     def summary(self, key: str) -> dict[str, Any]:
-        """What the build said about the issue, and its articles (``issue_data``), as recorded."""
+        """What was kept of the issue when it was recorded (``models.issue_record``): the issue
+        itself and its build warnings; ``{}`` for none."""
         with self.engine.connect() as conn:
             return dict(conn.execute(sa.select(issues.c.summary).where(issues.c.key == key)).scalar() or {})
 
