@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from digest.cli import cli
 
+from digest.cli import cli
 from digest.config import Delivery
 from digest.delivery.transports import TRANSPORTS, open_transport
 from digest.delivery.transports.outbox import OutboxTransport
