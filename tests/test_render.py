@@ -170,3 +170,14 @@ def test_missing_template_dir_is_a_clear_error(tmp_path):
     s = settings(tmp_path, render={"templates": "nowhere"})
     with pytest.raises(TemplateError, match=r"\[render\] templates: .*nowhere is not a directory"):
         Renderer(s).render(rank.build_issue([article("a"), article("b")], s, NOW))
+
+
+def test_every_issue_and_its_archive_copy_say_forwarded_this_subscribe(renderer, issue):
+    from digest.issue.render import archive_copy
+
+    rendered = renderer.render(issue)
+    for html in (rendered.html, archive_copy(rendered.html)):
+        footer = lxml_html.fromstring(html).find_class("forwarded")
+        assert [p.text_content() for p in footer] == ["Forwarded this? Subscribe"]
+        assert footer[0].find("a").get("href") == "https://news.example.org/subscribe"
+    assert "Forwarded this? Subscribe: https://news.example.org/subscribe" in rendered.text

@@ -13,6 +13,7 @@ environment (see ``secret``).
 from __future__ import annotations
 
 import os
+import re
 import string
 import tomllib
 from pathlib import Path
@@ -355,6 +356,55 @@ class Web(_Model):
         description="SendGrid's Event Webhook verification key (public, base64); unsigned or badly signed "
         "webhook requests are refused, and every request while it is empty.",
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Sites (https://www.example.org) whose own pages may post sign-ups as JSON (CORS); "
+        "empty allows none.",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """An origin is scheme, host and port only: what a browser sends in ``Origin``."""
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(f"{origin!r} is not an origin; write it like https://www.example.org (no path)")
+        return value
+
+
+class Signup(_Model):
+    """Readers signing themselves up on `digest serve`'s `/subscribe`, confirmed by email."""
+
+    confirm_ttl: str = Field(
+        default="7d", description="How long a confirmation link works; unconfirmed sign-ups are deleted after it."
+    )
+    welcome: Literal["none", "latest-issue"] = Field(
+        default="none", description="latest-issue: mail a new reader the latest sent issue once when they confirm."
+    )
+    per_ip: str = Field(default="20/hour", description="Most sign-ups posted from one IP address, e.g. 20/hour.")
+    per_address: str = Field(default="5/hour", description="Most sign-ups posted for one email address.")
+
+    @field_validator("confirm_ttl")
+    @classmethod
+    def _ttl(cls, value: str) -> str:
+        if parse_duration(value) < 60:
+            raise ValueError("must be at least 1m")
+        return value
+
+    @field_validator("per_ip", "per_address")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate; write it like 20/hour, 5/minute or 100/day") from exc
+        return value
+
+    @property
+    def confirm_ttl_seconds(self) -> float:
+        return parse_duration(self.confirm_ttl)
 
 
 class Logging(_Model):
@@ -367,15 +417,13 @@ class Logging(_Model):
 
 
 def parse_duration(value: str) -> float:
-    """``"90m"``, ``"2h"``, ``"1h30m"``, ``"45s"`` as seconds; a ValueError says what is accepted."""
-    import re
-
+    """``"7d"``, ``"90m"``, ``"2h"``, ``"1h30m"``, ``"45s"`` as seconds; a ValueError says what is accepted."""
     text = value.strip().lower()
-    parts = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
+    parts = re.fullmatch(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
     if not text or not parts or not any(parts.groups()):
-        raise ValueError(f"{value!r} is not a duration; write it like 90m, 2h, 1h30m or 45s")
-    hours, minutes, seconds = (int(g or 0) for g in parts.groups())
-    return hours * 3600.0 + minutes * 60.0 + seconds
+        raise ValueError(f"{value!r} is not a duration; write it like 90m, 2h, 1h30m, 7d or 45s")
+    days, hours, minutes, seconds = (int(g or 0) for g in parts.groups())
+    return days * 86400.0 + hours * 3600.0 + minutes * 60.0 + seconds
 
 
 class Settings(_Model):
@@ -394,6 +442,7 @@ class Settings(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     schedule: Schedule = Field(default_factory=Schedule)
     web: Web = Field(default_factory=Web)
+    signup: Signup = Field(default_factory=Signup)
     logging: Logging = Field(default_factory=Logging)
 
     # Set by ``load``: the directory relative paths are resolved against, and the file itself.

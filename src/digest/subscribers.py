@@ -27,12 +27,24 @@ from sqlalchemy import String
 
 from digest.errors import SubscriberError, SubscriberNameError
 from digest.models import SectionChoice
-from digest.store import NewSubscriber, Subscriber, schema
+from digest.store import NewSubscriber, Pending, Subscriber, schema
 from digest.text import header_text, one_line
 
 # What the subscribers.name column holds: a longer name would fail the whole import on PostgreSQL.
 NAME_MAX = cast(int, cast(String, schema.subscribers.c.name.type).length)
-EXPORT_COLUMNS = ("email", "name", "status", "sections", "created_at", "updated_at")
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "status",
+    "sections",
+    "created_at",
+    "updated_at",
+    "signed_up_at",
+    "source",
+    "confirmed_at",
+    "ip_hash",
+    "user_agent",
+)
 
 # OWASP "CSV Injection": a spreadsheet evaluates a cell whose first character is one of these.
 FORMULA_TRIGGERS = "=+-@\t\r"
@@ -158,10 +170,55 @@ def write_csv(subscribers: Iterable[Subscriber], out: io.TextIOBase | io.StringI
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for s in subscribers:
+        consent = s.consent
         cells = [s.email, s.name, s.status, "; ".join(s.sections), s.created_at.isoformat(), s.updated_at.isoformat()]
+        if consent is None:
+            cells += ["", "", "", "", ""]
+        else:
+            cells += [
+                consent.signed_up_at.isoformat(),
+                consent.source,
+                consent.confirmed_at.isoformat(),
+                consent.ip_hash,
+                consent.user_agent,
+            ]
         writer.writerow([neutralise_formula(cell) for cell in cells])
         count += 1
     return count
+
+
+def describe_subscriber(subscriber: Subscriber | None, pending: Pending | None) -> list[str]:
+    """``subscribers show``: one ``field: value`` line each, the consent record included; empty
+    when digest knows nothing of the address."""
+    lines: list[str] = []
+    if subscriber is not None:
+        lines += [
+            f"email: {subscriber.email}",
+            f"name: {subscriber.name}",
+            f"status: {subscriber.status}",
+            f"sections: {'; '.join(subscriber.sections) or 'all sections'}",
+            f"created: {subscriber.created_at.isoformat()}",
+            f"updated: {subscriber.updated_at.isoformat()}",
+        ]
+        consent = subscriber.consent
+        if consent is None:
+            lines.append("consent: no sign-up record (added by an import or `subscribers add`)")
+        else:
+            lines += [
+                f"signed up: {consent.signed_up_at.isoformat()}",
+                f"source: {consent.source or '(none given)'}",
+                f"confirmed: {consent.confirmed_at.isoformat()}",
+                f"ip hash: {consent.ip_hash or '(none)'}",
+                f"user agent: {consent.user_agent or '(none)'}",
+            ]
+    if pending is not None and pending.confirmed_at is None:
+        if subscriber is None:
+            lines.append(f"email: {pending.email}")
+        lines += [
+            f"pending sign-up: asked {pending.requested_at.isoformat()} from {pending.source or '(no source)'}, "
+            f"not confirmed yet (last mailed {pending.mailed_at.isoformat() if pending.mailed_at else 'never'})",
+        ]
+    return lines
 
 
 def describe_bad_rows(path: Path, bad: Sequence[BadRow], most: int = 20) -> Iterator[str]:

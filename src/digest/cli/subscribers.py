@@ -84,6 +84,24 @@ def subscribers_remove(config_path: Path, email: str, forget: bool) -> None:
     click.echo(f"{'Forgot' if forget else 'Unsubscribed'}: {email}")
 
 
+@subscribers.command("show")
+@config_option
+@click.argument("email")
+def subscribers_show(config_path: Path, email: str) -> None:
+    """Show one address: status, sections, dates, its consent record and any pending sign-up."""
+    from digest.errors import SubscriberError
+    from digest.subscribers import describe_subscriber
+
+    store = open_store(load_settings(config_path))
+    lines = describe_subscriber(store.subscribers.by_email(email), store.signups.by_email(email))
+    if not lines:
+        raise SubscriberError(
+            f"{email}: no such subscriber or sign-up", hint="check the address with `digest subscribers list`"
+        )
+    for line in lines:
+        click.echo(line)
+
+
 @subscribers.command("list")
 @config_option
 @click.option("--status", type=STATUS_CHOICE, help="Only subscribers with this status.")

@@ -156,6 +156,13 @@ def send_pending(
     return report
 
 
+def send_claimed(store: Store, settings: Settings, transport: Transport, signer: Signer, claimed: Claimed) -> None:
+    """Send one batch claimed outside the send loop (a new reader's welcome copy of an issue)
+    the way the loop sends each of its batches, and record its outcome in the ledger."""
+    variant = stored_variant(store, claimed.issue_key, claimed.variant)
+    _send_claimed(store, transport, settings.delivery, claimed, _batch(settings, signer, claimed, variant), time.sleep)
+
+
 def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, int]:
     """Let the transport settle the issue's unknown deliveries of its own batches: returns how
     many it proved (submitted, never sent). What it cannot prove stays unknown; so does

@@ -4,15 +4,19 @@ itsdangerous signs with HMAC-SHA1 (keyed, so a forged or altered token fails) an
 secrets, newest last: during a rotation the previous secret still verifies old links while every
 new link is signed with the new one. The secret comes from the environment, never from config.
 A secret shorter than 32 bytes is refused: whoever guesses it can sign a link for any subscriber.
-Tokens do not expire: RFC 8058 unsubscribe links in old issues must keep working.
+Subscriber tokens do not expire: RFC 8058 unsubscribe links in old issues must keep working.
+A sign-up's confirmation link is another kind, with its own salt (one kind never passes for the
+other) and a timestamp, so it expires (``[signup] confirm_ttl``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from functools import cached_property
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from digest.config import secret
 from digest.errors import ConfigError
@@ -20,14 +24,20 @@ from digest.errors import ConfigError
 SECRET_ENV = "DIGEST_SECRET"
 PREVIOUS_SECRET_ENV = "DIGEST_SECRET_PREVIOUS"
 SALT = "digest.subscriber"
+CONFIRM_SALT = "digest.signup-confirm"
 MIN_SECRET_BYTES = 32  # as many as secrets.token_urlsafe(32) draws at random
 MAX_SUBSCRIBER_ID = 2**31 - 1  # subscribers.id is an INTEGER column: 32-bit signed on PostgreSQL
 NOT_VALID = "this link is not valid (it was altered or not made by us)"
+EXPIRED = "this link has expired"
 MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class BadToken(ValueError):
     """The token was not signed by us, or was altered."""
+
+
+class ExpiredToken(BadToken):
+    """A confirmation link signed by us, but longer ago than it may be used."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,34 @@ class Signer:
         if type(value) is not int or not 1 <= value <= MAX_SUBSCRIBER_ID:  # type(): a bool is an int
             raise BadToken(NOT_VALID)
         return value
+
+    @cached_property
+    def _confirm_serializer(self) -> URLSafeTimedSerializer:
+        keys = [k for k in (self.previous, self.current) if k]
+        return URLSafeTimedSerializer(keys, salt=CONFIRM_SALT)
+
+    def confirm_token(self, nonce: str) -> str:
+        """The token of a sign-up's confirmation link: the sign-up's nonce, signed and dated."""
+        return self._confirm_serializer.dumps(nonce)
+
+    def confirm_nonce(self, token: str, max_age: float) -> str:
+        """The nonce a confirmation token carries; ExpiredToken past ``max_age`` seconds,
+        BadToken when it was not signed by us (a subscriber token included) or was altered."""
+        try:
+            value = self._confirm_serializer.loads(token, max_age=int(max_age))
+        except SignatureExpired as exc:
+            raise ExpiredToken(EXPIRED) from exc
+        except BadSignature as exc:
+            raise BadToken(NOT_VALID) from exc
+        if type(value) is not str or not value:
+            raise BadToken(NOT_VALID)
+        return value
+
+    def keyed_hash(self, value: str) -> str:
+        """HMAC-SHA256 of ``value`` under the current secret, in hex: how a sign-up's IP address
+        is kept (it proves the same address made two requests, and cannot be reversed without
+        the secret, unlike a plain hash of the few billion IPv4 addresses)."""
+        return hmac.new(self.current.encode(), b"digest.ip:" + value.encode(), hashlib.sha256).hexdigest()
 
 
 def _check_length(name: str, value: str) -> None:

@@ -29,7 +29,8 @@ from digest.text import excerpt, join_names, one_line
 
 HTML_TEMPLATE = "issue.html.j2"
 TEXT_TEMPLATE = "issue.txt.j2"
-RECIPIENT_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url")
+# ``confirm_url`` is the sign-up confirmation mail's own link; an issue leaves it empty.
+RECIPIENT_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "confirm_url")
 Part = Literal["html", "text"]
 
 
@@ -179,6 +180,16 @@ class Renderer:
             )
         return Rendered(subject=subject, html=html, text=text, warnings=tuple(warnings))
 
+    def render_mail(self, name: str, subject: str, context: Mapping[str, object]) -> Rendered:
+        """A mail of digest's own besides the issue (the sign-up confirmation): templates
+        ``<name>.html.j2`` and ``<name>.txt.j2`` rendered with ``context`` and the recipient
+        placeholders, the CSS inlined, exactly as an issue's parts are. Rendered once, filled per
+        recipient by ``fill``."""
+        values = {"newsletter": self.settings.newsletter, **context}
+        html = inline_css(self._render(f"{name}.html.j2", values, "html"))
+        text = self._render(f"{name}.txt.j2", values, "text")
+        return Rendered(subject=one_line(subject), html=html, text=text, warnings=())
+
     def subject(self, issue: Issue) -> str:
         """The subject line from ``[newsletter] subject``, always a single line."""
         zone = self.settings.newsletter.zone
@@ -239,6 +250,7 @@ class Renderer:
             "links": {
                 "view_in_browser": f"{base}/issues/{issue.key}",
                 "archive": f"{base}/issues/",
+                "subscribe": f"{base}/subscribe",
             },
         }
 

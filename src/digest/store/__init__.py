@@ -1,9 +1,9 @@
-"""The database: subscribers, issues, the delivery ledger and the scheduler's runs, on SQLite or
-PostgreSQL.
+"""The database: subscribers, readers' pending sign-ups, issues, the delivery ledger and the
+scheduler's runs, on SQLite or PostgreSQL.
 
 ``Store.open(url)`` connects and migrates; the work is done by one small repository per
-aggregate, each on the same engine: ``store.subscribers``, ``store.issues``, ``store.ledger``
-and ``store.runs``. The row types are re-exported here so callers need one import.
+aggregate, each on the same engine: ``store.subscribers``, ``store.signups``, ``store.issues``,
+``store.ledger`` and ``store.runs``. The row types are re-exported here so callers need one import.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ from digest.store.engine import make_engine, redact, upgrade, utcnow
 from digest.store.issues import IssueRecord, Issues
 from digest.store.ledger import Claimed, Ledger, Problem
 from digest.store.runs import Runs
-from digest.store.subscribers import MergeReport, NewSubscriber, Subscriber, Subscribers, email_key
+from digest.store.signups import Confirmed, Pending, Requested, SignupRequest, Signups
+from digest.store.subscribers import Consent, MergeReport, NewSubscriber, Subscriber, Subscribers, email_key
 
 __all__ = [
     "Claimed",
+    "Confirmed",
+    "Consent",
     "IssueRecord",
     "MergeReport",
     "NewSubscriber",
+    "Pending",
     "Problem",
+    "Requested",
+    "SignupRequest",
     "Store",
     "Subscriber",
     "email_key",
@@ -39,6 +45,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.subscribers = Subscribers(engine)
+        self.signups = Signups(engine)
         self.issues = Issues(engine)
         self.ledger = Ledger(engine)
         self.runs = Runs(engine)

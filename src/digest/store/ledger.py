@@ -150,6 +150,48 @@ class Ledger(Repository):
                 )
         return Claimed(batch_id, key, variant, tuple((r.id, r.subscriber_id, r.email, r.name) for r in live))
 
+    def claim_one(self, key: str, subscriber_id: int, variant: str | None, transport: str) -> Claimed | None:
+        """Queue issue ``key`` for one active subscriber and claim it at once as a batch of one
+        (a new reader's welcome copy); None when they already have a delivery of this issue (so
+        nobody gets an issue twice) or are not active. A ``variant`` of None (no article in their
+        sections) records the delivery as skipped and claims nothing."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            person = conn.execute(
+                sa.select(subscribers.c.email, subscribers.c.name).where(
+                    subscribers.c.id == subscriber_id, subscribers.c.status == SubscriberStatus.ACTIVE
+                )
+            ).first()
+            if person is None:
+                return None
+            delivery_id = conn.execute(
+                self.insert(deliveries)
+                .values(subscriber_id=subscriber_id, **_delivery(key, variant, now))
+                .on_conflict_do_nothing()
+                .returning(deliveries.c.id)
+            ).scalar()
+            if delivery_id is None or variant is None:
+                return None
+            batch_id = conn.execute(
+                batches.insert()
+                .values(
+                    issue_key=key,
+                    variant=variant,
+                    status=BatchStatus.SUBMITTING,
+                    transport=transport,
+                    size=1,
+                    claimed_by=claimer_id(),
+                    claimed_at=now,
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id)
+            )
+        return Claimed(batch_id, key, variant, ((delivery_id, subscriber_id, person.email, person.name),))
+
     def finish(self, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str = "") -> BatchStatus:
         """Record what the transport said for each delivery id: (status, error). Returns the
         batch's status: the worst of its recipients' (unknown, then failed, then submitted)."""

@@ -62,8 +62,37 @@ subscribers = Table(
     Column("sections", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The consent record of a reader who signed up on /subscribe (empty for an import): when
+    # they asked, from where, when they confirmed, a keyed hash of their IP and their user agent.
+    Column("signed_up_at", DateTime(timezone=True)),
+    Column("signup_source", String(100)),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("signup_ip_hash", String(64)),
+    Column("signup_user_agent", String(200)),
     CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),
     Index("ix_subscribers_status", "status"),
+)
+
+# Sign-ups waiting for their confirmation link to be used, one per address. Kept apart from
+# ``subscribers`` so a pending address is on no list that picks recipients, and a suppressed one
+# stays suppressed until it confirms. ``nonce`` is what the signed link names; ``mailed_at`` when
+# the last confirmation mail went out (at most one per address in 10 minutes).
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("nonce", String(32), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("sections", JSON, nullable=False),
+    Column("source", String(100), nullable=False, server_default=""),
+    Column("ip_hash", String(64), nullable=False, server_default=""),
+    Column("user_agent", String(200), nullable=False, server_default=""),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("mailed_at", DateTime(timezone=True)),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Index("ix_signups_requested_at", "requested_at"),
 )
 
 issues = Table(

@@ -36,6 +36,19 @@ class Subscriber:
     sections: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    consent: Consent | None = None  # None: added by an import or `subscribers add`, not by signing up
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """Proof that a reader asked for the newsletter: when they signed up and from where, and when
+    they confirmed through the emailed link. The IP address is kept only as a keyed hash."""
+
+    signed_up_at: datetime
+    source: str
+    confirmed_at: datetime
+    ip_hash: str
+    user_agent: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,4 +213,13 @@ def _subscriber(row: Any) -> Subscriber:
         sections=tuple(row.sections or ()),
         created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
+        consent=Consent(
+            signed_up_at=aware(row.signed_up_at),
+            source=row.signup_source or "",
+            confirmed_at=aware(row.confirmed_at),
+            ip_hash=row.signup_ip_hash or "",
+            user_agent=row.signup_user_agent or "",
+        )
+        if row.confirmed_at is not None and row.signed_up_at is not None
+        else None,
     )

@@ -5,7 +5,10 @@ One module per surface, each with a ``routes(site)`` function, listed once in ``
 - ``unsubscribe``: ``GET``/``POST /unsubscribe?t=TOKEN``, RFC 8058 one-click and the confirmation page.
 - ``preferences``: ``GET``/``POST /preferences?t=TOKEN``, the sections a subscriber gets.
 - ``webhooks``: ``POST /webhooks/sendgrid``, SendGrid's signed Event Webhook (off without a key).
-- ``archive``: ``GET /issues/`` and ``GET /issues/<key>``, the public archive of sent issues.
+- ``archive``: ``GET /issues/``, ``GET /issues/<key>`` and ``GET /issues/feed.xml`` (Atom), the
+  public archive of sent issues.
+- ``signup``: ``GET``/``POST /subscribe`` and ``GET``/``POST /confirm?t=TOKEN``, readers signing
+  themselves up with double opt-in.
 
 What they share (settings, store, link signer, pages, clock) is one ``Site``, passed to each.
 ``security`` sets the headers every answer carries (tokens travel in URLs: no referrer, no
@@ -33,7 +36,7 @@ from digest.delivery.tokens import Signer
 from digest.listen import listen
 from digest.listen import url as url_for
 from digest.store import Store
-from digest.web import archive, preferences, unsubscribe, webhooks
+from digest.web import archive, preferences, signup, unsubscribe, webhooks
 from digest.web.pages import Pages
 from digest.web.security import SecurityHeaders
 from digest.web.site import Site, Surface
@@ -46,6 +49,7 @@ SURFACES: tuple[Surface, ...] = (
     preferences.routes,
     webhooks.routes,
     archive.routes,
+    signup.routes,
 )
 
 

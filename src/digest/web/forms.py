@@ -32,8 +32,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_form(request: Request) -> list[tuple[str, str]]:
-    """A form-urlencoded body (what a browser posts for our forms) as (name, value) pairs.
+async def read_form(request: Request, limit: int = FORM_LIMIT) -> list[tuple[str, str]]:
+    """A form-urlencoded body (what a browser posts for our forms) as (name, value) pairs, refused
+    (413) past ``limit`` bytes.
 
     Parsed with the standard library: Starlette's own form parser needs python-multipart, a
     dependency this one form does not justify.
@@ -41,7 +42,7 @@ async def read_form(request: Request) -> list[tuple[str, str]]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("", "application/x-www-form-urlencoded"):
         raise PageError(415, UNREADABLE, TRY_AGAIN)
-    body = await read_body(request, FORM_LIMIT)
+    body = await read_body(request, limit)
     try:
         return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError as exc:
