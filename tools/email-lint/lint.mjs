@@ -1,6 +1,6 @@
 // digest's client lint: reads one HTML email on stdin, prints JSON findings per email client.
 //
-//   node lint.mjs [client ...] < issue.html
+//   node lint.mjs CLIENT... < issue.html      (caniemail names: gmail.ios, outlook.windows...)
 //
 // The checks are caniemail.com's data as packaged by @jsx-email/doiuse-email. Each client is
 // checked on its own so every finding is filed under the client it concerns. Output:
@@ -11,13 +11,6 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { doIUseEmail } from '@jsx-email/doiuse-email';
-
-const DEFAULT_CLIENTS = [
-  'gmail.desktop-webmail', 'gmail.ios', 'gmail.android',
-  'apple-mail.macos', 'apple-mail.ios',
-  'outlook.windows', 'outlook.windows-mail', 'outlook.macos', 'outlook.ios', 'outlook.android',
-  'yahoo.desktop-webmail', 'samsung-email.android', 'thunderbird.macos',
-];
 
 // "`outline` is not supported by `outlook.windows`" -> "outline"
 const feature = (message) => (/^`(.+?)`/.exec(message) ?? [null, message])[1];
@@ -33,7 +26,11 @@ if (!html.trim()) {
   process.stderr.write('no HTML on stdin\n');
   process.exit(2);
 }
-const clients = process.argv.length > 2 ? process.argv.slice(2) : DEFAULT_CLIENTS;
+const clients = process.argv.slice(2);
+if (!clients.length) {
+  process.stderr.write('name the clients to check, e.g. node lint.mjs gmail.ios outlook.windows\n');
+  process.exit(2);
+}
 const out = { tool: `@jsx-email/doiuse-email ${version}`, clients: {} };
 for (const client of clients) {
   const result = doIUseEmail(html, { emailClients: [client] });
