@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.models import ALL_SECTIONS, IssueKey, SectionChoice
-from factories import NOW
+from factories import NOW, article
 
 SECTIONS = ("Asia-Pacific", "Europe", "Middle East", "Also this week")
 
@@ -86,3 +86,15 @@ def test_a_typed_choice_splits_on_either_separator_and_refuses_an_unknown_name()
         SectionChoice.parse("Europe; Arctic", SECTIONS)
     with pytest.raises(ValueError, match="unknown section 'Arctic'"):
         SectionChoice.of(["Arctic"], SECTIONS, strict=True)
+
+
+def test_the_editors_note_survives_the_recorded_snapshot():
+    from dataclasses import replace as _replace
+
+    from digest.models import Issue, Section, Window, issue_from_data, issue_to_data
+
+    a = article("a")
+    issue = Issue(key="2026-W48", window=Window(NOW, NOW), sections=(Section("Asia-Pacific", (a,)),), lead=a)
+    noted = _replace(issue, note="A **busy** week.")
+    assert issue_from_data(issue_to_data(noted)).note == "A **busy** week."
+    assert "note" not in issue_to_data(issue)  # no note: the recorded data is as before
