@@ -48,7 +48,7 @@ def test_html_is_a_fluid_600px_column_with_outlook_ghost_tables_and_media_querie
     assert '<!--[if mso]><table role="presentation" width="600"' in out
     assert out.count("<!--[if mso]>") == out.count("<![endif]-->")
     phone, dark, outlook_com = _styles(doc)
-    assert "@media only screen and (max-width: 620px)" in phone
+    assert "@media only screen and (max-width: 599px)" in phone
     assert "padding-left: 14px !important" in phone
     # Every non-media rule was inlined: the first style block holds only the media query.
     assert re.sub(r"@media[^{]*\{(?:[^{}]*\{[^}]*\})*\s*\}", "", phone).strip() == ""
@@ -66,7 +66,9 @@ def test_preheader_header_contents_sections_and_heading_order(renderer, issue):
     assert len(pre.text_content()) <= 280
     assert doc.cssselect("h1.masthead")[0].text_content().strip() == "Statecraft Weekly"
     assert doc.cssselect(".dates")[0].text_content() == "20\u201327 November 2026"
-    assert doc.cssselect(".contents")[0].text_content() == "Asia-Pacific\xa0(1) \u00b7 Military Industrial Complex\xa0(1)"
+    assert (
+        doc.cssselect(".contents")[0].text_content() == "Asia-Pacific\xa0(1) \u00b7 Military Industrial Complex\xa0(1)"
+    )
     # h1 the issue, h2 its parts, h3 the articles; the lead opens the issue and is not repeated.
     headings = [(e.tag, e.text_content().strip()) for e in doc.cssselect("h1, h2, h3")]
     assert headings == [
@@ -155,7 +157,9 @@ def test_accent_colours_the_publication_and_a_light_one_is_darkened_with_a_warni
     pale = settings(tmp_path, render={"accent": "#ffcc00"})
     warnings = Renderer(pale).render(issue).warnings
     assert len(warnings) == 1
-    assert re.fullmatch(r"\[render\] accent #ffcc00 has only 1\.\d:1 contrast on white; #[0-9a-f]{6} is used .*", warnings[0])
+    assert re.fullmatch(
+        r"\[render\] accent #ffcc00 has only 1\.\d:1 contrast on white; #[0-9a-f]{6} is used .*", warnings[0]
+    )
 
 
 def test_editors_note_is_markdown_sanitised_and_comes_first_in_both_parts(renderer, issue):

@@ -225,9 +225,7 @@ class Render(_Model):
         description="compact: the lead large, every other article a thumbnail beside its text; "
         "full: every article with a full-width image.",
     )
-    accent: str = Field(
-        default="#9b1c1c", description="Accent colour (#rrggbb): labels, section names, links."
-    )
+    accent: str = Field(default="#9b1c1c", description="Accent colour (#rrggbb): labels, section names, links.")
     font: str = Field(
         default="Georgia, 'Times New Roman', Times, serif",
         description="CSS font stack of headlines and excerpts (labels and small print stay sans-serif).",
@@ -250,7 +248,7 @@ class Render(_Model):
         if not value.strip() or _CSS_UNSAFE.search(value):
             raise ValueError(
                 "must be a CSS font stack such as \"Georgia, 'Times New Roman', serif\" "
-                "(single quotes only; no ; { } < > \" or \\)"
+                '(single quotes only; no ; { } < > " or \\)'
             )
         return value.strip()
 

@@ -103,11 +103,15 @@ def lint(html: str, clients: tuple[str, ...] = tuple(CLIENTS), *, timeout: float
     folder = tool_dir()
     node = shutil.which("node")
     if node is None:
-        raise LintUnavailable("node is not installed", hint="install Node.js 20 or later, then npm ci in " + str(folder))
+        raise LintUnavailable(
+            "node is not installed", hint="install Node.js 20 or later, then npm ci in " + str(folder)
+        )
     if not (folder / "node_modules" / "@jsx-email" / "doiuse-email").is_dir():
-        raise LintUnavailable(f"the lint's packages are not installed in {folder}", hint=f"run: npm ci --prefix {folder}")
+        raise LintUnavailable(
+            f"the lint's packages are not installed in {folder}", hint=f"run: npm ci --prefix {folder}"
+        )
     try:
-        done = subprocess.run(  # noqa: S603 - our own script, arguments from CLIENTS
+        done = subprocess.run(
             [node, str(folder / "lint.mjs"), *clients],
             input=html,
             capture_output=True,

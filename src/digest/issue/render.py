@@ -342,7 +342,7 @@ def note_html(source: str) -> markupsafe.Markup:
         url_schemes={"http", "https", "mailto"},
         link_rel=None,
     )
-    return markupsafe.Markup(cleaned.strip())  # noqa: S704 - nh3 has just sanitised it
+    return markupsafe.Markup(cleaned.strip())  # nh3 has just sanitised it
 
 
 def note_text(source: str) -> str:

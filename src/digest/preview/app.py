@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 PAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The desktop frame is wider than the 600 px column so the email's phone rules (its @media
-# breakpoint is 620 px) do not apply: it shows what a desktop mail client shows.
+# breakpoint is 599 px) do not apply: it shows what a desktop mail client shows.
 DESKTOP_WIDTH = 680
 PHONE_WIDTH = 375
 GMAIL_CLIP_BYTES = 102 * 1024
