@@ -9,7 +9,7 @@ reaches WCAG's 4.5:1, and the renderer says so in a warning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 MIN_TEXT_CONTRAST = 4.5  # WCAG 2.x AA, body text
 
@@ -136,8 +136,3 @@ def _rgb(colour: str) -> tuple[int, int, int]:
     if len(value) == 3:
         value = "".join(c * 2 for c in value)
     return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
-
-
-def roles() -> tuple[str, ...]:
-    """The role names, in declaration order."""
-    return tuple(f.name for f in fields(Colours))
