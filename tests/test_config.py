@@ -74,6 +74,42 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, change, expected):
     assert info.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[render]\naccent = "red"', r"\[render\] accent: .*'red' is not a colour: write it as #rrggbb"),
+        ('[render]\nfont = "Arial; color: red"', r"\[render\] font: .*must be a CSS font stack"),
+        ('[render]\nlayout = "tiny"', r"\[render\] layout: .*'compact' or 'full'"),
+        (
+            '[newsletter.logo]\nurl = "logo.png"\nwidth = 200\nheight = 40',
+            r"\[newsletter\.logo\] url: must be an absolute http\(s\) URL",
+        ),
+        (
+            '[newsletter.logo]\nurl = "https://example.org/l.png"',
+            r"\[newsletter\.logo\] width: required key is missing",
+        ),
+    ],
+)
+def test_bad_look_settings_are_one_line_naming_the_key(tmp_path, extra, expected):
+    text = MINIMAL.replace("[[feeds]]", extra + "\n\n[[feeds]]", 1)
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+    assert re.search(expected, str(info.value)), str(info.value)
+
+
+def test_logo_table_and_the_older_logo_url_both_give_a_logo(tmp_path):
+    table = '[newsletter.logo]\nurl = "https://example.org/l.png"\nwidth = 220\nheight = 44\nalt = "T"'
+    s = config.load(write(tmp_path, MINIMAL.replace("[[feeds]]", table + "\n\n[[feeds]]", 1)))
+    assert s.newsletter.logo == config.Logo(url="https://example.org/l.png", width=220, height=44, alt="T")
+    old = MINIMAL.replace(
+        'postal_address = "1 Main St"', 'postal_address = "1 Main St"\nlogo_url = "https://e.org/l.png"'
+    )
+    s = config.load(write(tmp_path, old))
+    assert s.newsletter.logo == config.Logo(url="https://e.org/l.png", width=200, height=40)
+    assert config.load(write(tmp_path, MINIMAL)).render.layout == "compact"
+
+
 def test_invalid_toml_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid TOML: .*line 3"):
         config.load(write(tmp_path, '[newsletter]\nname = "x"\nfrom = \n'))

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.models import ALL_SECTIONS, IssueKey, SectionChoice
-from factories import NOW
+from factories import NOW, article
 
 SECTIONS = ("Asia-Pacific", "Europe", "Middle East", "Also this week")
 
@@ -128,3 +128,15 @@ def test_an_issue_recorded_by_an_earlier_release_is_still_read():
     assert issue_of_record(earlier) == issue
     assert issue_of_record({"issue": "2026-W48", "warnings": []}) is None  # recorded without its articles
     assert issue_of_record({}) is None
+
+
+def test_the_editors_note_survives_the_recorded_snapshot():
+    from dataclasses import replace as _replace
+
+    from digest.models import Issue, Section, Window, issue_from_data, issue_to_data
+
+    a = article("a")
+    issue = Issue(key="2026-W48", window=Window(NOW, NOW), sections=(Section("Asia-Pacific", (a,)),), lead=a)
+    noted = _replace(issue, note="A **busy** week.")
+    assert issue_from_data(issue_to_data(noted)).note == "A **busy** week."
+    assert "note" not in issue_to_data(issue)  # no note: the recorded data is as before

@@ -173,6 +173,32 @@ def test_text_eml_and_api_state(client: TestClient, state: PreviewState) -> None
     assert client.get("/api/state").json()["generation"] == 2
 
 
+def test_index_shows_the_client_lint_per_client_beside_the_size(client: TestClient, state: PreviewState) -> None:
+    good = state.status.good
+    assert good is not None and good.lint is not None, good and good.lint_unavailable
+    page = client.get("/").text
+    lint = page[page.index('id="lint"') :]
+    assert page.index("HTML size") < page.index('id="lint"')
+    for name in ("Gmail (web)", "Gmail (iOS)", "Gmail (Android)", "Apple Mail (macOS)", "Outlook (Windows)"):
+        assert f"<b>{name}</b>" in lint
+    assert "@jsx-email/doiuse-email 1.0.4" in lint
+    assert 'title="phone sizes and dark mode' in lint  # Outlook's accepted @media, with its reason
+    assert 'class="bad"' not in lint
+    found = client.get("/api/state").json()["lint"]
+    assert found["gmail.ios"] == {"errors": {}, "enhancements": {}}
+    assert set(found["outlook.windows"]["enhancements"]) <= {"@media", "Attribute selector", "overflow"}
+
+
+def test_without_node_the_page_says_the_client_lint_is_unavailable(config: Path, monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    state = PreviewState(config, now=NOW)
+    assert state.rebuild().ok
+    with TestClient(create_app(state)) as c:
+        page = c.get("/").text
+    assert "client lint unavailable: node is not installed; install Node.js 20 or later" in page
+    assert "HTML size" in page
+
+
 def test_template_syntax_error_shows_the_error_and_keeps_the_last_good_issue(
     client: TestClient, state: PreviewState, config: Path
 ) -> None:

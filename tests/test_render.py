@@ -34,50 +34,154 @@ def renderer(tmp_path):
     return Renderer(settings(tmp_path))
 
 
-def test_html_is_600px_tables_with_inlined_css_and_media_queries_kept(renderer, issue):
+def _styles(doc) -> list[str]:
+    return [s.text_content() for s in doc.cssselect("style")]
+
+
+def test_html_is_a_fluid_600px_column_with_outlook_ghost_tables_and_media_queries_kept(renderer, issue):
     out = renderer.render(issue).html
     doc = lxml_html.fromstring(out)
     container = doc.cssselect("table.container")[0]
-    assert container.get("width") == "600"
-    assert "width:600px" in container.get("style").replace(" ", "")
-    styles = "".join(s.text_content() for s in doc.cssselect("style"))
-    assert "@media only screen and (max-width: 620px)" in styles
-    assert "width: 100% !important" in styles
-    # Every non-media rule was inlined: the style block holds only the media query.
-    assert re.sub(r"@media[^{]*\{(?:[^{}]*\{[^}]*\})*\s*\}", "", styles).strip() == ""
+    assert container.get("width") == "100%"
+    assert "max-width:600px" in container.get("style").replace(" ", "")
+    # Outlook for Windows ignores max-width and @media: a 600 px ghost table holds the column.
+    assert '<!--[if mso]><table role="presentation" width="600"' in out
+    assert out.count("<!--[if mso]>") == out.count("<![endif]-->")
+    phone, dark, outlook_com = _styles(doc)
+    assert "@media only screen and (max-width: 599px)" in phone
+    assert "padding-left: 14px !important" in phone
+    # Every non-media rule was inlined: the first style block holds only the media query.
+    assert re.sub(r"@media[^{]*\{(?:[^{}]*\{[^}]*\})*\s*\}", "", phone).strip() == ""
+    assert "@media (prefers-color-scheme: dark)" in dark and "color-scheme: light dark" in dark
+    assert "[data-ogsc] .title a" in outlook_com and "[data-ogsb] .container" in outlook_com
+    assert doc.cssselect('meta[name="color-scheme"]')[0].get("content") == "light dark"
+    assert "mso-line-height-rule:exactly" in doc.cssselect("h3")[0].get("style").replace(" ", "")
 
 
-def test_preheader_header_sections_and_cards(renderer, issue):
+def test_preheader_header_contents_sections_and_heading_order(renderer, issue):
     doc = lxml_html.fromstring(renderer.render(issue).html)
     pre = doc.cssselect(".preheader")[0]
     assert "display:none" in pre.get("style").replace(" ", "")
     assert pre.text_content().startswith("North Korea has steadily expanded")
     assert len(pre.text_content()) <= 280
-    assert doc.cssselect("h1.masthead")[0].text_content() == "Statecraft Weekly"
+    assert doc.cssselect("h1.masthead")[0].text_content().strip() == "Statecraft Weekly"
     assert doc.cssselect(".dates")[0].text_content() == "20\u201327 November 2026"
-    assert [e.text_content() for e in doc.cssselect(".section-name")] == ["Asia-Pacific", "Military Industrial Complex"]
-    # The lead opens the issue and is not repeated in its section.
-    titles = [e.text_content() for e in doc.cssselect("h2")]
-    assert titles == ["Title of lead-story", "Title of no-image", "Title of mic"]
-    assert doc.cssselect("h2")[0].get("class") == "lead-title"
+    assert (
+        doc.cssselect(".contents")[0].text_content() == "Asia-Pacific\xa0(1) \u00b7 Military Industrial Complex\xa0(1)"
+    )
+    # h1 the issue, h2 its parts, h3 the articles; the lead opens the issue and is not repeated.
+    headings = [(e.tag, e.text_content().strip()) for e in doc.cssselect("h1, h2, h3")]
+    assert headings == [
+        ("h1", "Statecraft Weekly"),
+        ("h2", "In this issue"),
+        ("h2", "Top story"),
+        ("h3", "Title of lead-story"),
+        ("h2", "Asia-Pacific"),
+        ("h3", "Title of no-image"),
+        ("h2", "Military Industrial Complex"),
+        ("h3", "Title of mic"),
+    ]
+    assert doc.get("lang") == "en"
+    assert all(t.get("role") == "presentation" for t in doc.iter("table"))
 
 
-def test_cards_have_linked_title_excerpt_byline_image_credit_and_keep_reading(renderer, issue):
+def test_lead_is_large_and_other_cards_are_compact_thumbnails(renderer, issue):
     doc = lxml_html.fromstring(renderer.render(issue).html)
     lead = doc.cssselect("td.lead")[0]
-    link = lead.cssselect("h2 a")[0].get("href")
+    link = lead.cssselect("h3 a")[0].get("href")
     assert link == "https://example.org/lead-story?utm_source=newsletter&utm_medium=email&utm_campaign=2026-W48"
     img = lead.cssselect("img")[0]
     assert (img.get("alt"), img.get("width"), img.get("height")) == ("Alt lead-story", "560", "315")
-    assert lead.cssselect(".credit")[0].text_content() == "Credit lead-story"
+    assert lead.cssselect(".credit")[0].text_content() == "Top image credit: Credit lead-story"
     assert lead.cssselect(".label")[0].text_content() == "Asia-Pacific"
     excerpt = lead.cssselect(".excerpt")[0].text_content()
     assert len(excerpt) <= 280 and excerpt.endswith("\u2026")
-    assert [a.text_content() for a in lead.cssselect(".more a")] == ["Keep reading \u2192"]
-    cards = doc.cssselect("td.card")
-    assert cards[0].cssselect(".byline")[0].text_content() == "By A One and B Two \u00b7 27 November 2026"
-    assert not cards[0].cssselect("img")  # no image: no empty img tag
-    assert cards[1].cssselect(".byline")[0].text_content() == "27 November 2026"
+    more = lead.cssselect(".more a")[0]
+    assert (more.text_content(), more.get("title")) == ("Keep reading \u2192", "Title of lead-story")
+    no_image, mic = doc.cssselect("td.card")
+    assert no_image.cssselect(".byline")[0].text_content() == "By A One and B Two \u00b7 27 November 2026"
+    assert not no_image.cssselect("img, .thumb-col")  # no image: no space kept for one
+    thumb = mic.cssselect(".thumb-col img")[0]
+    assert (thumb.get("width"), thumb.get("height"), thumb.get("alt")) == ("120", "68", "Alt mic")
+    assert "width:136px" in mic.cssselect(".thumb-col")[0].get("style").replace(" ", "")
+    assert "max-width:420px" in mic.cssselect(".text-col")[0].get("style").replace(" ", "")
+    assert mic.cssselect(".byline")[0].text_content() == "27 November 2026"
+    # Outlook for Windows gets the two columns as a ghost table.
+    html = lxml_html.tostring(mic, encoding="unicode")
+    assert '<td width="136" valign="top"><![endif]-->' in html and '<td width="424" valign="top">' in html
+
+
+def test_full_layout_gives_every_card_a_full_width_image(tmp_path):
+    s = settings(tmp_path, render={"layout": "full"})
+    issue = rank.build_issue([article("a", hours_ago=1), article("b", hours_ago=2)], s, NOW)
+    doc = lxml_html.fromstring(Renderer(s).render(issue).html)
+    card = doc.cssselect("td.card")[0]
+    assert not card.cssselect(".thumb-col")
+    assert card.cssselect("img")[0].get("width") == "560"
+    assert card.cssselect(".more a")[0].text_content() == "Keep reading \u2192"
+
+
+def test_label_names_the_kind_and_the_section(tmp_path):
+    s = settings(tmp_path, render={"label_categories": ["Analysis"]})
+    arts = [article("a", hours_ago=1, categories=("Asia-Pacific", "analysis")), article("b", hours_ago=2)]
+    doc = lxml_html.fromstring(Renderer(s).render(rank.build_issue(arts, s, NOW)).html)
+    assert [e.text_content() for e in doc.cssselect(".label")] == ["Analysis | Asia-Pacific", "Asia-Pacific"]
+
+
+def test_masthead_logo_with_its_size_and_alt_on_a_light_plate(tmp_path):
+    newsletter = {
+        **settings(tmp_path).newsletter.model_dump(by_alias=True, exclude={"logo"}),
+        "logo": {"url": "https://news.example.org/logo.png", "width": 220, "height": 44, "alt": "Statecraft"},
+    }
+    s = settings(tmp_path, newsletter=newsletter)
+    doc = lxml_html.fromstring(Renderer(s).render(rank.build_issue([article("a"), article("b")], s, NOW)).html)
+    img = doc.cssselect("h1.masthead img")[0]
+    assert (img.get("src"), img.get("width"), img.get("height"), img.get("alt")) == (
+        "https://news.example.org/logo.png",
+        "220",
+        "44",
+        "Statecraft",
+    )
+    assert img.getparent().get("class") == "plate"
+    dark = _styles(doc)[1]
+    assert ".plate { background-color: #ffffff !important; }" in dark  # a light plate in dark mode too
+
+
+def test_accent_colours_the_publication_and_a_light_one_is_darkened_with_a_warning(tmp_path):
+    s = settings(tmp_path, render={"accent": "#1F5FAD"})
+    issue = rank.build_issue([article("a"), article("b")], s, NOW)
+    rendered = Renderer(s).render(issue)
+    doc = lxml_html.fromstring(rendered.html)
+    assert "color:#1f5fad" in doc.cssselect(".label")[0].get("style").replace(" ", "")
+    assert rendered.warnings == ()
+    pale = settings(tmp_path, render={"accent": "#ffcc00"})
+    warnings = Renderer(pale).render(issue).warnings
+    assert len(warnings) == 1
+    assert re.fullmatch(
+        r"\[render\] accent #ffcc00 has only 1\.\d:1 contrast on white; #[0-9a-f]{6} is used .*", warnings[0]
+    )
+
+
+def test_editors_note_is_markdown_sanitised_and_comes_first_in_both_parts(renderer, issue):
+    noted = replace(
+        issue,
+        note="A **busy** week. Read [our explainer](https://example.org/x).\n\n<script>alert(1)</script>"
+        "[bad](javascript:alert(1))",
+    )
+    rendered = renderer.render(noted)
+    doc = lxml_html.fromstring(rendered.html)
+    note = doc.cssselect(".note")[0]
+    assert note.cssselect("strong")[0].text_content() == "busy"
+    assert note.cssselect("a")[0].get("href") == "https://example.org/x"
+    assert "<script>" not in rendered.html and 'href="javascript' not in rendered.html
+    assert "<script>alert(1)</script>" in note.text_content()  # shown as text, never run
+    headings = [e.text_content() for e in doc.cssselect("h2")]
+    assert headings[:2] == ["From the editor", "In this issue"]
+    text = rendered.text
+    assert text.index("FROM THE EDITOR") < text.index("A **busy** week.") < text.index("IN THIS ISSUE")
+    assert text.index("IN THIS ISSUE") < text.index("TOP STORY") < text.index("== Asia-Pacific ==")
+    assert "- Military Industrial Complex (1)" in text
+    assert not renderer.render(issue).html.count('class="note"')
 
 
 def test_footer_has_why_view_in_browser_unsubscribe_and_address(renderer, issue):
@@ -109,6 +213,7 @@ def test_text_part_is_written_from_the_same_data(renderer, issue):
     text = renderer.render(issue).text
     assert "<" not in text.replace("%%", "")
     assert text.startswith("STATECRAFT WEEKLY\n20\u201327 November 2026\n")
+    assert "IN THIS ISSUE\n\n- Asia-Pacific (1)\n- Military Industrial Complex (1)\n" in text
     for title in ("Title of lead-story", "Title of no-image", "Title of mic"):
         assert text.count(title) == 1
     assert "== Asia-Pacific ==" in text

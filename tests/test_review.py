@@ -117,7 +117,7 @@ def text_of(message: EmailMessage) -> str:
 
 def section(html: str, name: str) -> str:
     """The part of the issue's HTML under one section heading ("" if it has none)."""
-    found = re.search(rf'class="section-name"[^>]*>{re.escape(name)}</div>', html)
+    found = re.search(rf'class="section-name"[^>]*>{re.escape(name)}</h2>', html)
     if found is None:
         return ""
     end = html.find('class="section-name"', found.end())

@@ -237,7 +237,7 @@ def section_headings(path: Path) -> list[str]:
 
     msg = message_from_bytes(path.read_bytes(), policy=policy.default)
     html = msg.get_body(("html",)).get_content()
-    return re.findall(r'<div class="section-name"[^>]*>([^<]+)</div>', html)
+    return re.findall(r'<h2 class="section-name"[^>]*>([^<]+)</h2>', html)
 
 
 def test_subscribers_get_only_the_sections_they_chose(sample, monkeypatch):

@@ -145,7 +145,7 @@ def sections_in(message: EmailMessage) -> tuple[list[str], list[str]]:
     text_part = message.get_body(("plain",))
     assert html_part is not None and text_part is not None
     page = html_part.get_content()
-    headings = [html.unescape(h).strip() for h in re.findall(r'<div class="section-name"[^>]*>(.*?)</div>', page, re.S)]
+    headings = [html.unescape(h).strip() for h in re.findall(r'<h2 class="section-name"[^>]*>(.*?)</h2>', page, re.S)]
     text = re.findall(r"(?m)^== (.+) ==$", text_part.get_content())
     return headings, text
 

@@ -50,6 +50,26 @@ def _check_format(template: str, allowed: frozenset[str]) -> str:
     return template
 
 
+_CSS_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_CSS_UNSAFE = re.compile(r"[;{}<>\"\\]")
+
+
+class Logo(_Model):
+    """The masthead's logo: an image drawn for a light background, shown at its display size."""
+
+    url: str = Field(description="The logo image's absolute http(s) URL.")
+    width: int = Field(ge=1, le=600, description="Display width in px (the img width attribute).")
+    height: int = Field(ge=1, le=300, description="Display height in px (the img height attribute).")
+    alt: str = Field(default="", description="Alt text; empty uses the newsletter's name.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL (an email cannot load a local file)")
+        return value
+
+
 class Newsletter(_Model):
     """Who sends the newsletter and how it presents itself."""
 
@@ -68,7 +88,7 @@ class Newsletter(_Model):
         default="{newsletter}: {lead_title}",
         description="Subject template; fields: " + ", ".join(sorted(SUBJECT_FIELDS)) + ".",
     )
-    logo_url: str = Field(default="", description="Optional header logo image URL.")
+    logo: Logo | None = Field(default=None, description="Masthead logo; none shows the name as text.")
     editors: list[str] = Field(
         default_factory=list, description="Editors' addresses: review copies and notices (thin week, feeds down)."
     )
@@ -76,6 +96,17 @@ class Newsletter(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     _single_line = field_validator("name", "from_address", "reply_to", "list_id")(_no_line_breaks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_logo_url(cls, data: Any) -> Any:
+        """``logo_url`` (before ``[newsletter.logo]``) meant a 200 x 40 logo: read it as one."""
+        if isinstance(data, dict) and "logo_url" in data:
+            data = dict(data)
+            url = data.pop("logo_url")
+            if url and "logo" not in data:
+                data["logo"] = {"url": url, "width": 200, "height": 40}
+        return data
 
     @field_validator("timezone")
     @classmethod
@@ -189,6 +220,37 @@ class Render(_Model):
     image_aspect: float = Field(
         default=16 / 9, gt=0, description="Width/height assumed when a feed gives no image size."
     )
+    layout: Literal["compact", "full"] = Field(
+        default="compact",
+        description="compact: the lead large, every other article a thumbnail beside its text; "
+        "full: every article with a full-width image.",
+    )
+    accent: str = Field(default="#9b1c1c", description="Accent colour (#rrggbb): labels, section names, links.")
+    font: str = Field(
+        default="Georgia, 'Times New Roman', Times, serif",
+        description="CSS font stack of headlines and excerpts (labels and small print stay sans-serif).",
+    )
+    label_categories: list[str] = Field(
+        default_factory=list,
+        description='Feed categories shown before the section in an article\'s label ("Analysis | Asia-Pacific").',
+    )
+
+    @field_validator("accent")
+    @classmethod
+    def _accent(cls, value: str) -> str:
+        if not _CSS_COLOUR.fullmatch(value):
+            raise ValueError(f"{value!r} is not a colour: write it as #rrggbb, e.g. '#9b1c1c'")
+        return value.lower()
+
+    @field_validator("font")
+    @classmethod
+    def _font(cls, value: str) -> str:
+        if not value.strip() or _CSS_UNSAFE.search(value):
+            raise ValueError(
+                "must be a CSS font stack such as \"Georgia, 'Times New Roman', serif\" "
+                '(single quotes only; no ; { } < > " or \\)'
+            )
+        return value.strip()
 
 
 class Store(_Model):

@@ -90,6 +90,7 @@ class Issue:
     thin: bool = False
     warnings: tuple[str, ...] = field(default=())
     ranked: tuple[Article, ...] = field(default=())  # every article, best first, across sections
+    note: str = ""  # the editor's note, Markdown source; empty for none
 
     @property
     def articles(self) -> tuple[Article, ...]:
@@ -277,6 +278,7 @@ def issue_to_data(issue: Issue) -> dict[str, object]:
         "sections": [s.name for s in issue.sections],
         "ranked": [{"section": home[a.id], **article_to_data(a)} for a in ranked],
         "lead": issue.lead.id if issue.lead else None,
+        **({"note": issue.note} if issue.note else {}),
     }
 
 
@@ -286,7 +288,9 @@ def issue_from_data(d: dict[str, Any]) -> Issue:
     articles = tuple(a for _, a in ranked)
     lead = next((a for a in articles if a.id == d.get("lead")), None)
     start, end = (datetime.fromisoformat(v) for v in d["window"])
-    return Issue(key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles)
+    return Issue(
+        key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles, note=d.get("note", "")
+    )
 
 
 def issue_record(issue: Issue, warnings: Sequence[str]) -> dict[str, object]:

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import jinja2
+import markupsafe
 
 from digest.config import Settings
 from digest.errors import TemplateError
 from digest.issue.links import add_utm
+from digest.issue.palette import Palette, palette
 from digest.models import Article, Issue
 from digest.text import excerpt, join_names, one_line
 
@@ -32,6 +34,10 @@ TEXT_TEMPLATE = "issue.txt.j2"
 # ``confirm_url`` is the sign-up confirmation mail's own link; an issue leaves it empty.
 RECIPIENT_FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "confirm_url")
 Part = Literal["html", "text"]
+THUMB_WIDTH = 120  # px: the compact cards' thumbnails (a 136 px column with its gutter)
+CREDIT_PREFIX = "Top image credit: "
+# What an editor's note may contain once rendered from Markdown: text formatting, lists, links.
+NOTE_TAGS = {"p", "br", "em", "strong", "a", "ul", "ol", "li", "blockquote"}
 
 
 def placeholder(field: str, part: Part) -> str:
@@ -91,7 +97,13 @@ class ImageView:
 
 @dataclass(frozen=True, slots=True)
 class ArticleView:
-    """What a template sees of an article: display-ready strings, links already tagged."""
+    """What a template sees of an article: display-ready strings, links already tagged.
+
+    ``image`` is the full-width picture (the lead, the full layout), ``thumb`` the same picture
+    at thumbnail size (compact cards). ``kind`` is the article's first category named in
+    ``[render] label_categories`` ("Analysis"), and ``label`` the line above its title
+    ("Analysis | Asia-Pacific", or the section alone).
+    """
 
     title: str
     url: str
@@ -101,6 +113,20 @@ class ArticleView:
     section: str
     published: str
     image: ImageView | None
+    thumb: ImageView | None = None
+    kind: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} | {self.section}" if self.kind else self.section
+
+
+@dataclass(frozen=True, slots=True)
+class ContentsEntry:
+    """One line of "In this issue": a section and how many articles it shows."""
+
+    name: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +195,7 @@ class Renderer:
         html = inline_css(self._render(HTML_TEMPLATE, context, "html"))
         text = self._render(TEXT_TEMPLATE, context, "text")
         subject = self.subject(issue)
-        warnings = list(issue.warnings)
+        warnings = [*issue.warnings, *self.palette.adjusted]
         size = len(html.encode("utf-8"))
         limit = self.settings.render.size_warning_kb * 1024
         if size > limit:
@@ -180,12 +206,21 @@ class Renderer:
             )
         return Rendered(subject=subject, html=html, text=text, warnings=tuple(warnings))
 
+    @cached_property
+    def palette(self) -> Palette:
+        return palette(self.settings.render.accent)
+
     def render_mail(self, name: str, subject: str, context: Mapping[str, object]) -> Rendered:
         """A mail of digest's own besides the issue (the sign-up confirmation): templates
         ``<name>.html.j2`` and ``<name>.txt.j2`` rendered with ``context`` and the recipient
         placeholders, the CSS inlined, exactly as an issue's parts are. Rendered once, filled per
         recipient by ``fill``."""
-        values = {"newsletter": self.settings.newsletter, **context}
+        values = {
+            "newsletter": self.settings.newsletter,
+            "palette": self.palette,
+            "font": self.settings.render.font,
+            **context,
+        }
         html = inline_css(self._render(f"{name}.html.j2", values, "html"))
         text = self._render(f"{name}.txt.j2", values, "text")
         return Rendered(subject=one_line(subject), html=html, text=text, warnings=())
@@ -244,6 +279,12 @@ class Renderer:
                 "dates": format_dates(issue.window.start.astimezone(zone), issue.window.end.astimezone(zone)),
                 "count": len(issue.articles),
             },
+            "layout": s.render.layout,
+            "palette": self.palette,
+            "font": s.render.font,
+            "note": note_html(issue.note),
+            "note_text": note_text(issue.note),
+            "contents": [ContentsEntry(sec.name, len(sec.articles)) for sec in sections],
             "lead": lead,
             "sections": sections,
             "preheader": first.excerpt,
@@ -271,19 +312,66 @@ class Renderer:
             byline=join_names(article.authors),
             section=section,
             published=f"{article.published.astimezone(zone):%-d %B %Y}" if article.published else "",
-            image=self._image(article),
+            image=self._image(article, self.settings.render.image_width),
+            thumb=self._image(article, THUMB_WIDTH),
+            kind=self._kind(article),
         )
 
-    def _image(self, article: Article) -> ImageView | None:
+    def _kind(self, article: Article) -> str:
+        """The first of the article's categories listed in ``[render] label_categories``, spelled as listed."""
+        listed = {name.casefold(): name for name in self.settings.render.label_categories}
+        return next((listed[c.casefold()] for c in article.categories if c.casefold() in listed), "")
+
+    def _image(self, article: Article, width: int) -> ImageView | None:
+        """The article's image shown ``width`` px wide, its height kept in proportion."""
         image = article.image
         if image is None:
             return None
-        width = self.settings.render.image_width
         if image.width and image.height:
             height = round(width * image.height / image.width)
         else:
             height = round(width / self.settings.render.image_aspect)
-        return ImageView(url=image.url, alt=image.alt or article.title, width=width, height=height, credit=image.credit)
+        return ImageView(
+            url=image.url, alt=image.alt or article.title, width=width, height=height, credit=credit_line(image.credit)
+        )
+
+
+def credit_line(credit: str) -> str:
+    """The publication's credit line, "Top image credit: ...", whether or not the feed wrote the prefix."""
+    if not credit or credit.casefold().startswith(CREDIT_PREFIX.strip().casefold()):
+        return credit
+    return CREDIT_PREFIX + credit
+
+
+def note_html(source: str) -> markupsafe.Markup:
+    """The editor's note (Markdown) as HTML for the email: rendered by markdown-it-py with raw
+    HTML off, then cleaned by nh3 to text formatting, lists and http(s)/mailto links."""
+    if not source.strip():
+        return markupsafe.Markup("")
+    import nh3
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("js-default").render(source)
+    cleaned = nh3.clean(
+        rendered,
+        tags=NOTE_TAGS,
+        attributes={"a": {"href"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel=None,
+    )
+    return markupsafe.Markup(cleaned.strip())  # nh3 has just sanitised it
+
+
+def note_text(source: str) -> str:
+    """The editor's note for the text part: its Markdown source is already plain text; each
+    paragraph is wrapped at 72 columns."""
+    import textwrap
+
+    paragraphs = [p.strip() for p in source.strip().split("\n\n") if p.strip()]
+    return "\n\n".join(
+        "\n".join(textwrap.fill(line, 72, break_long_words=False, break_on_hyphens=False) for line in p.splitlines())
+        for p in paragraphs
+    )
 
 
 def inline_css(html: str) -> str:

@@ -52,6 +52,7 @@ from digest.delivery import weekly
 from digest.errors import ConfigError, DigestError
 from digest.feeds.load import local_feed_path
 from digest.issue import build as pipeline
+from digest.issue.lint import ENHANCEMENTS, LintReport, LintUnavailable, lint
 from digest.issue.message import build_message
 from digest.issue.rank import restrict
 from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 PAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The desktop frame is wider than the 600 px column so the email's phone rules (its @media
-# breakpoint is 620 px) do not apply: it shows what a desktop mail client shows.
+# breakpoint is 599 px) do not apply: it shows what a desktop mail client shows.
 DESKTOP_WIDTH = 680
 PHONE_WIDTH = 375
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -114,6 +115,8 @@ class Snapshot:
     variants: tuple[Variant, ...]
     unsent: tuple[str, ...] = ()
     recorded: str | None = None
+    lint: LintReport | None = None  # the whole issue's client lint
+    lint_unavailable: str | None = None  # why there is no lint, when there is none
 
     @property
     def whole(self) -> Variant:
@@ -194,6 +197,12 @@ class Status:
             "html_bytes": good.html_bytes if good else None,
             "warnings": list(good.warnings) if good else [],
             "recorded": good.recorded if good else None,
+            "lint": (
+                {c.client: {"errors": c.problems, "enhancements": c.accepted} for c in good.lint.clients}
+                if good and good.lint
+                else None
+            ),
+            "lint_unavailable": good.lint_unavailable if good else None,
             "variants": [v.name for v in good.variants] if good else [],
         }
 
@@ -254,8 +263,10 @@ class PreviewState:
         *,
         now: datetime | None = None,
         builder: Builder | None = None,
+        linter: Callable[[str], LintReport] = lint,
     ) -> None:
         self.config_path = Path(config_path)
+        self._linter = linter
         self.now = now
         self.instance = secrets.token_hex(6)  # a restarted server is a new page, whatever the generation
         self.status = Status()
@@ -313,7 +324,7 @@ class PreviewState:
                 self._watch = watch_set(settings)
                 now = self._run_time(settings)
                 key = str(IssueKey.at(now, settings.newsletter.zone))
-                snapshot = _snapshot(settings, self._builder(settings, now), now)
+                snapshot = self._linted(_snapshot(settings, self._builder(settings, now), now))
             except DigestError as exc:
                 return self._failed(str(exc), key, exc)
             except Exception as exc:  # a bug, not the editor's doing: still no traceback on the page
@@ -333,6 +344,13 @@ class PreviewState:
             key=key,
         )
         return self.status
+
+    def _linted(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot with the client lint of its whole issue, or the one line saying why there is none."""
+        try:
+            return dataclasses.replace(snapshot, lint=self._linter(snapshot.html))
+        except LintUnavailable as exc:
+            return dataclasses.replace(snapshot, lint_unavailable=str(exc))
 
     def _run_time(self, settings: Settings) -> datetime:
         if self.now is None:
@@ -501,6 +519,7 @@ def create_app(state: PreviewState) -> Starlette:
             desktop_width=DESKTOP_WIDTH,
             phone_width=PHONE_WIDTH,
             clip_bytes=GMAIL_CLIP_BYTES,
+            enhancements=ENHANCEMENTS,
             clock=_clock,
         )
         return HTMLResponse(page, headers=NO_STORE)
