@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from test_transport_smtp import Recorder, _Controller
 
 from digest.cli import cli
 from digest.store import Store
 from digest.store.schema import deliveries
-from test_transport_smtp import Recorder, _Controller
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"
 DIGEST = str(Path(sys.executable).with_name("digest"))

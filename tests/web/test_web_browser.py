@@ -25,7 +25,7 @@ from digest.delivery.tokens import Signer
 from digest.store import Store, Subscriber
 from digest.web.app import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "browser-test-secret-long-enough-to-sign-links"
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"

@@ -40,7 +40,7 @@ from digest.web.security import ARCHIVE_CSP, CSP
 from digest.web.webhooks import WEBHOOK_MAX_AGE, load_webhook_key, verify_signature
 from factories import settings as make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "web-test-secret-long-enough-to-sign-links"
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

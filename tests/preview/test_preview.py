@@ -39,7 +39,7 @@ from digest.preview.app import (
     watch_set,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 9, 0)  # no offset: the newsletter's zone (America/New_York)
 SHOTS = Path("/tmp/preview-shots")
 SAMPLE_MEDIA = "https://responsiblestatecraft.example/media/"

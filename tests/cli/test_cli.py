@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-27T09:00"
 
 

@@ -23,7 +23,7 @@ from digest.config import Settings, load
 from digest.schedule import jobs
 from digest.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEND_AT = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # Friday 09:00 in New York
 KEY = "2026-W48"
 EDITORS = ["editor@responsiblestatecraft.example", "chief@responsiblestatecraft.example"]

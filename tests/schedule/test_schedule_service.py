@@ -20,12 +20,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from digest.cli import cli
-from digest.models import IssueKey
-from digest.schedule import jobs
-from digest.schedule.jobs import SEND_JOB
-from digest.schedule.triggers import run_key
 from test_schedule import (
     EDITORS,
     NY,
@@ -39,6 +33,12 @@ from test_schedule import (
     wait_for,
     write_project,
 )
+
+from digest.cli import cli
+from digest.models import IssueKey
+from digest.schedule import jobs
+from digest.schedule.jobs import SEND_JOB
+from digest.schedule.triggers import run_key
 
 DIGEST = str(Path(sys.executable).with_name("digest"))
 

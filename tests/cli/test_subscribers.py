@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from digest.cli import cli
 from digest.subscribers import neutralise_formula, restore_formula
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Names a subscriber can type into a sign-up form, each one a formula to a spreadsheet.
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "@SUM(1+1)", "-2+3", "\tTab", "\r=CR"]

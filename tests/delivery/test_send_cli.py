@@ -17,7 +17,7 @@ import hostile
 from digest.cli import cli
 from digest.delivery.tokens import Signer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"
 SECRET = "test-secret-long-enough-to-sign-links"

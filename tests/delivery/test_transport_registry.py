@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from digest.cli import cli
 
+from digest.cli import cli
 from digest.config import Delivery
 from digest.delivery.transports import TRANSPORTS, open_transport
 from digest.delivery.transports.outbox import OutboxTransport
@@ -17,7 +17,7 @@ from digest.delivery.transports.smtp import SmtpTransport
 from digest.errors import ConfigError
 from factories import settings as make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "a-test-secret-of-well-over-32-bytes-for-signing"
 
 
