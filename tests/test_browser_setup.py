@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-ROOT = Path(__file__).resolve().parents[1]
+from factories import ROOT
 
 
 @pytest.mark.browser

@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from factories import ROOT
+
 DEPLOY = ROOT / "deploy"
 SECRET_WORDS = ("KEY", "SECRET", "PASSWORD", "TOKEN", "DATABASE_URL")
 

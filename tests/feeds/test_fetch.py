@@ -20,11 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import FEED_FIXTURES
 from digest import files as files_module
 from digest.errors import FeedError
 from digest.feeds import load as feed_module
 from digest.feeds.load import load_articles
+from factories import FEED_FIXTURES
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 RSS = (FEED_FIXTURES / "rss2_media.xml").read_bytes()

@@ -25,6 +25,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Response, expect
 from starlette.testclient import TestClient
 
+import factories
 from browsing import answer_with_placeholder, is_blank, right_edge_clear, serve_app
 from digest.errors import DigestError
 from digest.issue.render import bundled_templates
@@ -39,7 +40,6 @@ from digest.preview.app import (
     watch_set,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 9, 0)  # no offset: the newsletter's zone (America/New_York)
 SHOTS = Path("/tmp/preview-shots")
 SAMPLE_MEDIA = "https://responsiblestatecraft.example/media/"
@@ -51,9 +51,8 @@ def copy_sample(dest: Path, *, templates: bool = False) -> Path:
     With ``templates``, a ``my-templates`` folder holding a copy of the HTML template is set as
     ``[render] templates``, so a test can break and fix a template without touching the repo.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "examples", dest / "examples")
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    config = factories.copy_sample(dest)
+    text = config.read_text(encoding="utf-8")
     text, n = re.subn(r"(?m)^data_dir = .*$", 'data_dir = "state"', text)
     assert n == 1, "the sample config should set [store] data_dir"
     if templates:
@@ -61,7 +60,6 @@ def copy_sample(dest: Path, *, templates: bool = False) -> Path:
         shutil.copy(bundled_templates() / "issue.html.j2", dest / "my-templates" / "issue.html.j2")
         text, n = re.subn(r"(?m)^\[render\]$", '[render]\ntemplates = "my-templates"', text)
         assert n == 1
-    config = dest / "config.toml"
     config.write_text(text, encoding="utf-8")
     return config
 

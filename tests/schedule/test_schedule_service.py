@@ -39,15 +39,9 @@ from digest.models import IssueKey
 from digest.schedule import jobs
 from digest.schedule.jobs import SEND_JOB
 from digest.schedule.triggers import run_key
+from factories import SECRET
 
 DIGEST = str(Path(sys.executable).with_name("digest"))
-
-
-@pytest.fixture(autouse=True)
-def _stop_is_clear() -> Any:
-    jobs.STOP.clear()
-    yield
-    jobs.STOP.clear()
 
 
 @pytest.fixture
@@ -58,7 +52,7 @@ def due(tmp_path, sg, database_url, monkeypatch):
 
     def make(subscribers: int, batch_size: int) -> tuple[Project, dict[str, str], Any]:
         env = {
-            "DIGEST_SECRET": "test-secret-long-enough-to-sign-links",
+            "DIGEST_SECRET": SECRET,
             "SENDGRID_API_KEY": "SG.test",
             "DIGEST_DATABASE_URL": database_url,
         }
@@ -71,10 +65,13 @@ def due(tmp_path, sg, database_url, monkeypatch):
             url=database_url,
             items=recent_items(4, fire),
             subscribers=subscribers,
-            delivery=(
-                f'transport = "sendgrid"\nbatch_size = {batch_size}\nretries = 1\nbackoff = 0.01\n'
-                f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 5\n'
-            ),
+            delivery={
+                "transport": "sendgrid",
+                "batch_size": batch_size,
+                "retries": 1,
+                "backoff": 0.01,
+                "sendgrid": {"api_host": sg.url, "timeout": 5},
+            },
         )
         store_job(project)
         set_next_run(database_url, SEND_JOB, fire)
@@ -194,7 +191,7 @@ def test_health_is_0_while_a_scheduler_process_runs_and_sigint_stops_it_with_0(
     project = write_project(tmp_path, cron="0 9 * * FRI", url=database_url)
     args = ["health", "--config", str(project.config)]
     assert CliRunner().invoke(cli, args).exit_code == 1  # no scheduler has ever beaten
-    env = {**os.environ, "DIGEST_SECRET": "test-secret-long-enough-to-sign-links", "DIGEST_DATABASE_URL": database_url}
+    env = {**os.environ, "DIGEST_SECRET": SECRET, "DIGEST_DATABASE_URL": database_url}
     one = Scheduler(project, env, "idle")
     schedulers.append(one)
     wait_for(one.ready, what="the scheduler to start")
