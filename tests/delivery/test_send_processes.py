@@ -34,7 +34,7 @@ def job(tmp_path, sg, database_url):
     """The bundled sample set up to send through the stand-in, with 3,500 subscribers."""
     delivery = (
         f'[delivery]\ntransport = "sendgrid"\nbatch_size = 1000\nretries = 1\nbackoff = 0.01\n'
-        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 1.5\n'
+        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
     )
     return prepare(tmp_path, database_url, delivery, 3500)
 

@@ -23,7 +23,7 @@ from factories import KEY, SIGNER, VARIANT, Sleeps, ready_to_send, record_issue,
 
 def make_settings(tmp_path: Path, api_host: str, sendgrid: dict[str, Any] | None = None, **delivery: Any) -> Settings:
     """Sending to ``api_host``; ``sendgrid`` adds [delivery.sendgrid] keys, ``delivery`` [delivery] ones."""
-    table = {"api_host": api_host, "timeout": 0.5, **(sendgrid or {})}
+    table = {"api_host": api_host, "timeout": 10, **(sendgrid or {})}
     return sending(tmp_path, "sendgrid", table, **{"retries": 2, "backoff": 0.01, "max_rate_wait": 30, **delivery})
 
 
@@ -156,9 +156,16 @@ def test_5xx_past_the_retries_fails_the_batch(tmp_path, sg, store):
     assert "after 3 tries" in store.ledger.problems(KEY)[0].error
 
 
+def test_a_slow_answer_within_the_timeout_is_submitted(tmp_path, sg, store):
+    prepare(store, 3)
+    sg.stall_next(1)  # answered after a second: slow, but inside [delivery.sendgrid] timeout
+    assert send(store, make_settings(tmp_path, sg.url)).counts == {"submitted": 3}
+    assert len(sg.accepted) == 1
+
+
 def test_a_timeout_after_the_request_went_out_is_unknown_and_never_resent(tmp_path, sg, store):
     prepare(store, 1500)
-    settings = make_settings(tmp_path, sg.url)
+    settings = make_settings(tmp_path, sg.url, {"timeout": 0.5})
     sg.stall_next(3)
     report = send(store, settings)
     assert report.counts == {"unknown": 1000, "submitted": 500}
@@ -257,7 +264,7 @@ def test_a_recipient_that_cannot_be_built_stays_failed_when_the_request_times_ou
     prepare(store, 4)
     sg.stall_next(3)
 
-    report = send(store, make_settings(tmp_path, sg.url))
+    report = send(store, make_settings(tmp_path, sg.url, {"timeout": 0.5}))
 
     assert report.counts == {"unknown": 3, "failed": 1}  # never handed over, so not "maybe sent"
     failed = [p for p in store.ledger.problems(KEY) if p.status == "failed"]

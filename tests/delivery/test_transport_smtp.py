@@ -114,8 +114,12 @@ class _Controller(Controller):
     """aiosmtpd 1.4.6's Controller with ``port=0``: learn the bound port before ``start()`` probes it.
 
     ``start()`` connects to ``(hostname, self.port)`` to check the server is up; with port 0 that
-    probe would fail, so the real port is read from the listening socket first.
+    probe would fail, so the real port is read from the listening socket first. Starting may take
+    seconds on a loaded machine, so it is given 30 of them (aiosmtpd's default is 5).
     """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **{"ready_timeout": 30.0, **kwargs})
 
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
@@ -155,7 +159,7 @@ def transports() -> Iterator[list[SmtpTransport]]:
 
 
 def make_settings(tmp_path: Path, port: int, **smtp: Any) -> Settings:
-    return sending(tmp_path, "smtp", {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2, **smtp})
+    return sending(tmp_path, "smtp", {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 10, **smtp})
 
 
 def submitted(*ids: int) -> dict[int, tuple[str, str]]:
@@ -205,6 +209,26 @@ def test_a_batch_is_one_message_per_recipient_over_one_connection(smtp_server, c
         assert html.get_content().strip() == (
             f'<p>Reader &lt;{i}&gt; <a href="https://example.org/unsubscribe?t=tok{i}&amp;x=1">u</a></p>'
         )
+
+
+class SlowToQueue(Recorder):
+    """Answers each message's data only after ``seconds``, as a busy server does."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.seconds)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_slow_answer_within_the_timeout_is_submitted(smtp_server, connect):
+    handler = SlowToQueue(2.5)  # slow, but inside [delivery.smtp] timeout
+    transport = connect(smtp_server(handler))
+
+    assert transport.send(batch(1)).outcomes == submitted(1)
+    assert handler.to() == ["r1@example.net"]
 
 
 def test_batches_reuse_the_connection_and_close_says_quit(smtp_server, connect):

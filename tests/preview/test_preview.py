@@ -425,7 +425,7 @@ def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Pat
 
     watcher = Watcher(state, step_ms=30, debounce_ms=300).start()
     try:
-        assert watcher.ready.wait(5), "the watcher did not start"
+        assert watcher.ready.wait(30), "the watcher did not start"
         digest("exclude", "--config", str(ledger), LEAD)  # the current draft, rebuilt
         # The preview sees the database change by itself: no file it watches changed.
         wait_for(lambda: state.status.good is not None and LEAD not in state.status.good.html)
@@ -445,7 +445,7 @@ def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Pat
 @pytest.fixture
 def watcher(state: PreviewState) -> Iterator[Watcher]:
     w = Watcher(state, step_ms=30, debounce_ms=300).start()
-    assert w.ready.wait(5), "the watcher did not start"
+    assert w.ready.wait(30), "the watcher did not start"
     yield w
     w.stop()
 
@@ -515,9 +515,9 @@ def test_cli_preview_serves_on_a_free_port_and_stops_cleanly_on_ctrl_c(config: P
         assert match, line
         assert int(match.group(2)) != 0
         url = match.group(1)
-        state = httpx.get(url + "api/state", timeout=5).json()
+        state = httpx.get(url + "api/state", timeout=10).json()
         assert state["ok"] is True and state["issue"] == "2026-W48"
-        assert httpx.get(url, timeout=5).status_code == 200
+        assert httpx.get(url, timeout=10).status_code == 200
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -541,7 +541,7 @@ def test_cli_preview_with_a_broken_config_serves_the_error(config: Path) -> None
         assert proc.stdout is not None
         url = re.search(r"http://\S+/", proc.stdout.readline())
         assert url
-        assert "min_itemz" in httpx.get(url.group(0), timeout=5).text
+        assert "min_itemz" in httpx.get(url.group(0), timeout=10).text
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:

@@ -70,7 +70,7 @@ def due(tmp_path, sg, database_url, monkeypatch):
                 "batch_size": batch_size,
                 "retries": 1,
                 "backoff": 0.01,
-                "sendgrid": {"api_host": sg.url, "timeout": 5},
+                "sendgrid": {"api_host": sg.url, "timeout": 10},
             },
         )
         store_job(project)
@@ -154,12 +154,12 @@ def test_two_schedulers_on_one_database_send_once(due, sg, schedulers):
 def test_sigterm_mid_send_finishes_the_batch_in_flight_and_the_next_start_completes_the_issue(due, sg, schedulers):
     project, env, fire = due(subscribers=100, batch_size=10)
     key = str(IssueKey.at(fire, NY))
-    sg.stall_next(0.3, times=10)  # every request answered after 0.3 s (the client waits 5)
+    sg.stall_next(0.3, times=10)  # every request answered after 0.3 s (the client waits 10)
     first = Scheduler(project, env, "first")
     schedulers.append(first)
     wait_for(first.ready, what="the scheduler to start")
     wait_for(lambda: sg.requests >= 2, what="two requests at the stand-in")
-    assert first.terminate(timeout=5) == 0, first.output()
+    assert first.terminate() == 0, first.output()
 
     stopped = counts(project, key)
     assert "submitting" not in stopped and "unknown" not in stopped, stopped
@@ -195,7 +195,7 @@ def test_health_is_0_while_a_scheduler_process_runs_and_sigint_stops_it_with_0(
     one = Scheduler(project, env, "idle")
     schedulers.append(one)
     wait_for(one.ready, what="the scheduler to start")
-    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, timeout=5, what="digest health to be 0")
+    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, what="digest health to be 0")
     one.proc.send_signal(signal.SIGINT)
     assert one.proc.wait(10) == 0, one.output()
     assert "received SIGINT" in one.output()
