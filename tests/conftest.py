@@ -11,14 +11,15 @@ from typing import Any, cast
 import pytest
 from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
-from digest.config import Settings, parse
+from digest.config import Settings
+from digest.store import Store
+from factories import settings
 
 # --- feeds (feed.py, fetch.py) ---------------------------------------------------------------
 
-FEED_FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
-
-# Fast enough that a failing fetch test costs well under a second, slow enough for a loaded CI box.
-FAST_FETCH = {"connect_timeout": 0.5, "read_timeout": 0.5, "retries": 2, "backoff": 0.01}
+# Retries without real waits, so a failing fetch test costs well under a second; timeouts generous,
+# so a loaded machine never fails a fetch that is not about time (the tests of a timeout set their own).
+FAST_FETCH = {"connect_timeout": 10, "read_timeout": 10, "retries": 2, "backoff": 0.01}
 
 
 @pytest.fixture
@@ -29,19 +30,7 @@ def feed_settings(tmp_path: Path) -> Callable[..., Settings]:
     """
 
     def make(*feeds: str, fetch: dict[str, Any] | None = None) -> Settings:
-        raw = {
-            "newsletter": {
-                "name": "T",
-                "from": "T <t@example.org>",
-                "base_url": "https://example.org",
-                "postal_address": "1 Main St",
-            },
-            "feeds": [{"url": url} for url in feeds],
-            "sections": [{"name": "A", "categories": ["a"]}],
-            "fetch": {**FAST_FETCH, **(fetch or {})},
-            "store": {"data_dir": str(tmp_path / "state")},
-        }
-        return parse(raw, source=tmp_path / "config.toml")
+        return settings(tmp_path, feeds=[{"url": url} for url in feeds], fetch={**FAST_FETCH, **(fetch or {})})
 
     return make
 
@@ -90,6 +79,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """An empty store on each database (see ``database_url``), closed after the test."""
+    opened = Store.open(database_url)
+    yield opened
+    opened.close()
 
 
 # --- end delivery ------------------------------------------------------------------------------

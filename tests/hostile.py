@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from conftest import FEED_FIXTURES
 from digest.issue.build import build
 from digest.issue.render import Rendered
-from factories import settings
+from factories import FEED_FIXTURES, settings
 
 FEED = FEED_FIXTURES / "hostile.xml"
 NOW = datetime(2025, 11, 11, 12, tzinfo=UTC)  # the day after the fixture's items
@@ -33,7 +32,7 @@ NAME_SHOWN = "Eve Bcc: all@example.com X-Name: 1"
 URL = "https://example.org/unsubscribe?t=tok=?utf-8?q?=0D=0AX-Url:_1?="
 URL_SHOWN = "https://example.org/unsubscribe?t=tok X-Url: 1"
 
-# Every header build_message writes, and no other (Reply-To only when configured).
+# Every header build_message writes, and no other (and Reply-To, which every test configuration sets).
 WRITTEN = ["Subject", "From", "To", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"]
 MIME = ["Content-Type", "MIME-Version"]
 # The text part, then the HTML part (add_alternative gives it a MIME-Version of its own).
@@ -56,8 +55,8 @@ def header_names(raw: bytes) -> list[str]:
     return sorted(msg.keys())
 
 
-def expected(*, reply_to: bool = True) -> list[str]:
-    return sorted([*WRITTEN, *MIME, *(["Reply-To"] if reply_to else [])])
+def expected() -> list[str]:
+    return sorted([*WRITTEN, "Reply-To", *MIME])
 
 
 def parsed(raw: bytes):

@@ -10,7 +10,7 @@ In process::
 
     with SendGridStandIn() as sg:
         client = SendGridAPIClient(api_key="SG.test", host=sg.url)
-        client.client.timeout = 2
+        client.client.timeout = 10
         client.send(mail)
         assert sg.recipients() == ["a@example.org"]
 

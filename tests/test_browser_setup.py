@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-ROOT = Path(__file__).resolve().parents[1]
+from factories import ROOT
 
 
 @pytest.mark.browser
@@ -39,7 +39,7 @@ def run_pytest(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
 
 def test_a_missing_chromium_fails_the_browser_tests_with_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "no-chromium-here"
-    code, out = run_pytest("-m", "browser", "tests/test_web_browser.py", env={"DIGEST_CHROMIUM": str(missing)})
+    code, out = run_pytest("-m", "browser", "tests/web/test_web_browser.py", env={"DIGEST_CHROMIUM": str(missing)})
     assert code == 1, out
     assert "3 errors" in out and "skipped" not in out and "passed" not in out, out
     assert f"browser tests need Chromium at {missing} but it is missing: install Debian's 'chromium'" in out, out

@@ -7,8 +7,7 @@ import pytest
 
 from digest import config
 from digest.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from factories import ROOT, copy_sample
 
 MINIMAL = """
 [newsletter]
@@ -143,17 +142,13 @@ MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
     ],
 )
 def test_a_short_secret_is_one_line_saying_how_to_make_one_and_nothing_is_sent(tmp_path, monkeypatch, env, expected):
-    import shutil
-
     from click.testing import CliRunner
 
     from digest.cli import cli
 
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    config_path = str(copy_sample(tmp_path))
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     monkeypatch.delenv("DIGEST_SECRET_PREVIOUS", raising=False)
-    config_path = str(tmp_path / "config.toml")
     runner = CliRunner(env=env)
     imported = runner.invoke(
         cli, ["subscribers", "import", "--config", config_path, str(tmp_path / "examples/subscribers.csv")]

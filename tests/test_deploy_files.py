@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from factories import ROOT
+
 DEPLOY = ROOT / "deploy"
 SECRET_WORDS = ("KEY", "SECRET", "PASSWORD", "TOKEN", "DATABASE_URL")
 
@@ -175,7 +176,7 @@ def test_the_build_context_has_what_the_dockerfile_copies_and_nothing_private(
         ".digest/digest.sqlite3",
         "out/2026-W48.html",
         "bench/results/send.json",
-        "tests/test_cli.py",
+        "tests/cli/test_cli.py",
         ".pytest_cache/v",
         "digest.env",
         "src/digest/__pycache__/cli.cpython-311.pyc",

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
+from factories import copy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
 NOW = "2026-11-27T09:00"  # Friday 09:00 New York: issue 2026-W48
 UPDATE = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
@@ -35,10 +34,9 @@ def scrub(text: str) -> str:
 def sample(tmp_path_factory) -> Path:
     """Build the bundled sample once, from a copy so no state is left in the checkout."""
     work = tmp_path_factory.mktemp("sample")
-    shutil.copy(ROOT / "config.toml", work / "config.toml")
-    shutil.copytree(ROOT / "examples", work / "examples")
+    config = copy_sample(work)
     result = CliRunner().invoke(
-        cli, ["build", "--config", str(work / "config.toml"), "--now", NOW, "--out", str(work / "out"), "--json"]
+        cli, ["build", "--config", str(config), "--now", NOW, "--out", str(work / "out"), "--json"]
     )
     assert result.exit_code == 0, result.output
     (work / "out" / "summary.json").write_text(result.stdout, encoding="utf-8")

@@ -55,7 +55,7 @@ from sendgrid_standin import (
     _personalization_matches_schema,
 )
 
-TIMEOUT = 2.0
+TIMEOUT = 10.0
 
 
 @pytest.fixture

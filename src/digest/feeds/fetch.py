@@ -328,7 +328,7 @@ def _bound_by_deadline(client: httpx.Client) -> None:
     a total timeout), so this reaches into the client's transports; the client is otherwise the
     one httpx builds, proxies from the environment included. If a future httpx moves these
     attributes, nothing breaks here: the per-chunk check and the capped timeouts still apply,
-    and tests/test_fetch.py's dripped-headers test fails to say so.
+    and tests/feeds/test_fetch.py's dripped-headers test fails to say so.
     """
     transports = [client._transport, *client._mounts.values()]
     for transport in transports:

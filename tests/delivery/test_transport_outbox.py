@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -11,60 +10,17 @@ import pytest
 
 import hostile
 from digest import files
-from digest.config import Settings, parse
+from digest.config import Settings
 from digest.delivery.transports import open_transport, outbox
 from digest.delivery.transports.base import Batch, Orphan, Recipient, Settles, TemporaryError
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.issue.message import build_message
 from digest.issue.render import Rendered
-
-VARIANT = Rendered(
-    subject="S",
-    html='<p>%%name%% <a href="%%unsubscribe_url%%">u</a></p>\n',
-    text="%%name:text%% %%unsubscribe_url:text%%\n",
-    warnings=(),
-)
+from factories import VARIANT, batch, read_eml, recipient, sending
 
 
 def make_settings(tmp_path: Path, **outbox: Any) -> Settings:
-    raw = {
-        "newsletter": {
-            "name": "T",
-            "from": "T <t@example.org>",
-            "base_url": "https://example.org",
-            "postal_address": "1 Main St",
-        },
-        "feeds": [{"url": "feed.xml"}],
-        "sections": [{"name": "A", "categories": ["a"]}],
-        "store": {"data_dir": str(tmp_path / "state")},
-        "delivery": {"transport": "outbox", "outbox": outbox},
-    }
-    return parse(raw, source=tmp_path / "config.toml")
-
-
-def recipient(i: int) -> Recipient:
-    email = f"r{i}@example.net"
-    return Recipient(
-        delivery_id=100 + i,
-        subscriber_id=i,
-        email=email,
-        values={
-            "name": f"Reader <{i}>",  # escaped in the HTML part, as is in the text part
-            "email": email,
-            "unsubscribe_url": f"https://example.org/unsubscribe?t=tok{i}&x=1",
-            "preferences_url": f"https://example.org/preferences?t=tok{i}",
-        },
-    )
-
-
-def batch(*ids: int, test: bool = False) -> Batch:
-    return Batch("2026-W48", VARIANT, tuple(recipient(i) for i in ids), batch_id=1, test=test)
-
-
-def read(path: Path) -> EmailMessage:
-    msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
+    return sending(tmp_path, "outbox", outbox)
 
 
 def test_one_eml_per_recipient_with_its_own_values(tmp_path):
@@ -79,9 +35,9 @@ def test_one_eml_per_recipient_with_its_own_values(tmp_path):
     assert result.provider_id == str(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["00000101-1.eml", "00000102-2.eml"]
     for i in (1, 2):
-        msg = read(folder / f"{100 + i:08d}-{i}.eml")
+        msg = read_eml(folder / f"{100 + i:08d}-{i}.eml")
         assert msg["To"] == f'"Reader <{i}>" <r{i}@example.net>'
-        assert msg["Subject"] == "S"
+        assert msg["Subject"] == VARIANT.subject
         assert msg["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}&x=1>"
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         text, html = msg.iter_parts()
@@ -101,7 +57,7 @@ def test_a_test_copy_goes_to_its_own_folder_marked_test(tmp_path):
         "test-2026-W48",
         "test-2026-W48/r1@example.net.eml",
     ]
-    assert read(out / "test-2026-W48" / "r1@example.net.eml")["Subject"] == "[TEST] S"
+    assert read_eml(out / "test-2026-W48" / "r1@example.net.eml")["Subject"] == f"[TEST] {VARIANT.subject}"
 
 
 def test_a_second_run_rewrites_the_file_and_leaves_nothing_half_written(tmp_path):
@@ -162,7 +118,7 @@ def test_a_hostile_title_and_name_add_no_header_to_the_eml(tmp_path, lead):
     assert result.outcomes == {101: ("submitted", ""), 102: ("submitted", "")}
     for path in sorted((out / "2026-W48").iterdir()):
         raw = path.read_bytes()
-        assert hostile.header_names(raw) == hostile.expected(reply_to=False)
+        assert hostile.header_names(raw) == hostile.expected()
         assert hostile.parsed(raw)["Subject"] == hostile.SUBJECTS[lead]
     msg = hostile.parsed((out / "2026-W48" / "00000101-1.eml").read_bytes())
     assert msg["To"] == f'"{hostile.NAME_SHOWN}" <eve@example.net>'

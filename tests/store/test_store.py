@@ -16,16 +16,8 @@ import sqlalchemy as sa
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from digest.store import NewSubscriber, Store
 from digest.store.schema import batches, deliveries, metadata
-
-NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
-KEY = "2026-W48"
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store.open(database_url)
-    yield s
-    s.close()
+from factories import KEY, NOW, VARIANT
+from factories import record_issue as record
 
 
 def queue(store: Store, key: str = KEY) -> int:
@@ -35,17 +27,6 @@ def queue(store: Store, key: str = KEY) -> int:
 
 def people(n: int, start: int = 0) -> list[NewSubscriber]:
     return [NewSubscriber(f"Reader{i}@Example.org", f"Reader {i}") for i in range(start, start + n)]
-
-
-def record(store: Store, key: str = KEY) -> bool:
-    return store.issues.record(
-        key,
-        subject="Subject",
-        window=(NOW - timedelta(days=7), NOW),
-        article_count=5,
-        summary={"issue": key},
-        rendered={"all": ("Subject", "<p>html</p>", "text")},
-    )
 
 
 def drain(store: Store, key: str = KEY, size: int = 10, sending: float = 0.0) -> list[str]:
@@ -86,7 +67,7 @@ def test_recording_an_issue_twice_keeps_the_first_snapshot(store):
         )
         is False
     )
-    assert store.issues.variant(KEY, "all") == ("Subject", "<p>html</p>", "text")
+    assert store.issues.variant(KEY, "all") == (VARIANT.subject, VARIANT.html, VARIANT.text)
 
 
 def test_each_subscriber_is_queued_once_and_newcomers_join(store):

@@ -7,79 +7,28 @@ The stand-in checks each request against SendGrid's contract and records what it
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import hostile
-from digest.config import Settings, parse
+from digest.config import Settings
 from digest.delivery import runner as deliver
-from digest.delivery.tokens import Signer
 from digest.delivery.transports.base import AuthError, Recipient
 from digest.delivery.transports.sendgrid import SendGridTransport
-from digest.issue.render import Rendered
 from digest.store import NewSubscriber, Problem, Store
-
-KEY = "2026-W48"
-NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
-SIGNER = Signer("test-secret-long-enough-to-sign-links")
-VARIANT = Rendered(
-    subject="Statecraft Weekly: A lead story",
-    html='<p>Hi %%name%%</p><a href="%%unsubscribe_url%%">Unsubscribe</a>\n',
-    text="Hi %%name:text%%\nUnsubscribe: %%unsubscribe_url:text%%\n",
-    warnings=(),
-)
+from factories import KEY, SIGNER, VARIANT, Sleeps, ready_to_send, record_issue, sending
 
 
-def make_settings(tmp_path: Path, api_host: str, **delivery: object) -> Settings:
-    raw = {
-        "newsletter": {
-            "name": "Statecraft Weekly",
-            "from": "Statecraft Weekly <news@example.org>",
-            "reply_to": "editors@example.org",
-            "base_url": "https://news.example.org",
-            "postal_address": "1 Main St",
-        },
-        "feeds": [{"url": "feed.xml"}],
-        "sections": [{"name": "A", "categories": ["a"]}],
-        "store": {"data_dir": str(tmp_path / "state")},
-        "delivery": {
-            "transport": "sendgrid",
-            "retries": 2,
-            "backoff": 0.01,
-            "max_rate_wait": 30,
-            "sendgrid": {"api_host": api_host, "timeout": 0.5},
-            **delivery,
-        },
-    }
-    return parse(raw, source=tmp_path / "config.toml")
-
-
-class Sleeps(list[float]):
-    """Stands in for time.sleep: records the waits deliver asked for, without waiting."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store.open(database_url)
-    yield s
-    s.close()
+def make_settings(tmp_path: Path, api_host: str, sendgrid: dict[str, Any] | None = None, **delivery: Any) -> Settings:
+    """Sending to ``api_host``; ``sendgrid`` adds [delivery.sendgrid] keys, ``delivery`` [delivery] ones."""
+    table = {"api_host": api_host, "timeout": 10, **(sendgrid or {})}
+    return sending(tmp_path, "sendgrid", table, **{"retries": 2, "backoff": 0.01, "max_rate_wait": 30, **delivery})
 
 
 def prepare(store: Store, count: int) -> None:
-    store.subscribers.merge([NewSubscriber(f"reader{i}@example.org", f"Reader <{i}> & co") for i in range(count)])
-    store.issues.record(
-        KEY,
-        subject=VARIANT.subject,
-        window=(NOW - timedelta(days=7), NOW),
-        article_count=5,
-        summary={},
-        rendered={"all": (VARIANT.subject, VARIANT.html, VARIANT.text)},
-    )
+    ready_to_send(store, count, name="Reader <{i}> & co")
 
 
 def send(store: Store, settings: Settings, sleeps: Sleeps | None = None, key: str = "SG.test"):
@@ -207,9 +156,16 @@ def test_5xx_past_the_retries_fails_the_batch(tmp_path, sg, store):
     assert "after 3 tries" in store.ledger.problems(KEY)[0].error
 
 
+def test_a_slow_answer_within_the_timeout_is_submitted(tmp_path, sg, store):
+    prepare(store, 3)
+    sg.stall_next(1)  # answered after a second: slow, but inside [delivery.sendgrid] timeout
+    assert send(store, make_settings(tmp_path, sg.url)).counts == {"submitted": 3}
+    assert len(sg.accepted) == 1
+
+
 def test_a_timeout_after_the_request_went_out_is_unknown_and_never_resent(tmp_path, sg, store):
     prepare(store, 1500)
-    settings = make_settings(tmp_path, sg.url)
+    settings = make_settings(tmp_path, sg.url, {"timeout": 0.5})
     sg.stall_next(3)
     report = send(store, settings)
     assert report.counts == {"unknown": 1000, "submitted": 500}
@@ -246,7 +202,7 @@ def test_test_copies_are_marked_and_recorded_nowhere(tmp_path, sg, store):
 
 def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path, sg, store):
     prepare(store, 3)
-    settings = make_settings(tmp_path, sg.url, sendgrid={"api_host": sg.url, "timeout": 0.5, "asm_group_id": 4242})
+    settings = make_settings(tmp_path, sg.url, {"asm_group_id": 4242})
     assert send(store, settings).counts == {"submitted": 3}
     (request,) = sg.accepted
     assert request.body["asm"] == {"group_id": 4242}
@@ -255,22 +211,11 @@ def test_an_unsubscribe_group_is_added_to_every_request_when_configured(tmp_path
 # --- hostile values, per-recipient errors ----------------------------------------------------------
 
 
-def record(store: Store, variant: Rendered) -> None:
-    store.issues.record(
-        KEY,
-        subject=variant.subject,
-        window=(NOW - timedelta(days=7), NOW),
-        article_count=3,
-        summary={},
-        rendered={"all": (variant.subject, variant.html, variant.text)},
-    )
-
-
 @pytest.mark.parametrize("lead", hostile.SUBJECTS)
 def test_a_hostile_title_and_name_reach_the_request_only_as_clean_text(tmp_path, sg, store, lead):
     # A name as a ledger filled before names were checked may hold it.
     store.subscribers.merge([NewSubscriber("eve@example.org", hostile.NAME), NewSubscriber("ann@example.org", "Ann")])
-    record(store, hostile.variant(tmp_path, lead))
+    record_issue(store, hostile.variant(tmp_path, lead))
 
     assert send(store, make_settings(tmp_path, sg.url)).counts == {"submitted": 2}
 
@@ -319,7 +264,7 @@ def test_a_recipient_that_cannot_be_built_stays_failed_when_the_request_times_ou
     prepare(store, 4)
     sg.stall_next(3)
 
-    report = send(store, make_settings(tmp_path, sg.url))
+    report = send(store, make_settings(tmp_path, sg.url, {"timeout": 0.5}))
 
     assert report.counts == {"unknown": 3, "failed": 1}  # never handed over, so not "maybe sent"
     failed = [p for p in store.ledger.problems(KEY) if p.status == "failed"]

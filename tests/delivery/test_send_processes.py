@@ -6,7 +6,6 @@ out, and nobody left unknown whose fate the transport can tell."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,15 +18,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from test_transport_smtp import Recorder, _Controller
 
 from digest.cli import cli
 from digest.store import Store
 from digest.store.schema import deliveries
-from test_transport_smtp import Recorder, _Controller
+from factories import KEY, SECRET, copy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
-KEY = "2026-W48"
 DIGEST = str(Path(sys.executable).with_name("digest"))
 
 
@@ -36,29 +34,27 @@ def job(tmp_path, sg, database_url):
     """The bundled sample set up to send through the stand-in, with 3,500 subscribers."""
     delivery = (
         f'[delivery]\ntransport = "sendgrid"\nbatch_size = 1000\nretries = 1\nbackoff = 0.01\n'
-        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 1.5\n'
+        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
     )
     return prepare(tmp_path, database_url, delivery, 3500)
 
 
 def prepare(tmp_path: Path, database_url: str, delivery: str, readers: int) -> tuple[Path, dict[str, str], str]:
     """The bundled sample with ``delivery`` (a TOML [delivery] table) and ``readers`` subscribers."""
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    config = (ROOT / "config.toml").read_text(encoding="utf-8") + "\n" + delivery
-    (tmp_path / "config.toml").write_text(config, encoding="utf-8")
+    config = copy_sample(tmp_path, append=delivery)
     rows = "\n".join(f"reader{i}@example.org,Reader {i}" for i in range(readers))
     (tmp_path / "subs.csv").write_text(f"email,name\n{rows}\n", encoding="utf-8")
     env = {
         **os.environ,
-        "DIGEST_SECRET": "test-secret-long-enough-to-sign-links",
+        "DIGEST_SECRET": SECRET,
         "SENDGRID_API_KEY": "SG.test",
         "DIGEST_DATABASE_URL": database_url,
     }
     result = CliRunner(env=env).invoke(
-        cli, ["subscribers", "import", "--config", str(tmp_path / "config.toml"), str(tmp_path / "subs.csv")]
+        cli, ["subscribers", "import", "--config", str(config), str(tmp_path / "subs.csv")]
     )
     assert result.exit_code == 0, result.output
-    return tmp_path / "config.toml", env, database_url
+    return config, env, database_url
 
 
 def start_send(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:

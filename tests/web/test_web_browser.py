@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -24,8 +23,8 @@ from digest.config import Settings, load
 from digest.delivery.tokens import Signer
 from digest.store import Store, Subscriber
 from digest.web.app import create_app
+from factories import copy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "browser-test-secret-long-enough-to-sign-links"
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"
@@ -65,9 +64,7 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
 def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
     """The bundled sample with its subscribers imported, and the web app served on loopback."""
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    config = tmp_path / "config.toml"
+    config = copy_sample(tmp_path)
     cli_run("subscribers", "import", "--config", str(config), str(tmp_path / "examples" / "subscribers.csv"))
     settings = load(config)
     store = Store.open(settings.database_url)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,15 @@ import pytest
 
 from digest.config import Settings
 from digest.delivery import runner
-from digest.delivery.tokens import Signer
 from digest.delivery.transports import memory
 from digest.delivery.transports.base import AuthError, RejectedError
 from digest.delivery.transports.memory import ACCEPTED, Answer, MemoryTransport, timeout
 from digest.issue.message import build_message
 from digest.issue.render import Rendered
-from digest.store import NewSubscriber, Problem, Store
+from digest.store import Problem, Store
+from factories import KEY, SIGNER, VARIANT, Sleeps, readers
+from factories import ready_to_send as prepare
 from factories import settings as base_settings
-
-KEY = "2026-W48"
-NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
-SIGNER = Signer("test-secret-long-enough-to-sign-links")
-VARIANT = Rendered(
-    subject="Statecraft Weekly: A lead story",
-    html='<p>Hi %%name%%</p><a href="%%unsubscribe_url%%">Unsubscribe</a>\n',
-    text="Hi %%name:text%%\nUnsubscribe: %%unsubscribe_url:text%%\n",
-    warnings=(),
-)
 
 
 def make_settings(tmp_path: Path, **delivery: Any) -> Settings:
@@ -44,42 +34,8 @@ def make_settings(tmp_path: Path, **delivery: Any) -> Settings:
     return base_settings(tmp_path, delivery={**cfg, **delivery})
 
 
-class Sleeps(list[float]):
-    """Stands in for time.sleep: records the waits asked for, without waiting. A send that keeps
-    asking to wait (a retry loop without end) is stopped after ``limit`` waits."""
-
-    def __init__(self, limit: int = 1000) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        if len(self) >= self.limit:
-            raise RuntimeError(f"still waiting after {self.limit} waits: the retries have no bound")
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store.open(database_url)
-    yield s
-    s.close()
-
-
 def emails(count: int) -> list[str]:
-    return [f"reader{i}@example.org" for i in range(count)]
-
-
-def prepare(store: Store, count: int) -> None:
-    """``count`` active subscribers and the issue recorded, ready to send."""
-    store.subscribers.merge([NewSubscriber(email, f"Reader {i}") for i, email in enumerate(emails(count))])
-    store.issues.record(
-        KEY,
-        subject=VARIANT.subject,
-        window=(NOW - timedelta(days=7), NOW),
-        article_count=5,
-        summary={},
-        rendered={"all": (VARIANT.subject, VARIANT.html, VARIANT.text)},
-    )
+    return [r.email for r in readers(count)]
 
 
 def send(store: Store, settings: Settings, transport: MemoryTransport, sleeps: Sleeps | None = None, **kw: Any):

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 from playwright.sync_api import Page, expect
+from test_transport_smtp import Recorder, _Controller
 
 from browsing import serve_app
 from digest.cli import cli
@@ -25,9 +26,8 @@ from digest.config import load
 from digest.delivery.tokens import Signer
 from digest.store import Store
 from digest.web.app import create_app
-from test_transport_smtp import Recorder, _Controller
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "browser-signup-secret-long-enough-to-sign-links"
 NOW = "2026-11-27T09:00"
 KEY = "2026-W48"

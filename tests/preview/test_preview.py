@@ -25,6 +25,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Response, expect
 from starlette.testclient import TestClient
 
+import factories
 from browsing import answer_with_placeholder, is_blank, right_edge_clear, serve_app
 from digest.errors import DigestError
 from digest.issue.render import bundled_templates
@@ -39,7 +40,6 @@ from digest.preview.app import (
     watch_set,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 27, 9, 0)  # no offset: the newsletter's zone (America/New_York)
 SHOTS = Path("/tmp/preview-shots")
 SAMPLE_MEDIA = "https://responsiblestatecraft.example/media/"
@@ -51,9 +51,8 @@ def copy_sample(dest: Path, *, templates: bool = False) -> Path:
     With ``templates``, a ``my-templates`` folder holding a copy of the HTML template is set as
     ``[render] templates``, so a test can break and fix a template without touching the repo.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "examples", dest / "examples")
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    config = factories.copy_sample(dest)
+    text = config.read_text(encoding="utf-8")
     text, n = re.subn(r"(?m)^data_dir = .*$", 'data_dir = "state"', text)
     assert n == 1, "the sample config should set [store] data_dir"
     if templates:
@@ -61,7 +60,6 @@ def copy_sample(dest: Path, *, templates: bool = False) -> Path:
         shutil.copy(bundled_templates() / "issue.html.j2", dest / "my-templates" / "issue.html.j2")
         text, n = re.subn(r"(?m)^\[render\]$", '[render]\ntemplates = "my-templates"', text)
         assert n == 1
-    config = dest / "config.toml"
     config.write_text(text, encoding="utf-8")
     return config
 
@@ -453,7 +451,7 @@ def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Pat
 
     watcher = Watcher(state, step_ms=30, debounce_ms=300).start()
     try:
-        assert watcher.ready.wait(5), "the watcher did not start"
+        assert watcher.ready.wait(30), "the watcher did not start"
         digest("exclude", "--config", str(ledger), LEAD)  # the current draft, rebuilt
         # The preview sees the database change by itself: no file it watches changed.
         wait_for(lambda: state.status.good is not None and LEAD not in state.status.good.html)
@@ -473,7 +471,7 @@ def test_a_recorded_draft_is_shown_as_its_snapshot_and_follows_edits(ledger: Pat
 @pytest.fixture
 def watcher(state: PreviewState) -> Iterator[Watcher]:
     w = Watcher(state, step_ms=30, debounce_ms=300).start()
-    assert w.ready.wait(5), "the watcher did not start"
+    assert w.ready.wait(30), "the watcher did not start"
     yield w
     w.stop()
 
@@ -543,9 +541,9 @@ def test_cli_preview_serves_on_a_free_port_and_stops_cleanly_on_ctrl_c(config: P
         assert match, line
         assert int(match.group(2)) != 0
         url = match.group(1)
-        state = httpx.get(url + "api/state", timeout=5).json()
+        state = httpx.get(url + "api/state", timeout=10).json()
         assert state["ok"] is True and state["issue"] == "2026-W48"
-        assert httpx.get(url, timeout=5).status_code == 200
+        assert httpx.get(url, timeout=10).status_code == 200
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
@@ -569,7 +567,7 @@ def test_cli_preview_with_a_broken_config_serves_the_error(config: Path) -> None
         assert proc.stdout is not None
         url = re.search(r"http://\S+/", proc.stdout.readline())
         assert url
-        assert "min_itemz" in httpx.get(url.group(0), timeout=5).text
+        assert "min_itemz" in httpx.get(url.group(0), timeout=10).text
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:

@@ -9,7 +9,6 @@ and the jobs' functions are called with explicit fire times. Waits are bounded p
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
@@ -20,8 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,8 @@ from digest.schedule import health, jobs
 from digest.schedule.jobs import REVIEW_JOB, SEND_JOB
 from digest.schedule.service import Service
 from digest.schedule.triggers import EarlierTrigger, last_fire, run_key
-from digest.store import NewSubscriber, Store, make_engine
+from digest.store import Store, make_engine
+from factories import NEWSLETTER, SECRET, read_eml, readers, text_of, write_config
 
 NY = ZoneInfo("America/New_York")
 EDITORS = ["ed@example.org", "chief@example.org"]
@@ -132,11 +130,12 @@ def write_project(
     url: str = "",
     items: list[tuple[str, datetime]] | None = None,
     subscribers: int = SUBSCRIBERS,
-    schedule_extra: str = "",
-    delivery: str = 'transport = "outbox"\n',
+    schedule: dict[str, Any] | None = None,
+    delivery: dict[str, Any] | None = None,
     feed_name: str = "feed.rss",
 ) -> Project:
-    """A small newsletter in ``root``: one local feed, one section, editors, 5 subscribers.
+    """A small newsletter in ``root``: one local feed, one section, editors, 5 subscribers, sending
+    to the outbox unless ``delivery`` says otherwise; ``schedule`` adds [schedule] keys to ``cron``.
 
     ``url`` is the database when ``DIGEST_DATABASE_URL`` names one (the caller sets it, for this
     process and the ones it starts); empty means the default, the SQLite file in ``root/state``.
@@ -145,46 +144,20 @@ def write_project(
     feed = root / feed_name
     if items is not None:
         feed.write_text(rss(items), encoding="utf-8")
-    config = root / "config.toml"
-    config.write_text(
-        f"""
-[newsletter]
-name = "Test Weekly"
-from = "Test Weekly <news@example.org>"
-timezone = "America/New_York"
-base_url = "https://news.example.org"
-postal_address = "1 Main St, Springfield"
-editors = {json.dumps(EDITORS)}
-
-[[feeds]]
-url = "{feed_name}"
-name = "Test feed"
-
-[[sections]]
-name = "World"
-categories = ["world"]
-limit = 10
-
-[issue]
-window_days = 7
-min_items = 3
-
-[store]
-data_dir = "state"
-
-[delivery]
-{delivery}
-[schedule]
-cron = "{cron}"
-{schedule_extra}
-""",
-        encoding="utf-8",
+    config = write_config(
+        root,
+        newsletter={**NEWSLETTER, "editors": EDITORS},
+        feeds=[{"url": feed_name, "name": "Test feed"}],
+        sections=[{"name": "World", "categories": ["world"], "limit": 10}],
+        issue={"window_days": 7, "min_items": 3},
+        delivery=delivery or {"transport": "outbox"},
+        schedule={"cron": cron, **(schedule or {})},
     )
     project = Project(root, config, feed, url or f"sqlite:///{root / 'state' / 'digest.sqlite3'}")
     (root / "state").mkdir(exist_ok=True)
     store = Store.open(project.url)  # creates and migrates the database
     try:
-        store.subscribers.merge(NewSubscriber(f"reader{i}@example.org", f"Reader {i}") for i in range(subscribers))
+        store.subscribers.merge(readers(subscribers))
     finally:
         store.close()
     return project
@@ -251,31 +224,12 @@ def runs(url: str) -> dict[str, tuple[str | None, bool]]:
     return {r[0]: (r[1], r[2] is not None) for r in rows}
 
 
-def read(path: Path) -> EmailMessage:
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def body(message: EmailMessage) -> str:
-    part = message.get_body(("plain",))
-    assert part is not None
-    return part.get_content()
-
-
 # --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _stop_is_clear() -> Iterator[None]:
-    jobs.STOP.clear()  # process-global: a test that stopped a service must not leak it
-    yield
-    jobs.STOP.clear()
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
 
 
@@ -414,7 +368,7 @@ def test_print_next_shows_local_and_utc_times_across_the_dst_change(tmp_path, mo
 
 
 def test_print_next_shows_the_draft_time_with_a_review(tmp_path, monkeypatch, env):
-    project = write_project(tmp_path, cron="0 9 * * FRI", schedule_extra="review_hours = 24")
+    project = write_project(tmp_path, cron="0 9 * * FRI", schedule={"review_hours": 24})
     monkeypatch.setattr(schedule_cli, "datetime", _FrozenDatetime)
     result = CliRunner().invoke(cli, ["schedule", "--config", str(project.config), "--print-next", "2"])
     assert result.exit_code == 0, result.output
@@ -539,7 +493,7 @@ def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
     fire = fire_ago(timedelta(hours=3))
     key = str(IssueKey.at(fire, NY))
     project = write_project(
-        tmp_path, cron=cron_at(fire), url=database_url, items=recent_items(4, fire), schedule_extra='grace = "2h"'
+        tmp_path, cron=cron_at(fire), url=database_url, items=recent_items(4, fire), schedule={"grace": "2h"}
     )
     store_job(project)
     set_next_run(database_url, SEND_JOB, fire)
@@ -559,10 +513,10 @@ def test_a_run_missed_by_more_than_the_grace_is_skipped_and_the_editors_told(
     finally:
         store.close()
     assert not project.outbox(key)
-    assert sorted(str(read(p)["To"]) for p in notices) == sorted(EDITORS)
-    notice = read(notices[0])
+    assert sorted(str(read_eml(p)["To"]) for p in notices) == sorted(EDITORS)
+    notice = read_eml(notices[0])
     assert notice["Subject"] == f"[digest] {key} was not sent"
-    assert "missed by more than the grace (2h)" in body(notice) and "not sent late" in body(notice)
+    assert "missed by more than the grace (2h)" in text_of(notice) and "not sent late" in text_of(notice)
     assert any("missed by more than the grace" in r.getMessage() for r in caplog.records)
     assert runs(database_url) == {run_key(SEND_JOB, fire): ("skipped: missed by more than the grace", True)}
     assert stored_next_run(database_url, SEND_JOB) > time.time()
@@ -593,7 +547,7 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
     monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 0.2)
     fire = fire_ago(timedelta(minutes=1))
     project = write_project(
-        tmp_path, cron=cron_at(fire), items=None, schedule_extra='grace = "1h"\nfeed_retry = "10m"'
+        tmp_path, cron=cron_at(fire), items=None, schedule={"grace": "1h", "feed_retry": "10m"}
     )  # no feed file: the send job waits to retry the feeds
     store_job(project)
     set_next_run(project.url, SEND_JOB, fire)
@@ -604,7 +558,7 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
     store = project.store()
     try:
         first = wait_for(store.runs.last_beat, what="a heartbeat")[1]
-        wait_for(lambda: store.runs.last_beat()[1] > first, timeout=5, what="the heartbeat to beat again")
+        wait_for(lambda: store.runs.last_beat()[1] > first, what="the heartbeat to beat again")
         assert health.health(project.settings(), max_age=2)[0]
     finally:
         store.close()
@@ -617,7 +571,7 @@ def test_the_heartbeat_keeps_beating_while_a_long_run_holds_the_job_thread(tmp_p
 
 
 def test_stored_jobs_coalesce_never_overlap_and_follow_a_changed_schedule(tmp_path, env, services):
-    project = write_project(tmp_path, cron="0 9 * * FRI", schedule_extra='review_hours = 24\ngrace = "90m"')
+    project = write_project(tmp_path, cron="0 9 * * FRI", schedule={"review_hours": 24, "grace": "90m"})
     first = Service(project.config)
     services.append(first)
     first.start()
@@ -664,7 +618,7 @@ def test_health_is_1_without_a_heartbeat_and_0_while_a_scheduler_runs(tmp_path, 
     service = Service(project.config)
     services.append(service)
     service.start()
-    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, timeout=5, what="digest health to be 0")
+    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, what="digest health to be 0")
     service.stop()
     ok, message = health.health(project.settings(), max_age=0)
     assert not ok and "last beat" in message
@@ -683,7 +637,7 @@ def test_a_thin_week_through_the_send_job_is_skipped_and_the_editors_told(tmp_pa
     assert finished and outcome is not None and outcome.startswith("skipped: thin week: 2 new article(s)")
     assert not project.outbox(key)
     notices = project.outbox(f"notices-{key}")
-    assert len(notices) == 2 and "thin week" in body(read(notices[0]))
+    assert len(notices) == 2 and "thin week" in text_of(read_eml(notices[0]))
 
 
 def test_a_week_without_any_article_is_skipped_and_the_editors_told(tmp_path, env):
@@ -700,7 +654,7 @@ def test_a_week_without_any_article_is_skipped_and_the_editors_told(tmp_path, en
     outcome, finished = runs(project.url)[run_key(SEND_JOB, fire)]
     assert finished and outcome is not None and outcome.startswith("skipped: no articles published")
     notices = project.outbox(f"notices-{key}")
-    assert len(notices) == 2 and "no articles published" in body(read(notices[0]))
+    assert len(notices) == 2 and "no articles published" in text_of(read_eml(notices[0]))
 
 
 def _send_now(project: Project) -> tuple[str, datetime]:
@@ -720,7 +674,7 @@ def test_a_feed_that_comes_back_within_the_grace_is_retried_and_the_issue_sent(t
     caplog.set_level(logging.INFO, logger="digest")
     now = datetime.now(UTC)
     key = str(IssueKey.at(now, NY))
-    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "3s"\nfeed_retry = "1s"')
+    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule={"grace": "3s", "feed_retry": "1s"})
     later = threading.Timer(0.5, lambda: project.feed.write_text(rss(recent_items(4, now)), encoding="utf-8"))
     later.start()
     try:
@@ -736,7 +690,7 @@ def test_a_feed_that_comes_back_within_the_grace_is_retried_and_the_issue_sent(t
 def test_a_feed_down_for_the_whole_grace_means_nothing_is_sent_and_the_editors_told_why(tmp_path, env, caplog):
     caplog.set_level(logging.INFO, logger="digest")
     key = str(IssueKey.at(datetime.now(UTC), NY))
-    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "3s"\nfeed_retry = "1s"')
+    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule={"grace": "3s", "feed_retry": "1s"})
     started = time.monotonic()
     outcome, _ = _send_now(project)
     elapsed = time.monotonic() - started
@@ -754,8 +708,8 @@ def test_a_feed_down_for_the_whole_grace_means_nothing_is_sent_and_the_editors_t
     assert not project.outbox(key)
     notices = project.outbox(f"notices-{key}")
     assert len(notices) == 2
-    notice = read(notices[0])
-    assert notice["Subject"] == f"[digest] {key} was not sent" and reason in body(notice)
+    notice = read_eml(notices[0])
+    assert notice["Subject"] == f"[digest] {key} was not sent" and reason in text_of(notice)
 
 
 def test_a_scheduled_send_without_the_secret_records_nothing(tmp_path, env, monkeypatch):
@@ -774,7 +728,7 @@ def test_a_scheduled_send_without_the_secret_records_nothing(tmp_path, env, monk
 
 
 def test_a_stop_while_the_feeds_wait_to_be_retried_interrupts_the_run_for_the_next_start(tmp_path, env):
-    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule_extra='grace = "1h"\nfeed_retry = "10m"')
+    project = write_project(tmp_path, cron="0 9 * * FRI", items=None, schedule={"grace": "1h", "feed_retry": "10m"})
     key = str(IssueKey.at(datetime.now(UTC), NY))
     stop = threading.Timer(0.3, jobs.STOP.set)
     stop.start()

@@ -13,8 +13,7 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.subscribers import neutralise_formula, restore_formula
-
-ROOT = Path(__file__).resolve().parents[1]
+from factories import copy_sample
 
 # Names a subscriber can type into a sign-up form, each one a formula to a spreadsheet.
 FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "@SUM(1+1)", "-2+3", "\tTab", "\r=CR"]
@@ -37,10 +36,8 @@ PEOPLE = {
 
 @pytest.fixture
 def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
-    return tmp_path / "config.toml"
+    return copy_sample(tmp_path)
 
 
 def run(*args: str):

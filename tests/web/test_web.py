@@ -11,7 +11,6 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
+import factories
 from digest.config import Settings, load
 from digest.delivery.tokens import Signer
 from digest.errors import ConfigError, DigestError
@@ -38,9 +38,9 @@ from digest.web.app import create_app, serve
 from digest.web.pages import mask_email
 from digest.web.security import ARCHIVE_CSP, CSP
 from digest.web.webhooks import WEBHOOK_MAX_AGE, load_webhook_key, verify_signature
+from factories import NAME, NEWSLETTER, copy_sample
 from factories import settings as make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "web-test-secret-long-enough-to-sign-links"
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -83,33 +83,27 @@ class Site:
         return {s.email: (s.status, s.sections) for s in self.store.subscribers.every()}
 
 
-def web_settings(tmp_path: Path, *, name: str = "Statecraft Weekly", webhook_key: str = "") -> Settings:
-    base = make_settings(tmp_path)
-    newsletter = base.newsletter.model_dump(by_alias=True)
-    newsletter["name"] = name
+def web_settings(tmp_path: Path, *, name: str = NAME, webhook_key: str = "") -> Settings:
     return make_settings(
         tmp_path,
-        newsletter=newsletter,
+        newsletter={**NEWSLETTER, "name": name},
         issue={"min_items": 2, "catch_all": "Also this week"},
         web={"sendgrid_webhook_key": webhook_key},
     )
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store.open(database_url)
+def store(store: Store) -> Store:
+    """The shared empty store with PEOPLE subscribed."""
     store.subscribers.merge(PEOPLE.values())
-    yield store
-    store.close()
+    return store
 
 
 @pytest.fixture
 def site_factory(tmp_path: Path, store: Store) -> Iterator[Callable[..., Site]]:
     clients: list[TestClient] = []
 
-    def make(
-        *, signer: Signer | None = None, webhook_key: str = "", name: str = "Statecraft Weekly", **app: Any
-    ) -> Site:
+    def make(*, signer: Signer | None = None, webhook_key: str = "", name: str = NAME, **app: Any) -> Site:
         settings = web_settings(tmp_path, name=name, webhook_key=webhook_key)
         signer = signer or Signer(SECRET)
         client = TestClient(create_app(settings, store, signer, **app))
@@ -659,10 +653,7 @@ def sample_rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str,
     """The bundled sample's issue, rendered once: (subject, html, text) with placeholders."""
     from digest.issue.build import build
 
-    folder = tmp_path_factory.mktemp("sample")
-    shutil.copy(ROOT / "config.toml", folder / "config.toml")
-    shutil.copytree(ROOT / "examples", folder / "examples")
-    settings = load(folder / "config.toml")
+    settings = load(copy_sample(tmp_path_factory.mktemp("sample")))
     rendered = build(settings, datetime(2026, 11, 27, 14, 0, tzinfo=UTC)).rendered
     return rendered.subject, rendered.html, rendered.text
 
@@ -806,28 +797,7 @@ SERVE = "import sys; from digest.config import load; from digest.web.app import 
 
 
 def write_config(folder: Path) -> Path:
-    config = folder / "config.toml"
-    config.write_text(
-        """
-[newsletter]
-name = "Statecraft Weekly"
-from = "Statecraft Weekly <news@example.org>"
-base_url = "https://news.example.org"
-postal_address = "1 Main St"
-
-[[feeds]]
-url = "feed.xml"
-
-[[sections]]
-name = "Asia-Pacific"
-categories = ["Asia-Pacific"]
-
-[store]
-data_dir = "state"
-""",
-        encoding="utf-8",
-    )
-    return config
+    return factories.write_config(folder, sections=[{"name": "Asia-Pacific", "categories": ["Asia-Pacific"]}])
 
 
 @contextmanager

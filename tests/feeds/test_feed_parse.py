@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FEED_FIXTURES
 from digest.errors import FeedError
 from digest.feeds.load import FeedResult, load_articles
 from digest.feeds.parse import parse_feed
 from digest.models import Article
+from factories import FEED_FIXTURES
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 

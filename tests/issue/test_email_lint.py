@@ -22,7 +22,7 @@ from digest.issue.palette import MIN_TEXT_CONTRAST, TEXT_PAIRS, contrast, palett
 from digest.issue.render import Renderer
 from factories import NOW, article, settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_NOW = datetime.fromisoformat("2026-11-27T09:00-05:00")
 
 

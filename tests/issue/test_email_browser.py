@@ -22,7 +22,7 @@ from digest.issue import build as pipeline
 from digest.issue.palette import MIN_TEXT_CONTRAST
 from digest.issue.render import Renderer, fill
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path("/tmp/email-shots")  # kept for a person to look at
 SAMPLE_NOW = datetime.fromisoformat("2026-11-27T09:00-05:00")
 SAMPLE_MEDIA = "https://responsiblestatecraft.example/media/"

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -22,10 +18,9 @@ from digest.cli import cli
 from digest.config import Settings, load
 from digest.schedule import jobs
 from digest.store import Store
+from factories import KEY, NOW, SECRET, copy_sample, html_of, read_eml, text_of
 
-ROOT = Path(__file__).resolve().parents[1]
-SEND_AT = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # Friday 09:00 in New York
-KEY = "2026-W48"
+SEND_AT = NOW  # Friday 09:00 in New York
 EDITORS = ["editor@responsiblestatecraft.example", "chief@responsiblestatecraft.example"]
 SITE = "https://responsiblestatecraft.example"
 PINNED = f"{SITE}/2026/11/22/gaza-aid-corridor/"  # second in Middle East, no image (cannot become the lead)
@@ -47,23 +42,12 @@ LATE_ITEM = f"""
 """
 
 
-@pytest.fixture(autouse=True)
-def _stop_is_clear() -> Iterator[None]:
-    jobs.STOP.clear()  # process-global: a test that stopped a service must not leak it
-    yield
-    jobs.STOP.clear()
-
-
 @pytest.fixture
 def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The bundled sample with editors, a 24-hour review and the outbox, 5 subscribers imported."""
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    text = (ROOT / "config.toml").read_text(encoding="utf-8")
-    text = text.replace("[newsletter]\n", f"[newsletter]\neditors = {json.dumps(EDITORS)}\n", 1)
-    text += "\n[schedule]\nreview_hours = 24\n"
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
+    config = copy_sample(tmp_path, append="[schedule]\nreview_hours = 24\n")
+    edit_config(config, "[newsletter]\n", f"[newsletter]\neditors = {json.dumps(EDITORS)}\n")
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     result = run("subscribers", "import", "--config", str(config), str(tmp_path / "examples" / "subscribers.csv"))
     assert "5 added" in result.stdout
@@ -97,24 +81,6 @@ def outbox(config: Path, folder: str) -> list[Path]:
     return sorted((config.parent / ".digest" / "outbox" / folder).glob("*.eml"))
 
 
-def read(path: Path) -> EmailMessage:
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def html_of(message: EmailMessage) -> str:
-    part = message.get_body(("html",))
-    assert part is not None
-    return part.get_content()
-
-
-def text_of(message: EmailMessage) -> str:
-    part = message.get_body(("plain",))
-    assert part is not None
-    return part.get_content()
-
-
 def section(html: str, name: str) -> str:
     """The part of the issue's HTML under one section heading ("" if it has none)."""
     found = re.search(rf'class="section-name"[^>]*>{re.escape(name)}</h2>', html)
@@ -136,7 +102,7 @@ def test_review_builds_a_draft_and_mails_the_editors_a_test_copy(sample):
         assert record is not None and record.status == "draft" and record.send_at == SEND_AT
         copies = outbox(sample, f"test-{KEY}")
         assert [p.name for p in copies] == sorted(f"{e}.eml" for e in EDITORS)
-        copy = read(copies[0])
+        copy = read_eml(copies[0])
         assert copy["Subject"].startswith("[TEST] Statecraft Weekly: ")
         assert "/2026/11/21/nationalize-defense-primes/" in html_of(copy)  # the week's lead
         assert not outbox(sample, KEY)  # subscribers get nothing yet
@@ -197,7 +163,7 @@ def test_editors_pin_exclude_and_approve_and_the_approved_snapshot_is_sent(sampl
     assert len(sent) == 5
     whole = 0
     for path in sent:  # the whole issue, or the sections a subscriber chose: each from the snapshot
-        message = read(path)
+        message = read_eml(path)
         html, text = html_of(message), text_of(message)
         assert LATE not in html and LATE not in text
         assert EXCLUDED not in html
@@ -230,8 +196,8 @@ def test_an_unapproved_draft_is_not_sent_and_is_skipped_at_its_send_time(sample)
         store.close()
     assert not outbox(sample, KEY)
     notices = outbox(sample, f"notices-{KEY}")
-    assert sorted(str(read(p)["To"]) for p in notices) == sorted(EDITORS)
-    notice = read(notices[0])
+    assert sorted(str(read_eml(p)["To"]) for p in notices) == sorted(EDITORS)
+    notice = read_eml(notices[0])
     assert notice["Subject"] == f"[digest] {KEY} was not sent"
     assert "the draft was not approved" in text_of(notice)
     late = run("approve", "--config", str(sample), KEY, code=1)
@@ -268,7 +234,7 @@ def test_auto_approve_sends_the_draft_snapshot_without_approval(sample):
     sent = outbox(sample, KEY)
     assert len(sent) == 5
     for path in sent:
-        html = html_of(read(path))
+        html = html_of(read_eml(path))
         assert LATE not in html and EXCLUDED not in html
     assert not outbox(sample, f"notices-{KEY}")
 
@@ -295,7 +261,7 @@ def test_an_article_sent_in_an_earlier_issue_is_not_chosen_again(sample):
         assert IRAN in html  # the rest of the week is still there
     finally:
         store.close()
-    assert gulf not in html_of(read(outbox(sample, f"test-{KEY}")[0]))
+    assert gulf not in html_of(read_eml(outbox(sample, f"test-{KEY}")[0]))
 
 
 # --- a feed down --------------------------------------------------------------------------------
@@ -304,7 +270,7 @@ ANALYSIS = 'url = "examples/feeds/analysis.atom"'
 
 
 def notices(config: Path) -> list[EmailMessage]:
-    return [read(p) for p in outbox(config, f"notices-{KEY}")]
+    return [read_eml(p) for p in outbox(config, f"notices-{KEY}")]
 
 
 def test_a_draft_built_without_a_feed_tells_the_editors_which(sample):

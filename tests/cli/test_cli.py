@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,16 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
+from factories import SECRET, copy_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
 
 
 @pytest.fixture
 def sample(tmp_path) -> Path:
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    return tmp_path / "config.toml"
+    return copy_sample(tmp_path)
 
 
 def run(*args: str):
@@ -158,7 +155,7 @@ def test_empty_week_is_an_error_not_an_empty_issue(sample, tmp_path):
 
 
 def test_build_refuses_a_week_whose_articles_were_all_sent_as_send_does(sample, tmp_path, monkeypatch):
-    monkeypatch.setenv("DIGEST_SECRET", "test-secret-long-enough-to-sign-links")
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     assert run("send", "--config", str(sample), "--now", NOW).exit_code == 0  # 2026-W48 goes out
     monday = "2026-11-30T09:00"  # 2026-W49: its window holds only articles W48 carried

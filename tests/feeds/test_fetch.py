@@ -20,11 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import FEED_FIXTURES
 from digest import files as files_module
 from digest.errors import FeedError
 from digest.feeds import load as feed_module
 from digest.feeds.load import load_articles
+from factories import FEED_FIXTURES
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 RSS = (FEED_FIXTURES / "rss2_media.xml").read_bytes()
@@ -291,6 +291,12 @@ def test_client_errors_are_not_retried(server, feed_settings, status, phrase):
     assert len(server.hits("/feed.xml")) == 1
 
 
+def test_a_slow_server_is_read_when_it_answers_within_the_read_timeout(server, feed_settings):
+    url = server.route("/feed.xml", Reply(body=RSS, delay=1))
+    assert len(load_articles(feed_settings(url), NOW).articles) == 7
+    assert len(server.hits("/feed.xml")) == 1  # no timeout, so no retry
+
+
 def test_read_timeout_is_a_feed_error_and_quick(server, feed_settings):
     url = server.route("/feed.xml", Reply(body=RSS, delay=5))
     settings = feed_settings(url, fetch={"read_timeout": 0.2, "retries": 1})
@@ -307,7 +313,7 @@ def test_read_timeout_is_a_feed_error_and_quick(server, feed_settings):
 
 @pytest.mark.parametrize("drip_head", [False, True], ids=["dripped-body", "dripped-headers"])
 def test_a_dripping_server_is_cut_at_total_timeout(server, feed_settings, drip_head):
-    # A byte every 0.1 s never trips the 0.5 s read timeout: only the total deadline ends it.
+    # A byte every 0.1 s never trips the read timeout: only the total deadline ends it.
     url = server.route("/feed.xml", Reply(body=RSS, drip=0.1, drip_head=drip_head))
     settings = feed_settings(url, fetch={"total_timeout": 1})
     start = time.monotonic()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
@@ -15,9 +12,9 @@ from digest.delivery.transports.outbox import OutboxTransport
 from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.delivery.transports.smtp import SmtpTransport
 from digest.errors import ConfigError
+from factories import copy_sample
 from factories import settings as make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "a-test-secret-of-well-over-32-bytes-for-signing"
 
 
@@ -58,9 +55,7 @@ def test_a_name_without_a_registered_transport_is_refused_not_sent_through_the_o
 
 
 def test_an_unknown_transport_in_the_file_is_one_line_naming_the_known_ones_and_nothing_is_sent(tmp_path):
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    config_path = tmp_path / "config.toml"
+    config_path = copy_sample(tmp_path)
     text = config_path.read_text(encoding="utf-8")
     assert "[delivery]" not in text  # the bundled config keeps the defaults
     config_path.write_text(text + '\n[delivery]\ntransport = "smpt"\n', encoding="utf-8")

@@ -20,12 +20,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from digest.cli import cli
-from digest.models import IssueKey
-from digest.schedule import jobs
-from digest.schedule.jobs import SEND_JOB
-from digest.schedule.triggers import run_key
 from test_schedule import (
     EDITORS,
     NY,
@@ -40,14 +34,14 @@ from test_schedule import (
     write_project,
 )
 
+from digest.cli import cli
+from digest.models import IssueKey
+from digest.schedule import jobs
+from digest.schedule.jobs import SEND_JOB
+from digest.schedule.triggers import run_key
+from factories import SECRET
+
 DIGEST = str(Path(sys.executable).with_name("digest"))
-
-
-@pytest.fixture(autouse=True)
-def _stop_is_clear() -> Any:
-    jobs.STOP.clear()
-    yield
-    jobs.STOP.clear()
 
 
 @pytest.fixture
@@ -58,7 +52,7 @@ def due(tmp_path, sg, database_url, monkeypatch):
 
     def make(subscribers: int, batch_size: int) -> tuple[Project, dict[str, str], Any]:
         env = {
-            "DIGEST_SECRET": "test-secret-long-enough-to-sign-links",
+            "DIGEST_SECRET": SECRET,
             "SENDGRID_API_KEY": "SG.test",
             "DIGEST_DATABASE_URL": database_url,
         }
@@ -71,10 +65,13 @@ def due(tmp_path, sg, database_url, monkeypatch):
             url=database_url,
             items=recent_items(4, fire),
             subscribers=subscribers,
-            delivery=(
-                f'transport = "sendgrid"\nbatch_size = {batch_size}\nretries = 1\nbackoff = 0.01\n'
-                f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 5\n'
-            ),
+            delivery={
+                "transport": "sendgrid",
+                "batch_size": batch_size,
+                "retries": 1,
+                "backoff": 0.01,
+                "sendgrid": {"api_host": sg.url, "timeout": 10},
+            },
         )
         store_job(project)
         set_next_run(database_url, SEND_JOB, fire)
@@ -157,12 +154,12 @@ def test_two_schedulers_on_one_database_send_once(due, sg, schedulers):
 def test_sigterm_mid_send_finishes_the_batch_in_flight_and_the_next_start_completes_the_issue(due, sg, schedulers):
     project, env, fire = due(subscribers=100, batch_size=10)
     key = str(IssueKey.at(fire, NY))
-    sg.stall_next(0.3, times=10)  # every request answered after 0.3 s (the client waits 5)
+    sg.stall_next(0.3, times=10)  # every request answered after 0.3 s (the client waits 10)
     first = Scheduler(project, env, "first")
     schedulers.append(first)
     wait_for(first.ready, what="the scheduler to start")
     wait_for(lambda: sg.requests >= 2, what="two requests at the stand-in")
-    assert first.terminate(timeout=5) == 0, first.output()
+    assert first.terminate() == 0, first.output()
 
     stopped = counts(project, key)
     assert "submitting" not in stopped and "unknown" not in stopped, stopped
@@ -194,11 +191,11 @@ def test_health_is_0_while_a_scheduler_process_runs_and_sigint_stops_it_with_0(
     project = write_project(tmp_path, cron="0 9 * * FRI", url=database_url)
     args = ["health", "--config", str(project.config)]
     assert CliRunner().invoke(cli, args).exit_code == 1  # no scheduler has ever beaten
-    env = {**os.environ, "DIGEST_SECRET": "test-secret-long-enough-to-sign-links", "DIGEST_DATABASE_URL": database_url}
+    env = {**os.environ, "DIGEST_SECRET": SECRET, "DIGEST_DATABASE_URL": database_url}
     one = Scheduler(project, env, "idle")
     schedulers.append(one)
     wait_for(one.ready, what="the scheduler to start")
-    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, timeout=5, what="digest health to be 0")
+    wait_for(lambda: CliRunner().invoke(cli, args).exit_code == 0, what="digest health to be 0")
     one.proc.send_signal(signal.SIGINT)
     assert one.proc.wait(10) == 0, one.output()
     assert "received SIGINT" in one.output()

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import hostile
-from digest.config import Settings, parse
+from digest.config import Settings
 from digest.delivery.transports import open_transport, smtp
 from digest.delivery.transports.base import (
     AuthError,
@@ -47,11 +47,7 @@ from digest.delivery.transports.smtp import PASSWORD_ENV, JournalError, Security
 from digest.errors import ConfigError
 from digest.issue.message import build_message
 from digest.issue.render import Rendered
-
-HTML = '<p>%%name%% <a href="%%unsubscribe_url%%">u</a></p>\n'
-TEXT = "%%name:text%% %%unsubscribe_url:text%%\n"
-VARIANT = Rendered(subject="S", html=HTML, text=TEXT, warnings=())
-SENDER = "t@example.org"
+from factories import NEWSLETTER, SENDER, VARIANT, batch, recipient, sending
 
 # --- the server ------------------------------------------------------------------------------
 
@@ -118,8 +114,12 @@ class _Controller(Controller):
     """aiosmtpd 1.4.6's Controller with ``port=0``: learn the bound port before ``start()`` probes it.
 
     ``start()`` connects to ``(hostname, self.port)`` to check the server is up; with port 0 that
-    probe would fail, so the real port is read from the listening socket first.
+    probe would fail, so the real port is read from the listening socket first. Starting may take
+    seconds on a loaded machine, so it is given 30 of them (aiosmtpd's default is 5).
     """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **{"ready_timeout": 30.0, **kwargs})
 
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
@@ -159,41 +159,7 @@ def transports() -> Iterator[list[SmtpTransport]]:
 
 
 def make_settings(tmp_path: Path, port: int, **smtp: Any) -> Settings:
-    raw = {
-        "newsletter": {
-            "name": "T",
-            "from": f"T <{SENDER}>",
-            "base_url": "https://example.org",
-            "postal_address": "1 Main St",
-        },
-        "feeds": [{"url": "feed.xml"}],
-        "sections": [{"name": "A", "categories": ["a"]}],
-        "store": {"data_dir": str(tmp_path / "state")},
-        "delivery": {
-            "transport": "smtp",
-            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2, **smtp},
-        },
-    }
-    return parse(raw, source=tmp_path / "config.toml")
-
-
-def recipient(i: int) -> Recipient:
-    email = f"r{i}@example.net"
-    return Recipient(
-        delivery_id=100 + i,
-        subscriber_id=i,
-        email=email,
-        values={
-            "name": f"Reader {i}",
-            "email": email,
-            "unsubscribe_url": f"https://example.org/unsubscribe?t=tok{i}",
-            "preferences_url": f"https://example.org/preferences?t=tok{i}",
-        },
-    )
-
-
-def batch(*ids: int, test: bool = False) -> Batch:
-    return Batch("2026-W48", VARIANT, tuple(recipient(i) for i in ids), batch_id=ids[0], test=test)
+    return sending(tmp_path, "smtp", {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 10, **smtp})
 
 
 def submitted(*ids: int) -> dict[int, tuple[str, str]]:
@@ -231,18 +197,38 @@ def test_a_batch_is_one_message_per_recipient_over_one_connection(smtp_server, c
         assert received.mail_from == SENDER
         assert received.rcpt_tos == [r.email]
         msg = received.message
-        assert msg["To"] == f"Reader {i} <{r.email}>"
-        assert msg["From"] == f"T <{SENDER}>"
-        assert msg["Subject"] == "S"
-        assert msg["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}>"
+        assert msg["To"] == f'"Reader <{i}>" <{r.email}>'
+        assert msg["From"] == NEWSLETTER["from"]
+        assert msg["Subject"] == VARIANT.subject
+        assert msg["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}&x=1>"
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert msg.get_content_type() == "multipart/alternative"
         text, html = msg.iter_parts()
         assert text.get_content_type() == "text/plain" and html.get_content_type() == "text/html"
-        assert text.get_content().strip() == f"Reader {i} https://example.org/unsubscribe?t=tok{i}"
-        assert (
-            html.get_content().strip() == f'<p>Reader {i} <a href="https://example.org/unsubscribe?t=tok{i}">u</a></p>'
+        assert text.get_content().strip() == f"Reader <{i}> https://example.org/unsubscribe?t=tok{i}&x=1"
+        assert html.get_content().strip() == (
+            f'<p>Reader &lt;{i}&gt; <a href="https://example.org/unsubscribe?t=tok{i}&amp;x=1">u</a></p>'
         )
+
+
+class SlowToQueue(Recorder):
+    """Answers each message's data only after ``seconds``, as a busy server does."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.seconds)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_slow_answer_within_the_timeout_is_submitted(smtp_server, connect):
+    handler = SlowToQueue(2.5)  # slow, but inside [delivery.smtp] timeout
+    transport = connect(smtp_server(handler))
+
+    assert transport.send(batch(1)).outcomes == submitted(1)
+    assert handler.to() == ["r1@example.net"]
 
 
 def test_batches_reuse_the_connection_and_close_says_quit(smtp_server, connect):
@@ -317,7 +303,7 @@ def test_a_test_copy_is_marked_in_the_subject(smtp_server, connect):
     transport = connect(smtp_server(handler))
 
     assert transport.send(batch(1, test=True)).outcomes == submitted(1)
-    assert handler.messages[0].message["Subject"] == "[TEST] S"
+    assert handler.messages[0].message["Subject"] == f"[TEST] {VARIANT.subject}"
 
 
 # --- hostile values, per-recipient errors ---------------------------------------------------------
@@ -335,7 +321,7 @@ def test_a_hostile_title_and_name_add_no_header_to_what_the_server_receives(smtp
     assert result.outcomes == submitted(1, 2)
     assert handler.to() == ["eve@example.net", "r2@example.net"]
     for received in handler.messages:
-        assert hostile.header_names(received.content) == hostile.expected(reply_to=False)
+        assert hostile.header_names(received.content) == hostile.expected()
         assert hostile.parsed(received.content)["Subject"] == hostile.SUBJECTS[lead]
     first = hostile.parsed(handler.messages[0].content)
     assert first["To"].addresses[0].display_name == hostile.NAME_SHOWN

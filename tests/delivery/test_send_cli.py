@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -16,19 +14,15 @@ from click.testing import CliRunner
 import hostile
 from digest.cli import cli
 from digest.delivery.tokens import Signer
+from factories import KEY, SECRET, copy_sample, html_of, read_eml, text_of
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
-KEY = "2026-W48"
-SECRET = "test-secret-long-enough-to-sign-links"
 
 
 @pytest.fixture
 def sample(tmp_path, monkeypatch) -> Path:
-    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
-    return tmp_path / "config.toml"
+    return copy_sample(tmp_path)
 
 
 def run(*args: str, secret: str | None = SECRET):
@@ -179,13 +173,12 @@ def test_each_message_carries_its_own_signed_unsubscribe_link(sample):
     assert status == {"issue": KEY, "counts": {"submitted": 5}, "problems": []}
     seen = set()
     for path in outbox(sample):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        msg = read_eml(path)
         link = msg["List-Unsubscribe"].strip("<>")
         assert link.startswith("https://newsletter.responsiblestatecraft.example/unsubscribe?t=")
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         subscriber = Signer(SECRET).subscriber_id(link.split("t=", 1)[1])
-        html = msg.get_body(("html",)).get_content()
-        text = msg.get_body(("plain",)).get_content()
+        html, text = html_of(msg), text_of(msg)
         assert link in text and link in html.replace("&amp;", "&")
         assert "%%" not in html and "%%" not in text
         seen.add((subscriber, msg["To"]))
@@ -197,7 +190,7 @@ def test_test_copy_is_marked_and_recorded_nowhere(sample):
     result = run("send", "--config", str(sample), "--now", NOW, "--to", "editor@example.org")
     assert result.exit_code == 0, result.output
     (copy,) = (sample.parent / ".digest" / "outbox" / f"test-{KEY}").glob("*.eml")
-    assert message_from_bytes(copy.read_bytes(), policy=policy.default)["Subject"].startswith("[TEST] ")
+    assert read_eml(copy)["Subject"].startswith("[TEST] ")
     status = run("status", "--config", str(sample))
     assert status.exit_code == 1 and "no recorded issue" in status.stderr
 
@@ -235,9 +228,7 @@ def test_without_a_secret_nothing_is_recorded_or_sent(sample):
 def section_headings(path: Path) -> list[str]:
     import re
 
-    msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-    html = msg.get_body(("html",)).get_content()
-    return re.findall(r'<h2 class="section-name"[^>]*>([^<]+)</h2>', html)
+    return re.findall(r'<h2 class="section-name"[^>]*>([^<]+)</h2>', html_of(read_eml(path)))
 
 
 def test_subscribers_get_only_the_sections_they_chose(sample, monkeypatch):
@@ -251,7 +242,7 @@ def test_subscribers_get_only_the_sections_they_chose(sample, monkeypatch):
     assert len(calls) == 4  # one inlining per variant, not per subscriber
     by_reader = {}
     for path in outbox(sample):
-        to = message_from_bytes(path.read_bytes(), policy=policy.default)["To"]
+        to = read_eml(path)["To"]
         by_reader[str(to)] = section_headings(path)
     assert by_reader["Chloé Martin <chloe@example.com>"] == ["Europe"]
     assert by_reader["Ben Okafor <Ben.Okafor@example.org>"] == ["Asia-Pacific", "Middle East"]

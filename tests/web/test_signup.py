@@ -33,7 +33,7 @@ from digest.store import NewSubscriber, Store
 from digest.web.app import create_app
 from factories import settings as make_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "signup-test-secret-long-enough-to-sign-links"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SECTIONS = ["Asia-Pacific", "Military Industrial Complex"]
