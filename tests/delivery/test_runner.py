@@ -18,7 +18,7 @@ import pytest
 
 from digest.config import Settings
 from digest.delivery import runner
-from digest.delivery.transports import memory
+from digest.delivery.transports import base
 from digest.delivery.transports.base import AuthError, RejectedError
 from digest.delivery.transports.memory import ACCEPTED, Answer, MemoryTransport, timeout
 from digest.issue.message import build_message
@@ -329,7 +329,7 @@ def unbuildable(monkeypatch):
             raise ValueError("invalid arguments; address parts cannot contain CR or LF")
         return build_message(settings, variant, values, **kwargs)
 
-    monkeypatch.setattr(memory, "build_message", build)
+    monkeypatch.setattr(base, "build_message", build)
 
 
 NOT_BUILT = Problem(

@@ -11,7 +11,7 @@ import pytest
 import hostile
 from digest import files
 from digest.config import Settings
-from digest.delivery.transports import open_transport, outbox
+from digest.delivery.transports import base, open_transport
 from digest.delivery.transports.base import Batch, Orphan, Recipient, Settles, TemporaryError
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.issue.message import build_message
@@ -131,7 +131,7 @@ def test_a_recipient_whose_message_cannot_be_built_fails_alone(tmp_path, monkeyp
             raise ValueError("invalid arguments; address parts cannot contain CR or LF")
         return build_message(settings, variant, values, **kwargs)
 
-    monkeypatch.setattr(outbox, "build_message", build)
+    monkeypatch.setattr(base, "build_message", build)
     out = tmp_path / "out"
 
     result = OutboxTransport(make_settings(tmp_path), out).send(batch(1, 2, 3))

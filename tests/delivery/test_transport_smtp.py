@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 import hostile
 from digest.config import Settings
-from digest.delivery.transports import open_transport, smtp
+from digest.delivery.transports import base, open_transport
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -334,7 +334,7 @@ def test_a_recipient_whose_message_cannot_be_built_fails_alone(smtp_server, conn
             raise ValueError("invalid arguments; address parts cannot contain CR or LF")
         return build_message(settings, variant, values, **kwargs)
 
-    monkeypatch.setattr(smtp, "build_message", build)
+    monkeypatch.setattr(base, "build_message", build)
     handler = Recorder()
     transport = connect(smtp_server(handler))
 

@@ -14,12 +14,15 @@ outbox can look for the file, SMTP can read the journal it keeps of how far each
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from digest.errors import DigestError
+from digest.issue.message import build_message
 from digest.issue.render import Rendered
 from digest.text import one_line
 
@@ -99,6 +102,27 @@ def not_built(recipient: Recipient, exc: Exception) -> tuple[Outcome, str]:
     reason = f"message not built: {one_line(str(exc)) or type(exc).__name__}"
     log.warning("%s: %s", recipient.email, reason)
     return "failed", reason
+
+
+def messages(
+    settings: Settings, batch: Batch, outcomes: dict[int, tuple[Outcome, str]]
+) -> Iterator[tuple[int, Recipient, EmailMessage]]:
+    """Each recipient's message with its place in the batch, built one at a time as the transport
+    asks for it (SMTP sends each before the next is built).
+
+    The one place transports build messages: a recipient whose message cannot be built is
+    recorded in ``outcomes`` (``not_built``) and skipped, so it fails alone.
+    """
+    now = datetime.now(UTC)
+    for index, r in enumerate(batch.recipients):
+        try:
+            message = build_message(
+                settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
+            )
+        except Exception as exc:  # any build error is this recipient's alone; see not_built
+            outcomes[r.delivery_id] = not_built(r, exc)
+            continue
+        yield index, r, message
 
 
 class Transport(Protocol):

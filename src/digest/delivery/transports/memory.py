@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
 
 from digest.config import Settings
@@ -43,9 +42,8 @@ from digest.delivery.transports.base import (
     TransportError,
     UncertainError,
     error_for_status,
-    not_built,
+    messages,
 )
-from digest.issue.message import build_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,19 +149,9 @@ class MemoryTransport:
 
     def _build(self, batch: Batch) -> tuple[list[tuple[Recipient, EmailMessage]], dict[int, tuple[Outcome, str]]]:
         """Each recipient's message, and the outcomes of those whose message cannot be built."""
-        now = datetime.now(UTC)
-        messages: list[tuple[Recipient, EmailMessage]] = []
         outcomes: dict[int, tuple[Outcome, str]] = {}
-        for r in batch.recipients:
-            try:
-                message = build_message(
-                    self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
-                )
-            except Exception as exc:  # any build error is this recipient's alone; see not_built
-                outcomes[r.delivery_id] = not_built(r, exc)
-                continue
-            messages.append((r, message))
-        return messages, outcomes
+        built = [(r, message) for _, r, message in messages(self.settings, batch, outcomes)]
+        return built, outcomes
 
     def _next_answer(self, size: int) -> Answer:
         if self.max_request and size > self.max_request:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.config import Outbox, Settings
-from digest.delivery.transports.base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, not_built
+from digest.delivery.transports.base import Batch, Orphan, Outcome, Result, Settlement, TemporaryError, messages
 from digest.files import atomic_write, leftover_target
-from digest.issue.message import build_message
 
 log = logging.getLogger("digest.transports.outbox")
 
@@ -40,19 +38,11 @@ class OutboxTransport:
     def send(self, batch: Batch) -> Result:
         """One file per recipient; a recipient whose message cannot be built fails alone."""
         folder = self.folder / (f"test-{batch.issue_key}" if batch.test else batch.issue_key)
-        now = datetime.now(UTC)
         outcomes: dict[int, tuple[Outcome, str]] = {}
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for r in batch.recipients:
-                try:
-                    data = build_message(
-                        self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
-                    ).as_bytes()
-                except Exception as exc:  # any build error is this recipient's alone; see not_built
-                    outcomes[r.delivery_id] = not_built(r, exc)
-                    continue
-                atomic_write(folder / _file_name(batch, r.delivery_id, r.subscriber_id, r.email), data)
+            for _, r, message in messages(self.settings, batch, outcomes):
+                atomic_write(folder / _file_name(batch, r.delivery_id, r.subscriber_id, r.email), message.as_bytes())
                 outcomes[r.delivery_id] = ("submitted", "")
         except OSError as exc:
             raise TemporaryError(f"outbox {folder}: cannot write: {exc.strerror or exc}") from exc

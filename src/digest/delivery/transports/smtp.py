@@ -70,7 +70,6 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -87,10 +86,9 @@ from digest.delivery.transports.base import (
     Settlement,
     TemporaryError,
     TransportError,
-    not_built,
+    messages,
 )
 from digest.errors import ConfigError
-from digest.issue.message import build_message
 
 log = logging.getLogger("digest.transports.smtp")
 
@@ -313,19 +311,11 @@ class SmtpTransport:
         return self.settings.data_dir / "smtp-journal" / f"{key}-{batch_id}.log"
 
     def _send_batch(self, batch: Batch) -> Result:
-        now = datetime.now(UTC)
         outcomes: dict[int, tuple[Outcome, str]] = {}
         went_out = False  # something of this batch submitted or maybe submitted: never raise after
         refused: list[_Sent] = []
         fatal = ""
-        for index, r in enumerate(batch.recipients):
-            try:
-                message = build_message(
-                    self.settings, batch.variant, r.values, now=now, to=r.email, subject_prefix=batch.subject_prefix
-                )
-            except Exception as exc:  # any build error is this recipient's alone; see not_built
-                outcomes[r.delivery_id] = not_built(r, exc)
-                continue
+        for index, r, message in messages(self.settings, batch, outcomes):
             try:
                 sent = self._send_one(message, r.email)
             except TransportError as exc:  # cannot (re)connect, or lost twice: stop this batch
