@@ -54,6 +54,8 @@ def header_text(value: str) -> str:
     what is left is defused (``=?`` -> ``= ?``) so it can never decode at all.
     """
     text = _clean_header(value)
+    if "=?" not in text:  # no encoded word: decoding gives it back unchanged, so skip the parser
+        return text
     for _ in range(_MAX_DECODES):
         decoded = _clean_header(str(_HEADER("subject", text)))
         if decoded == text:
