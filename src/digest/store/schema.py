@@ -209,3 +209,27 @@ deliveries = Table(
     Index("ix_deliveries_claim", "issue_key", "status", "variant", "id"),
     Index("ix_deliveries_batch", "batch_id"),
 )
+
+# The editors who may sign in to the desk (`digest editors add`): an address and an argon2 hash.
+editors = Table(
+    "editors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signed-in editors. The cookie carries a random token; only its SHA-256 is kept, so a copy of
+# the database signs nobody in. ``csrf`` is the session's token every desk form posts back.
+desk_sessions = Table(
+    "desk_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_desk_sessions_expires_at", "expires_at"),
+)

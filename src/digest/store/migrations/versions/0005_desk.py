@@ -1,0 +1,48 @@
+"""The editors' desk: editors and their sessions.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "editors",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email_key", sa.String(320), nullable=False),
+        sa.Column("password_hash", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_editors"),
+        sa.UniqueConstraint("email_key", name="uq_editors_email_key"),
+    )
+    op.create_table(
+        "desk_sessions",
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("editor_id", sa.Integer, nullable=False),
+        sa.Column("csrf", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("token_hash", name="pk_desk_sessions"),
+        sa.ForeignKeyConstraint(
+            ["editor_id"], ["editors.id"], name="fk_desk_sessions_editor_id_editors", ondelete="CASCADE"
+        ),
+    )
+    op.create_index("ix_desk_sessions_expires_at", "desk_sessions", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_desk_sessions_expires_at", table_name="desk_sessions")
+    op.drop_table("desk_sessions")
+    op.drop_table("editors")

@@ -1,0 +1,52 @@
+"""The editors' desk at ``/desk/``: review, arrange, introduce, test and approve the week's issue.
+
+Every route but the sign-in page is behind ``Gate.guard`` (a live session, and on a POST its
+CSRF token). The pages only read requests and write answers: each action is a function of
+``delivery.weekly``, ``delivery.send`` or ``delivery.desk``, the same one the CLI calls.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from digest.web.desk.gate import DESK_HEADERS, Gate, Visit
+from digest.web.site import Site
+
+
+class Desk:
+    """The desk's pages over one ``Site``."""
+
+    def __init__(self, site: Site, gate: Gate) -> None:
+        self.site = site
+        self.gate = gate
+        self.zone = site.settings.newsletter.zone
+
+    def page(self, request: Request, visit: Visit, template: str, status: int = 200, **values: object) -> Response:
+        return self.site.pages.page(
+            request, template, status, DESK_HEADERS, session=visit.session, when=self.when, **values
+        )
+
+    def when(self, moment: datetime | None) -> str:
+        """A stored time as the newsletter's zone shows it: ``Fri 2026-11-27 09:00 EST``."""
+        return f"{moment.astimezone(self.zone):%a %Y-%m-%d %H:%M %Z}" if moment else ""
+
+    async def index(self, request: Request, visit: Visit) -> Response:
+        rows = await run_in_threadpool(self.site.store.issues.recent)
+        return self.page(request, visit, "desk/index.html.j2", issues=[record for record, _ in rows])
+
+
+def routes(site: Site) -> list[BaseRoute]:
+    gate = Gate(site)
+    desk = Desk(site, gate)
+    guarded, open_ = gate.guard, site.pages.guarded
+    return [
+        Route("/desk/login", open_(gate.login_page), methods=["GET"]),
+        Route("/desk/login", open_(gate.login), methods=["POST"]),
+        Route("/desk/logout", guarded(gate.logout), methods=["POST"]),
+        Route("/desk/", guarded(desk.index), methods=["GET"]),
+    ]
