@@ -102,9 +102,8 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
         raise DeliveryError("no draft to edit", hint="pass --issue KEY (e.g. 2026-W48)")
     weekly.edit(store, key, url, action)
     done = "Pinned" if action == "pin" else "Excluded"
-    record = store.issues.get(key)
-    if record is not None and record.status == IssueStatus.DRAFT:
-        result = weekly.rebuild(settings, store, key)
+    result = weekly.revised(settings, store, key)
+    if result is not None:
         warn(result.warnings)
         click.echo(f"{done} {url} in {key}; the draft is rebuilt: {result.rendered.subject}")
     else:

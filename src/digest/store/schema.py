@@ -34,7 +34,7 @@ SUBSCRIBER_STATUSES = tuple(s.value for s in SubscriberStatus)
 DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 BATCH_STATUSES = tuple(s.value for s in BatchStatus)
 ISSUE_STATUSES = tuple(s.value for s in IssueStatus)
-EDIT_ACTIONS = ("pin", "exclude")
+EDIT_ACTIONS = ("pin", "exclude", "move")
 
 metadata = MetaData(
     naming_convention={
@@ -113,7 +113,8 @@ issues = Table(
     CheckConstraint(_in("status", ISSUE_STATUSES), name="status"),
 )
 
-# Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them.
+# Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them: a pin,
+# an exclusion, or a move (the article's place, ``position``, among the moved ones of its section).
 issue_edits = Table(
     "issue_edits",
     metadata,
@@ -121,7 +122,19 @@ issue_edits = Table(
     Column("url", String(2000), primary_key=True),
     Column("action", String(8), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("position", Integer),
     CheckConstraint(_in("action", EDIT_ACTIONS), name="action"),
+)
+
+# What opens an issue, as its editors wrote it (``models.Front``); every (re)build applies it.
+issue_fronts = Table(
+    "issue_fronts",
+    metadata,
+    Column("issue_key", String(16), primary_key=True),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("preheader", Text, nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # The articles an issue carries, so a later issue never repeats one already sent.

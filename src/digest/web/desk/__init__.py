@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from digest.web.desk.gate import DESK_HEADERS, Gate, Visit
+from digest.web.desk.issue import IssuePage
 from digest.web.site import Site
 
 
@@ -43,10 +44,16 @@ class Desk:
 def routes(site: Site) -> list[BaseRoute]:
     gate = Gate(site)
     desk = Desk(site, gate)
+    issue = IssuePage(site, desk.page)
     guarded, open_ = gate.guard, site.pages.guarded
     return [
         Route("/desk/login", open_(gate.login_page), methods=["GET"]),
         Route("/desk/login", open_(gate.login), methods=["POST"]),
         Route("/desk/logout", guarded(gate.logout), methods=["POST"]),
         Route("/desk/", guarded(desk.index), methods=["GET"]),
+        Route("/desk/issues/{key}", guarded(issue.show), methods=["GET"]),
+        Route("/desk/issues/{key}/frame", guarded(issue.frame), methods=["GET"]),
+        Route("/desk/issues/{key}/text", guarded(issue.text), methods=["GET"]),
+        Route("/desk/issues/{key}/articles", guarded(issue.arrange), methods=["POST"]),
+        Route("/desk/issues/{key}/front", guarded(issue.introduce), methods=["POST"]),
     ]

@@ -1,4 +1,5 @@
-"""The editors' desk: editors and their sessions.
+"""The editors' desk: editors and their sessions; moved articles and each issue's own front
+(subject, preheader, editor's note).
 
 Revision ID: 0005
 Revises: 0004
@@ -40,9 +41,28 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_desk_sessions_expires_at", "desk_sessions", ["expires_at"])
+    with op.batch_alter_table("issue_edits") as batch:
+        batch.add_column(sa.Column("position", sa.Integer))
+        batch.drop_constraint("ck_issue_edits_action", type_="check")
+        batch.create_check_constraint("ck_issue_edits_action", "action IN ('pin', 'exclude', 'move')")
+    op.create_table(
+        "issue_fronts",
+        sa.Column("issue_key", sa.String(16), nullable=False),
+        sa.Column("subject", sa.Text, nullable=False, server_default=""),
+        sa.Column("preheader", sa.Text, nullable=False, server_default=""),
+        sa.Column("note", sa.Text, nullable=False, server_default=""),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("issue_key", name="pk_issue_fronts"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("issue_fronts")
+    op.execute("DELETE FROM issue_edits WHERE action = 'move'")
+    with op.batch_alter_table("issue_edits") as batch:
+        batch.drop_constraint("ck_issue_edits_action", type_="check")
+        batch.create_check_constraint("ck_issue_edits_action", "action IN ('pin', 'exclude')")
+        batch.drop_column("position")
     op.drop_index("ix_desk_sessions_expires_at", table_name="desk_sessions")
     op.drop_table("desk_sessions")
     op.drop_table("editors")

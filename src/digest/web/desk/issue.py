@@ -1,0 +1,188 @@
+"""One issue at the desk: its inbox card, desktop and phone frames, size and warnings, and the
+editors' changes to a draft (pin, move, exclude, restore; subject, preheader, note).
+
+What is shown is ``shown.snapshot`` of ``weekly.recorded_outgoing``: what `digest preview` shows
+and what `digest send` sends. Every change goes through the ``weekly`` function the CLI uses and
+then ``weekly.revised`` rebuilds the draft, so the next page shows the rebuilt issue. Snapshots
+are kept per issue until the ledger's mark for it changes (``weekly.ledger_mark``), so the page
+and its two frames render the issue once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+
+from digest.delivery import shown, weekly
+from digest.delivery.shown import Snapshot
+from digest.errors import DigestError
+from digest.models import Front, Issue, IssueKey, IssueStatus
+from digest.store import IssueRecord
+from digest.web.desk.gate import Visit, redirect
+from digest.web.pages import PageError
+from digest.web.site import Site
+
+# The email in a frame of the desk: its remote images, nothing else, framed only by the desk.
+FRAME_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cache-Control": "no-store",
+}
+DONE = {
+    "pin": "Pinned; the draft is rebuilt.",
+    "exclude": "Excluded; the draft is rebuilt.",
+    "restore": "Restored; the draft is rebuilt.",
+    "up": "Moved up; the draft is rebuilt.",
+    "down": "Moved down; the draft is rebuilt.",
+    "front": "Saved; the draft is rebuilt.",
+}
+MOVES = {"up": -1, "down": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An issue as the desk shows it: its record, the snapshot, the issue and editors' marks."""
+
+    record: IssueRecord
+    snapshot: Snapshot
+    issue: Issue
+    pinned: frozenset[str]
+    moved: frozenset[str]
+    excluded: tuple[str, ...]
+    front: Front
+
+    @property
+    def editable(self) -> bool:
+        return self.record.status == IssueStatus.DRAFT
+
+
+class Drafts:
+    """The last snapshot of each issue, made again only when the ledger's mark for it changes."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._lock = threading.Lock()
+        self._kept: dict[str, tuple[tuple[Any, ...], Draft]] = {}
+
+    def get(self, key: str) -> Draft:
+        """The desk's view of recorded issue ``key`` (run in a worker thread: it may render)."""
+        store, settings = self.site.store, self.site.settings
+        with self._lock:
+            mark = weekly.ledger_mark(store, key)
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] == mark:
+                return kept[1]
+            record = store.issues.get(key)
+            if record is None or record.status == IssueStatus.SKIPPED:
+                why = record.note if record else "the scheduler builds a draft `schedule.review_hours` before the send"
+                raise PageError(404, f"No issue {key} to show", why)
+            out = weekly.recorded_outgoing(settings, store, key)
+            now = record.send_at or datetime.now(UTC)
+            pins, excluded = store.issues.edits(key)
+            draft = Draft(
+                record=record,
+                snapshot=shown.snapshot(settings, out, now),
+                issue=out.issue,
+                pinned=frozenset(pins),
+                moved=frozenset(store.issues.order(key)),
+                excluded=tuple(excluded),
+                front=store.issues.front(key),
+            )
+            self._kept[key] = (mark, draft)
+            return draft
+
+
+def key_of(request: Request) -> str:
+    """The issue key in the path, as the ledger writes it, or 404."""
+    try:
+        return str(IssueKey.parse(request.path_params["key"]))
+    except ValueError as exc:
+        raise PageError(404, "No such issue", str(exc)) from exc
+
+
+class IssuePage:
+    """The issue page and the changes editors make on it."""
+
+    def __init__(self, site: Site, page: Callable[..., Response]) -> None:
+        self.site = site
+        self.page = page
+        self.drafts = Drafts(site)
+
+    async def show(self, request: Request, visit: Visit, *, status: int = 200, error: str = "") -> Response:
+        key = key_of(request)
+        draft = await run_in_threadpool(self.drafts.get, key)
+        variant = draft.snapshot.variant(request.query_params.get("variant")) or draft.snapshot.whole
+        return self.page(
+            request,
+            visit,
+            "desk/issue.html.j2",
+            status,
+            draft=draft,
+            shown=variant,
+            done=DONE.get(request.query_params.get("done", ""), ""),
+            error=error,
+            desktop_width=shown.DESKTOP_WIDTH,
+            phone_width=shown.PHONE_WIDTH,
+            clip_bytes=shown.GMAIL_CLIP_BYTES,
+            budget_bytes=self.site.settings.render.size_warning_kb * 1024,
+        )
+
+    async def frame(self, request: Request, visit: Visit) -> Response:
+        """The email's HTML, for the desk's desktop and phone frames."""
+        draft = await run_in_threadpool(self.drafts.get, key_of(request))
+        variant = draft.snapshot.variant(request.query_params.get("variant"))
+        if variant is None:
+            raise PageError(404, "No such variant")
+        return HTMLResponse(variant.html, headers=FRAME_HEADERS)
+
+    async def text(self, request: Request, visit: Visit) -> Response:
+        draft = await run_in_threadpool(self.drafts.get, key_of(request))
+        variant = draft.snapshot.variant(request.query_params.get("variant")) or draft.snapshot.whole
+        return PlainTextResponse(variant.text)
+
+    async def arrange(self, request: Request, visit: Visit) -> Response:
+        """Pin, exclude, restore, or move an article up or down; the draft is rebuilt."""
+        key, action, url = key_of(request), visit.value("action"), visit.value("url")
+        store, settings = self.site.store, self.site.settings
+
+        def change() -> None:
+            if action in ("pin", "exclude"):
+                weekly.edit(store, key, url, action)
+            elif action == "restore":
+                weekly.restore(store, key, url)
+            elif action in MOVES:
+                weekly.move(store, key, url, MOVES[action])
+            else:
+                raise PageError(400, "Unknown change", f"{action!r} is not a change the desk makes.")
+            weekly.revised(settings, store, key)
+
+        return await self._change(request, visit, key, action, change)
+
+    async def introduce(self, request: Request, visit: Visit) -> Response:
+        """Save the subject, preheader and editor's note; the draft is rebuilt."""
+        key = key_of(request)
+        store, settings = self.site.store, self.site.settings
+        front = Front(visit.value("subject"), visit.value("preheader"), visit.value("note"))
+
+        def change() -> None:
+            weekly.set_front(store, key, front)
+            weekly.revised(settings, store, key)
+
+        return await self._change(request, visit, key, "front", change)
+
+    async def _change(
+        self, request: Request, visit: Visit, key: str, done: str, change: Callable[[], None]
+    ) -> Response:
+        try:
+            await run_in_threadpool(change)
+        except DigestError as exc:
+            return await self.show(request, visit, status=400, error=str(exc))
+        return redirect(request, f"desk/issues/{key}?done={done}")
