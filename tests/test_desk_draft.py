@@ -6,25 +6,14 @@ scheduler's review job building the draft, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
-from desking import EDITOR, add_editor, desk_client, signed_in
-from digest.config import Settings, load
+from desking import EDITOR, KEY, SEND_AT, Desk, open_desk
 from digest.delivery import shown, weekly
-from digest.models import issue_of_record
-from digest.schedule import jobs
-from digest.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
-SEND_AT = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # Friday 09:00 in New York
-KEY = "2026-W48"
 SITE = "https://responsiblestatecraft.example/2026/11"
 TAIWAN, JAPAN, CAMP_DAVID, INDIA = (
     f"{SITE}/25/strategic-ambiguity-taiwan",
@@ -35,58 +24,10 @@ TAIWAN, JAPAN, CAMP_DAVID, INDIA = (
 LEAD = f"{SITE}/21/nationalize-defense-primes"
 
 
-@dataclass
-class Desk:
-    settings: Settings
-    store: Store
-    client: TestClient
-    csrf: str
-
-    def page(self, query: str = "") -> str:
-        answer = self.client.get(f"/desk/issues/{KEY}{query}")
-        assert answer.status_code == 200, answer.text
-        return answer.text
-
-    def change(self, action: str, url: str, *, code: int = 303) -> str:
-        answer = self.client.post(
-            f"/desk/issues/{KEY}/articles", data={"csrf": self.csrf, "action": action, "url": url}
-        )
-        assert answer.status_code == code, answer.text
-        return answer.text
-
-    def front(self, *, code: int = 303, **fields: str) -> str:
-        answer = self.client.post(f"/desk/issues/{KEY}/front", data={"csrf": self.csrf, **fields})
-        assert answer.status_code == code, answer.text
-        return answer.text
-
-    def section(self, name: str) -> list[str]:
-        """The canonical URLs of a section of the recorded draft, in order."""
-        issue = issue_of_record(self.store.issues.summary(KEY))
-        assert issue is not None
-        return [a.canonical_url for s in issue.sections if s.name == name for a in s.articles]
-
-    def lead(self) -> str:
-        issue = issue_of_record(self.store.issues.summary(KEY))
-        assert issue is not None and issue.lead is not None
-        return issue.lead.canonical_url
-
-    def stored(self) -> tuple[str, str, str]:
-        return self.store.issues.variant(KEY, "all")
-
-
 @pytest.fixture
 def desk(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    config = tmp_path / "config.toml"
-    config.write_text((ROOT / "config.toml").read_text(encoding="utf-8") + "\n[schedule]\nreview_hours = 24\n")
-    monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
-    settings = load(config)
-    store = Store.open(database_url)
-    assert jobs.review(settings, store, SEND_AT) == f"draft {KEY}"
-    add_editor(store)
-    client = desk_client(settings, store)
-    yield Desk(settings, store, client, signed_in(client))
-    store.close()
+    with open_desk(tmp_path, database_url, monkeypatch) as opened:
+        yield opened
 
 
 def test_the_draft_page_shows_the_issue_as_preview_does(desk):

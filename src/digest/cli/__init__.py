@@ -66,6 +66,7 @@ for command in (
     schedule.schedule,
     schedule.health,
     review.approve,
+    review.withdraw,
     review.pin,
     review.exclude,
     review.issues_command,

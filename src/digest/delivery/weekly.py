@@ -245,14 +245,25 @@ def revised(settings: Settings, store: Store, key: str) -> Build | None:
     return rebuild(settings, store, key)
 
 
-def approve(store: Store, key: str) -> None:
+def approve(store: Store, key: str, *, by: str = "") -> None:
+    """Approve a draft ``by`` an editor: its recorded snapshot is what goes out at its send time."""
     record = store.issues.get(key)
     if record is None:
         raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
     if record.status == IssueStatus.APPROVED:
         return
-    if not store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,)):
+    if not store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,), by=by):
         raise DeliveryError(f"{key} is {record.status}; only a draft can be approved")
+
+
+def withdraw(store: Store, key: str) -> None:
+    """Take back an approval before the issue starts going out: it is a draft again, to change
+    and approve anew (or, unapproved at its send time, not sent)."""
+    record = store.issues.get(key)
+    if record is None:
+        raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
+    if not store.issues.set_status(key, IssueStatus.DRAFT, expect=(IssueStatus.APPROVED,)):
+        raise DeliveryError(f"{key} is {record.status}; only an approved issue can be withdrawn")
 
 
 def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled: bool = False) -> Ready:

@@ -3,7 +3,8 @@ scheduler's runs, on SQLite or PostgreSQL.
 
 ``Store.open(url)`` connects and migrates; the work is done by one small repository per
 aggregate, each on the same engine: ``store.subscribers``, ``store.signups``, ``store.issues``,
-``store.ledger``, ``store.runs`` and ``store.editors`` (the desk's editors and their sessions).
+``store.ledger``, ``store.runs``, ``store.editors`` (the desk's editors and their sessions) and
+``store.audit`` (what editors did at the desk).
 The row types are re-exported here so callers need one import.
 """
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from digest.errors import StoreError
+from digest.store.audit import Audit, Entry
 from digest.store.editors import DeskSession, Editor, Editors
 from digest.store.engine import make_engine, redact, upgrade, utcnow
 from digest.store.issues import IssueRecord, Issues
@@ -27,6 +29,7 @@ __all__ = [
     "Consent",
     "DeskSession",
     "Editor",
+    "Entry",
     "IssueRecord",
     "MergeReport",
     "NewSubscriber",
@@ -54,6 +57,7 @@ class Store:
         self.ledger = Ledger(engine)
         self.runs = Runs(engine)
         self.editors = Editors(engine)
+        self.audit = Audit(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:

@@ -37,6 +37,7 @@ class IssueRecord:
     approved_at: datetime | None
     sent_at: datetime | None
     note: str
+    approved_by: str = ""
 
 
 class Issues(Repository):
@@ -163,13 +164,23 @@ class Issues(Repository):
         return [_issue(r) for r in rows]
 
     def set_status(
-        self, key: str, status: IssueStatus, *, expect: Sequence[IssueStatus] = (), note: str | None = None
+        self,
+        key: str,
+        status: IssueStatus,
+        *,
+        expect: Sequence[IssueStatus] = (),
+        note: str | None = None,
+        by: str = "",
     ) -> bool:
-        """Move an issue to ``status`` (only from one of ``expect``, if given); False if it was not."""
+        """Move an issue to ``status`` (only from one of ``expect``, if given); False if it was not.
+        Approving records when and ``by`` whom; going back to a draft forgets both."""
         now = utcnow()
         values: dict[str, Any] = {"status": status}
         if status == IssueStatus.APPROVED:
             values["approved_at"] = now
+            values["approved_by"] = by or None
+        if status == IssueStatus.DRAFT:
+            values["approved_at"] = values["approved_by"] = None
         if status == IssueStatus.SENT:
             values["sent_at"] = now
         if note is not None:
@@ -303,4 +314,5 @@ def _issue(row: Any) -> IssueRecord:
         approved_at=maybe_aware(row.approved_at),
         sent_at=maybe_aware(row.sent_at),
         note=row.note or "",
+        approved_by=row.approved_by or "",
     )

@@ -110,6 +110,7 @@ issues = Table(
     Column("approved_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("note", Text),
+    Column("approved_by", String(320)),  # the editor (or `digest approve`'s user) who approved it
     CheckConstraint(_in("status", ISSUE_STATUSES), name="status"),
 )
 
@@ -245,4 +246,17 @@ desk_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_desk_sessions_expires_at", "expires_at"),
+)
+
+# Every action taken at the desk: who (the editor's address), what, when, and on which issue.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("editor", String(320), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("issue_key", String(16)),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("ix_audit_log_issue_key", "issue_key"),
 )

@@ -36,6 +36,10 @@ class Desk:
         """A stored time as the newsletter's zone shows it: ``Fri 2026-11-27 09:00 EST``."""
         return f"{moment.astimezone(self.zone):%a %Y-%m-%d %H:%M %Z}" if moment else ""
 
+    async def audit(self, request: Request, visit: Visit) -> Response:
+        entries = await run_in_threadpool(self.site.store.audit.recent, limit=500)
+        return self.page(request, visit, "desk/audit.html.j2", entries=entries)
+
     async def index(self, request: Request, visit: Visit) -> Response:
         rows = await run_in_threadpool(self.site.store.issues.recent)
         return self.page(request, visit, "desk/index.html.j2", issues=[record for record, _ in rows])
@@ -56,4 +60,8 @@ def routes(site: Site) -> list[BaseRoute]:
         Route("/desk/issues/{key}/text", guarded(issue.text), methods=["GET"]),
         Route("/desk/issues/{key}/articles", guarded(issue.arrange), methods=["POST"]),
         Route("/desk/issues/{key}/front", guarded(issue.introduce), methods=["POST"]),
+        Route("/desk/issues/{key}/test", guarded(issue.test_send), methods=["POST"]),
+        Route("/desk/issues/{key}/approve", guarded(issue.approve), methods=["POST"]),
+        Route("/desk/issues/{key}/withdraw", guarded(issue.withdraw), methods=["POST"]),
+        Route("/desk/audit", guarded(desk.audit), methods=["GET"]),
     ]

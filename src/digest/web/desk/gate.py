@@ -149,6 +149,7 @@ class Gate:
             log.info("desk sign-in refused")
             return self._login_form(request, status=401, error=exc.message, email=email)
         log.info("editor %s signed in to the desk", signed.session.email)
+        await run_in_threadpool(self.site.store.audit.record, signed.session.email, "sign in")
         response = redirect(request, "desk/")
         self._cookie(response, COOKIE, signed.token, self.hours * 3600)
         response.delete_cookie(LOGIN_COOKIE, path="/")
@@ -157,6 +158,7 @@ class Gate:
     async def logout(self, request: Request, visit: Visit) -> Response:
         await run_in_threadpool(desk.sign_out, self.site.store, request.cookies.get(COOKIE, ""))
         log.info("editor %s signed out of the desk", visit.editor)
+        await run_in_threadpool(self.site.store.audit.record, visit.editor, "sign out")
         response = redirect(request, "desk/login")
         response.delete_cookie(COOKIE, path="/", secure=self.secure, httponly=True, samesite="lax")
         return response

@@ -10,6 +10,7 @@ and its two frames render the issue once.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from digest.delivery import shown, weekly
+from digest.delivery import send, shown, weekly
 from digest.delivery.shown import Snapshot
 from digest.errors import DigestError
 from digest.models import Front, Issue, IssueKey, IssueStatus
 from digest.store import IssueRecord
+from digest.subscribers import check_email
 from digest.web.desk.gate import Visit, redirect
 from digest.web.pages import PageError
 from digest.web.site import Site
@@ -43,8 +45,12 @@ DONE = {
     "up": "Moved up; the draft is rebuilt.",
     "down": "Moved down; the draft is rebuilt.",
     "front": "Saved; the draft is rebuilt.",
+    "test": "The [TEST] copies are on their way (nothing is recorded in the ledger).",
+    "approve": "Approved: this snapshot goes out at the send time, exactly as shown.",
+    "withdraw": "The approval is withdrawn: it is a draft again.",
 }
 MOVES = {"up": -1, "down": 1}
+ADDRESS_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,7 @@ class IssuePage:
             phone_width=shown.PHONE_WIDTH,
             clip_bytes=shown.GMAIL_CLIP_BYTES,
             budget_bytes=self.site.settings.render.size_warning_kb * 1024,
+            log=await run_in_threadpool(self.site.store.audit.recent, issue_key=key, limit=50),
         )
 
     async def frame(self, request: Request, visit: Visit) -> Response:
@@ -153,7 +160,7 @@ class IssuePage:
         key, action, url = key_of(request), visit.value("action"), visit.value("url")
         store, settings = self.site.store, self.site.settings
 
-        def change() -> None:
+        def change() -> str:
             if action in ("pin", "exclude"):
                 weekly.edit(store, key, url, action)
             elif action == "restore":
@@ -163,6 +170,7 @@ class IssuePage:
             else:
                 raise PageError(400, "Unknown change", f"{action!r} is not a change the desk makes.")
             weekly.revised(settings, store, key)
+            return url
 
         return await self._change(request, visit, key, action, change)
 
@@ -172,17 +180,48 @@ class IssuePage:
         store, settings = self.site.store, self.site.settings
         front = Front(visit.value("subject"), visit.value("preheader"), visit.value("note"))
 
-        def change() -> None:
-            weekly.set_front(store, key, front)
+        def change() -> str:
+            saved = weekly.set_front(store, key, front)
             weekly.revised(settings, store, key)
+            return f"subject {saved.subject!r}, preheader {saved.preheader!r}, note of {len(saved.note)} characters"
 
         return await self._change(request, visit, key, "front", change)
 
+    async def test_send(self, request: Request, visit: Visit) -> Response:
+        """[TEST] copies of the recorded issue to the signed-in editor and the addresses listed."""
+        key = key_of(request)
+        listed = [a for a in ADDRESS_SEPARATORS.split(visit.value("to")) if a]
+
+        def change() -> str:
+            addresses = list(dict.fromkeys(check_email(a) for a in [visit.editor, *listed]))
+            proof = send.recorded_proof(self.site.store, key)
+            send.send_proofs(self.site.settings, proof.rendered, key, addresses)
+            return ", ".join(addresses)
+
+        return await self._change(request, visit, key, "test", change)
+
+    async def approve(self, request: Request, visit: Visit) -> Response:
+        key = key_of(request)
+        return await self._change(
+            request, visit, key, "approve", lambda: weekly.approve(self.site.store, key, by=visit.editor)
+        )
+
+    async def withdraw(self, request: Request, visit: Visit) -> Response:
+        key = key_of(request)
+        return await self._change(request, visit, key, "withdraw", lambda: weekly.withdraw(self.site.store, key))
+
     async def _change(
-        self, request: Request, visit: Visit, key: str, done: str, change: Callable[[], None]
+        self, request: Request, visit: Visit, key: str, action: str, change: Callable[[], str | None]
     ) -> Response:
+        """Do ``change`` (in a worker thread) and put it in the audit log, then show the issue
+        again; a refusal is shown on the page with its reason, and not logged."""
+
+        def done() -> None:
+            detail = change()
+            self.site.store.audit.record(visit.editor, action, key, detail or "")
+
         try:
-            await run_in_threadpool(change)
+            await run_in_threadpool(done)
         except DigestError as exc:
             return await self.show(request, visit, status=400, error=str(exc))
-        return redirect(request, f"desk/issues/{key}?done={done}")
+        return redirect(request, f"desk/issues/{key}?done={action}")

@@ -1,5 +1,5 @@
 """The editors' desk: editors and their sessions; moved articles and each issue's own front
-(subject, preheader, editor's note).
+(subject, preheader, editor's note); who approved an issue; the desk's audit log.
 
 Revision ID: 0005
 Revises: 0004
@@ -54,9 +54,26 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("issue_key", name="pk_issue_fronts"),
     )
+    with op.batch_alter_table("issues") as batch:
+        batch.add_column(sa.Column("approved_by", sa.String(320)))
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("editor", sa.String(320), nullable=False),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("issue_key", sa.String(16)),
+        sa.Column("detail", sa.Text, nullable=False, server_default=""),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
+    )
+    op.create_index("ix_audit_log_issue_key", "audit_log", ["issue_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_log_issue_key", table_name="audit_log")
+    op.drop_table("audit_log")
+    with op.batch_alter_table("issues") as batch:
+        batch.drop_column("approved_by")
     op.drop_table("issue_fronts")
     op.execute("DELETE FROM issue_edits WHERE action = 'move'")
     with op.batch_alter_table("issue_edits") as batch:
