@@ -9,6 +9,7 @@ import json
 import shutil
 from email import message_from_bytes, policy
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -183,7 +184,9 @@ def test_each_message_carries_its_own_signed_unsubscribe_link(sample):
         link = msg["List-Unsubscribe"].strip("<>")
         assert link.startswith("https://newsletter.responsiblestatecraft.example/unsubscribe?t=")
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        subscriber = Signer(SECRET).subscriber_id(link.split("t=", 1)[1])
+        query = parse_qs(urlsplit(link).query)
+        subscriber = Signer(SECRET).subscriber_id(query["t"][0])
+        assert query["i"] == [KEY]  # the issue it came from, for the desk's report
         html = msg.get_body(("html",)).get_content()
         text = msg.get_body(("plain",)).get_content()
         assert link in text and link in html.replace("&amp;", "&")

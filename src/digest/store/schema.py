@@ -260,3 +260,18 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Index("ix_audit_log_issue_key", "issue_key"),
 )
+
+# Each suppression as it took effect (a subscriber's status made stronger): when, how (``source``:
+# webhook, one-click, web page) and, when it can be told, the issue it came from. The desk's
+# report of an issue counts the bounces, complaints and unsubscribes that came from it.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("issue_key", String(16)),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_suppressions_issue_key", "issue_key"),
+)

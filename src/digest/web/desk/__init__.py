@@ -16,7 +16,10 @@ from starlette.routing import BaseRoute, Route
 
 from digest.web.desk.gate import DESK_HEADERS, Gate, Visit
 from digest.web.desk.issue import IssuePage
+from digest.web.pages import PAGE_TEMPLATES
 from digest.web.site import Site
+
+SCRIPT = PAGE_TEMPLATES / "desk" / "desk.js"
 
 
 class Desk:
@@ -35,6 +38,10 @@ class Desk:
     def when(self, moment: datetime | None) -> str:
         """A stored time as the newsletter's zone shows it: ``Fri 2026-11-27 09:00 EST``."""
         return f"{moment.astimezone(self.zone):%a %Y-%m-%d %H:%M %Z}" if moment else ""
+
+    async def script(self, request: Request, visit: Visit) -> Response:
+        """The desk's one script (the live counts), served from here: nothing from elsewhere."""
+        return Response(SCRIPT.read_bytes(), media_type="text/javascript", headers={"Cache-Control": "no-store"})
 
     async def audit(self, request: Request, visit: Visit) -> Response:
         entries = await run_in_threadpool(self.site.store.audit.recent, limit=500)
@@ -63,5 +70,7 @@ def routes(site: Site) -> list[BaseRoute]:
         Route("/desk/issues/{key}/test", guarded(issue.test_send), methods=["POST"]),
         Route("/desk/issues/{key}/approve", guarded(issue.approve), methods=["POST"]),
         Route("/desk/issues/{key}/withdraw", guarded(issue.withdraw), methods=["POST"]),
+        Route("/desk/issues/{key}/progress", guarded(issue.progress), methods=["GET"]),
         Route("/desk/audit", guarded(desk.audit), methods=["GET"]),
+        Route("/desk/desk.js", guarded(desk.script), methods=["GET"]),
     ]

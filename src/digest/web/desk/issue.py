@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from digest.delivery import send, shown, weekly
 from digest.delivery.shown import Snapshot
@@ -51,6 +51,49 @@ DONE = {
 }
 MOVES = {"up": -1, "down": 1}
 ADDRESS_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+# The report's columns: the ledger's states of a copy, then what readers did with it.
+DELIVERY_COLUMNS = (
+    ("submitted", "Delivered"),
+    ("failed", "Failed"),
+    ("unknown", "Unknown"),
+    ("pending", "Waiting"),
+    ("skipped", "Skipped"),
+)
+SUPPRESSION_COLUMNS = (("bounced", "Bounces"), ("complained", "Complaints"), ("unsubscribed", "Unsubscribes"))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """How an issue went out: its deliveries per state, and the bounces, complaints and
+    unsubscribes that came from it, in all and per variant."""
+
+    status: str
+    counts: dict[str, int]
+    per_variant: dict[str, dict[str, int]]
+    labels: dict[str, str]
+
+    @property
+    def total(self) -> int:
+        return sum(n for state, n in self.counts.items() if state not in dict(SUPPRESSION_COLUMNS))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "counts": self.counts, "total": self.total, "done": self.status == "sent"}
+
+
+def report_of(site: Site, record: IssueRecord) -> Report:
+    store, key = site.store, record.key
+    per_variant: dict[str, dict[str, int]] = {}
+    for source in (store.ledger.counts_by_variant(key), store.subscribers.suppressed_by(key)):
+        for variant, found in source.items():
+            per_variant.setdefault(variant, {}).update(found)
+    counts: dict[str, int] = {}
+    for variant_counts in per_variant.values():
+        for state, n in variant_counts.items():
+            counts[state] = counts.get(state, 0) + n
+    labels = {name: shown.label(site.settings, name) for name in per_variant}
+    return Report(str(record.status), counts, dict(sorted(per_variant.items())), labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +183,19 @@ class IssuePage:
             clip_bytes=shown.GMAIL_CLIP_BYTES,
             budget_bytes=self.site.settings.render.size_warning_kb * 1024,
             log=await run_in_threadpool(self.site.store.audit.recent, issue_key=key, limit=50),
+            report=await run_in_threadpool(report_of, self.site, draft.record),
+            delivery_columns=DELIVERY_COLUMNS,
+            suppression_columns=SUPPRESSION_COLUMNS,
         )
+
+    async def progress(self, request: Request, visit: Visit) -> Response:
+        """The issue's counts by state, polled by the page while it goes out (``desk.js``)."""
+        key = key_of(request)
+        record = await run_in_threadpool(self.site.store.issues.get, key)
+        if record is None:
+            raise PageError(404, f"No issue {key}")
+        report = await run_in_threadpool(report_of, self.site, record)
+        return JSONResponse(report.as_json(), headers={"Cache-Control": "no-store"})
 
     async def frame(self, request: Request, visit: Visit) -> Response:
         """The email's HTML, for the desk's desktop and phone frames."""

@@ -1,5 +1,6 @@
 """The editors' desk: editors and their sessions; moved articles and each issue's own front
-(subject, preheader, editor's note); who approved an issue; the desk's audit log.
+(subject, preheader, editor's note); who approved an issue; the desk's audit log; each
+suppression with the issue it came from.
 
 Revision ID: 0005
 Revises: 0004
@@ -67,9 +68,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
     )
     op.create_index("ix_audit_log_issue_key", "audit_log", ["issue_key"])
+    op.create_table(
+        "suppressions",
+        sa.Column("id", sa.Integer, nullable=False),
+        sa.Column("subscriber_id", sa.Integer, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("issue_key", sa.String(16)),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_suppressions"),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"], ["subscribers.id"], name="fk_suppressions_subscriber_id_subscribers", ondelete="CASCADE"
+        ),
+    )
+    op.create_index("ix_suppressions_issue_key", "suppressions", ["issue_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_suppressions_issue_key", table_name="suppressions")
+    op.drop_table("suppressions")
     op.drop_index("ix_audit_log_issue_key", table_name="audit_log")
     op.drop_table("audit_log")
     with op.batch_alter_table("issues") as batch:
