@@ -24,8 +24,10 @@ import hmac
 import math
 import secrets
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from datetime import time as clock_time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -34,6 +36,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from digest.errors import DigestError
+from digest.models import IssueKey
 from digest.store import DeskSession, Editor, Store, email_key
 from digest.subscribers import check_email
 
@@ -190,3 +193,32 @@ def sign_out(store: Store, token: str) -> None:
 def csrf_ok(session: DeskSession, posted: str) -> bool:
     """Whether a form's CSRF token is its session's (compared in constant time)."""
     return bool(posted) and hmac.compare_digest(session.csrf.encode(), posted.encode())
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Week:
+    """Active subscribers at the end of one ISO week (or now, for the week under way)."""
+
+    key: str
+    active: int
+
+
+def subscriber_weeks(store: Store, now: datetime, zone: tzinfo, weeks: int = 26) -> list[Week]:
+    """The active subscriber count at the end of each of the last ``weeks`` ISO weeks in
+    ``zone``, the current one counted at ``now``: from each subscriber's join date and, for one
+    no longer active, when that took effect (``Subscribers.lifetimes``). Deleted addresses
+    (`subscribers remove --forget`) are in no week."""
+    lifetimes = store.subscribers.lifetimes()
+    joined = sorted(start for start, _ in lifetimes)
+    left = sorted(stop for _, stop in lifetimes if stop is not None)
+    local = now.astimezone(zone)
+    monday = datetime.combine(local.date() - timedelta(days=local.weekday()), clock_time(), zone)
+    found = []
+    for back in range(weeks - 1, -1, -1):
+        end = monday - timedelta(weeks=back - 1) if back else now  # a week ends where the next begins
+        active = bisect_right(joined, end) - bisect_right(left, end)
+        found.append(Week(str(IssueKey.at(end - timedelta(microseconds=1), zone)), active))
+    return found

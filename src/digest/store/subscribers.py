@@ -162,6 +162,35 @@ class Subscribers(Repository):
                 )
         return True
 
+    def suppressions_per_issue(self) -> dict[str, dict[str, int]]:
+        """Every issue's suppressions that came from it, per status (no variant)."""
+        found: dict[str, dict[str, int]] = {}
+        query = (
+            sa.select(suppressions.c.issue_key, suppressions.c.status, sa.func.count())
+            .where(suppressions.c.issue_key.is_not(None))
+            .group_by(suppressions.c.issue_key, suppressions.c.status)
+        )
+        with self.engine.connect() as conn:
+            for key, status, n in conn.execute(query):
+                found.setdefault(key, {})[status] = n
+        return found
+
+    def lifetimes(self) -> list[tuple[datetime, datetime | None]]:
+        """Each subscriber's (joined, suppressed): when they were added and, for one not active,
+        when that took effect (the last recorded suppression, else the last change of the row).
+        An address made active again counts as active since it joined."""
+        last = (
+            sa.select(sa.func.max(suppressions.c.at))
+            .where(suppressions.c.subscriber_id == subscribers.c.id)
+            .scalar_subquery()
+        )
+        query = sa.select(subscribers.c.created_at, subscribers.c.status, last, subscribers.c.updated_at)
+        with self.engine.connect() as conn:
+            return [
+                (aware(created), None if status == SubscriberStatus.ACTIVE else aware(stopped or changed))
+                for created, status, stopped, changed in conn.execute(query)
+            ]
+
     def suppressed_by(self, issue_key: str) -> dict[str, dict[str, int]]:
         """The suppressions that came from one issue, per variant the subscriber was sent and
         per status: ``{"all": {"unsubscribed": 2, "bounced": 1}}``."""
