@@ -30,7 +30,7 @@ class Chart:
     height: int
     points: tuple[Point, ...]
     y_ticks: tuple[tuple[float, int], ...]  # (y, value)
-    x_labels: tuple[tuple[float, str], ...]  # (x, week)
+    x_labels: tuple[tuple[float, str, str], ...]  # (x, week, text-anchor)
     baseline: float
 
     @property
@@ -69,6 +69,11 @@ def line_chart(weeks: list[Week]) -> Chart:
 
     points = tuple(Point(x(i), y(w.active), w.key, w.active) for i, w in enumerate(weeks))
     every = max(1, math.ceil(len(weeks) / 6))
-    labels = tuple((p.x, p.week) for i, p in enumerate(points) if i % every == 0 or i == len(points) - 1)
+    last = len(points) - 1
+    labels = tuple(
+        (p.x, p.week, "end" if i == last and last else "middle")
+        for i, p in enumerate(points)
+        if i == last or (i % every == 0 and last - i >= every / 2)  # no two labels on top of each other
+    )
     ticks = tuple((y(v), v) for v in range(0, ceiling + 1, step))
     return Chart(WIDTH, HEIGHT, points, ticks, labels, baseline)
