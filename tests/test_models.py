@@ -140,3 +140,21 @@ def test_the_editors_note_survives_the_recorded_snapshot():
     noted = _replace(issue, note="A **busy** week.")
     assert issue_from_data(issue_to_data(noted)).note == "A **busy** week."
     assert "note" not in issue_to_data(issue)  # no note: the recorded data is as before
+
+
+def test_an_arranged_section_order_and_the_editors_subject_and_preheader_survive_the_record():
+    from dataclasses import replace as _replace
+
+    from digest.models import Issue, Section, Window, issue_from_data, issue_to_data
+
+    first, second, third = article("a", hours_ago=1), article("b", hours_ago=2), article("c", hours_ago=3)
+    ranked = (first, second, third)
+    issue = Issue(
+        key="2026-W48", window=Window(NOW, NOW), sections=(Section("Asia-Pacific", ranked),), lead=first, ranked=ranked
+    )
+    assert "arranged" not in issue_to_data(issue)  # in rank order: recorded as before
+    moved = _replace(issue, sections=(Section("Asia-Pacific", (third, first, second)),), subject="S", preheader="P")
+    back = issue_from_data(issue_to_data(moved))
+    assert [a.id for a in back.articles] == ["id-c", "id-a", "id-b"]
+    assert [a.id for a in back.ranked] == ["id-a", "id-b", "id-c"]
+    assert (back.subject, back.preheader) == ("S", "P")

@@ -469,6 +469,14 @@ class Signup(_Model):
         return parse_duration(self.confirm_ttl)
 
 
+class Desk(_Model):
+    """The editors' desk at `/desk/` in `digest serve`."""
+
+    session_hours: int = Field(
+        default=12, ge=1, le=24 * 30, description="Hours an editor stays signed in before signing in again."
+    )
+
+
 class Logging(_Model):
     """How digest logs."""
 
@@ -505,6 +513,7 @@ class Settings(_Model):
     schedule: Schedule = Field(default_factory=Schedule)
     web: Web = Field(default_factory=Web)
     signup: Signup = Field(default_factory=Signup)
+    desk: Desk = Field(default_factory=Desk)
     logging: Logging = Field(default_factory=Logging)
 
     # Set by ``load``: the directory relative paths are resolved against, and the file itself.

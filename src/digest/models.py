@@ -91,11 +91,24 @@ class Issue:
     warnings: tuple[str, ...] = field(default=())
     ranked: tuple[Article, ...] = field(default=())  # every article, best first, across sections
     note: str = ""  # the editor's note, Markdown source; empty for none
+    subject: str = ""  # the editors' subject line; empty: [newsletter] subject
+    preheader: str = ""  # the editors' preheader; empty: the first article's excerpt
 
     @property
     def articles(self) -> tuple[Article, ...]:
         """Every article in the issue, in display order."""
         return tuple(a for s in self.sections for a in s.articles)
+
+
+@dataclass(frozen=True, slots=True)
+class Front:
+    """What opens an issue, as its editors wrote it: a subject line and a preheader (each empty
+    for the one worked out from the articles) and the editor's note (Markdown; empty for none).
+    Kept per issue apart from the build, so every (re)build of that issue opens with it."""
+
+    subject: str = ""
+    preheader: str = ""
+    note: str = ""
 
 
 # --- naming an issue and choosing sections ----------------------------------------------------
@@ -272,24 +285,41 @@ def issue_to_data(issue: Issue) -> dict[str, object]:
     """The issue as JSON-ready data: sections in order, articles in rank order."""
     ranked = issue.ranked or issue.articles
     home = {a.id: s.name for s in issue.sections for a in s.articles}
+    # Each section's order, when editors' moves made it other than the rank order.
+    arranged = {s.name: [a.id for a in s.articles] for s in issue.sections}
+    by_rank = {s.name: [a.id for a in ranked if home[a.id] == s.name] for s in issue.sections}
     return {
         "key": issue.key,
         "window": [issue.window.start.isoformat(), issue.window.end.isoformat()],
         "sections": [s.name for s in issue.sections],
+        **({"arranged": arranged} if arranged != by_rank else {}),
         "ranked": [{"section": home[a.id], **article_to_data(a)} for a in ranked],
         "lead": issue.lead.id if issue.lead else None,
         **({"note": issue.note} if issue.note else {}),
+        **({"subject": issue.subject} if issue.subject else {}),
+        **({"preheader": issue.preheader} if issue.preheader else {}),
     }
 
 
 def issue_from_data(d: dict[str, Any]) -> Issue:
     ranked = [(item["section"], article_from_data(item)) for item in d["ranked"]]
-    sections = tuple(Section(name, tuple(a for home, a in ranked if home == name)) for name in d["sections"])
     articles = tuple(a for _, a in ranked)
+    if "arranged" in d:
+        by_id = {a.id: a for a in articles}
+        sections = tuple(Section(name, tuple(by_id[i] for i in d["arranged"][name])) for name in d["sections"])
+    else:
+        sections = tuple(Section(name, tuple(a for home, a in ranked if home == name)) for name in d["sections"])
     lead = next((a for a in articles if a.id == d.get("lead")), None)
     start, end = (datetime.fromisoformat(v) for v in d["window"])
     return Issue(
-        key=d["key"], window=Window(start, end), sections=sections, lead=lead, ranked=articles, note=d.get("note", "")
+        key=d["key"],
+        window=Window(start, end),
+        sections=sections,
+        lead=lead,
+        ranked=articles,
+        note=d.get("note", ""),
+        subject=d.get("subject", ""),
+        preheader=d.get("preheader", ""),
     )
 
 

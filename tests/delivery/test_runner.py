@@ -69,7 +69,8 @@ def test_each_subscriber_gets_their_own_message_once_in_batches_the_transport_ta
     assert message["To"] == "Reader 3 <reader3@example.org>"
     assert message["Subject"] == VARIANT.subject
     token = SIGNER.token(transport.delivered[3].recipient.subscriber_id)
-    assert message["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe?t={token}>"
+    # The link names the issue too (&i=), for the desk's report of what came from it.
+    assert message["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe?t={token}&i={KEY}>"
     assert store.issues.get(KEY).status == "sent"
     # Run again: nothing more goes out.
     assert send(store, settings, transport).sent_now == 0

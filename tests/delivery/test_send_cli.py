@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -177,7 +178,9 @@ def test_each_message_carries_its_own_signed_unsubscribe_link(sample):
         link = msg["List-Unsubscribe"].strip("<>")
         assert link.startswith("https://newsletter.responsiblestatecraft.example/unsubscribe?t=")
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        subscriber = Signer(SECRET).subscriber_id(link.split("t=", 1)[1])
+        query = parse_qs(urlsplit(link).query)
+        subscriber = Signer(SECRET).subscriber_id(query["t"][0])
+        assert query["i"] == [KEY]  # the issue it came from, for the desk's report
         html, text = html_of(msg), text_of(msg)
         assert link in text and link in html.replace("&amp;", "&")
         assert "%%" not in html and "%%" not in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -70,7 +71,9 @@ def test_request_carries_per_recipient_values_headers_and_tags(tmp_path, sg, sto
     assert p["custom_args"] == {"subscriber_id": str(first.id)}
     url = p["substitutions"]["%%unsubscribe_url:text%%"]
     assert url.startswith("https://news.example.org/unsubscribe?t=")
-    assert SIGNER.subscriber_id(url.split("t=", 1)[1]) == first.id
+    query = parse_qs(urlsplit(url).query)
+    assert SIGNER.subscriber_id(query["t"][0]) == first.id
+    assert query["i"] == [KEY]  # the issue it came from, for the desk's report
     assert p["substitutions"]["%%name%%"] == "Reader &lt;0&gt; &amp; co"  # HTML part: escaped
     assert p["substitutions"]["%%name:text%%"] == "Reader <0> & co"  # text part: as is
     assert p["headers"] == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}

@@ -108,3 +108,15 @@ def test_undated_article_counts_from_when_it_was_first_seen(tmp_path):
     undated = article("undated", hours_ago=2, published=False)
     issue = rank.build_issue([undated, article("b")], settings(tmp_path), NOW)
     assert "id-undated" in {a.id for a in issue.articles}
+
+
+def test_editors_moves_arrange_a_section_without_making_a_new_lead(tmp_path):
+    s = settings(tmp_path)
+    newest, middle, oldest = article("new", hours_ago=1), article("mid", hours_ago=5), article("old", hours_ago=9)
+    plain = rank.build_issue([newest, middle, oldest], s, NOW)
+    assert [a.id for a in plain.articles] == ["id-new", "id-mid", "id-old"] and plain.lead == newest
+    moved = rank.build_issue([newest, middle, oldest], s, NOW, order=[oldest.url, newest.url])
+    assert [a.id for a in moved.articles] == ["id-old", "id-new", "id-mid"]  # moved ones first, in their order
+    assert moved.lead == newest  # the lead is still the best-ranked article with an image
+    pinned = rank.build_issue([newest, middle, oldest], s, NOW, pins=[middle.url], order=[oldest.url])
+    assert [a.id for a in pinned.articles] == ["id-mid", "id-old", "id-new"]  # pins above moves

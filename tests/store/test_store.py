@@ -333,7 +333,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
     again.close()
 
 

@@ -3,7 +3,7 @@
 Every failure the user can cause arrives here as a ``DigestError`` and leaves as one line on
 stderr with the error's exit code (2 for a bad config or usage, 1 otherwise); a traceback only
 with ``--debug``. Each group of commands has a module of its own (build, send, subscribers,
-review, schedule, serve), registered on ``cli`` below; they import the heavy modules inside the
+review, schedule, serve, editors), registered on ``cli`` below; they import the heavy modules inside the
 commands, so ``digest --help`` starts fast.
 
 ``main`` is the console script (``digest = "digest.cli:main"``), a name kept across releases so
@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from digest import __version__
-from digest.cli import build, review, schedule, send, serve, subscribers
+from digest.cli import build, editors, review, schedule, send, serve, subscribers
 
 
 class DigestGroup(click.Group):
@@ -66,10 +66,12 @@ for command in (
     schedule.schedule,
     schedule.health,
     review.approve,
+    review.withdraw,
     review.pin,
     review.exclude,
     review.issues_command,
     serve.serve,
+    editors.editors,
 ):
     cli.add_command(command)
 

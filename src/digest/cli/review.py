@@ -1,4 +1,4 @@
-"""The editors' commands: `issues`, `approve`, `pin` and `exclude`.
+"""The editors' commands: `issues`, `approve`, `withdraw`, `pin` and `exclude`.
 
 A draft is built by the scheduler's review job (``[schedule] review_hours``); here editors see
 it, change what it carries (each change rebuilds it) and approve it for its send time.
@@ -6,6 +6,7 @@ it, change what it carries (each change rebuilds it) and approve it for its send
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,11 +66,22 @@ def approve(config_path: Path, issue_key: str) -> None:
 
     settings = load_settings(config_path)
     store = open_store(settings)
-    weekly.approve(store, issue_key)
+    weekly.approve(store, issue_key, by=f"{getpass.getuser()} (digest approve)")
     record = store.issues.get(issue_key)
     zone = settings.newsletter.zone
     when = f" at {record.send_at.astimezone(zone):%a %Y-%m-%d %H:%M %Z}" if record and record.send_at else ""
     click.echo(f"Approved {issue_key}; it will be sent{when}")
+
+
+@click.command()
+@config_option
+@click.argument("issue_key", metavar="ISSUE", type=ISSUE_KEY)
+def withdraw(config_path: Path, issue_key: str) -> None:
+    """Take back an approval: the issue is a draft again, and is not sent unless approved anew."""
+    from digest.delivery import weekly
+
+    weekly.withdraw(open_store(load_settings(config_path)), issue_key)
+    click.echo(f"Withdrew the approval of {issue_key}; it is a draft again")
 
 
 @click.command()
@@ -102,9 +114,8 @@ def _edit(config_path: Path, url: str, issue_key: str | None, action: str) -> No
         raise DeliveryError("no draft to edit", hint="pass --issue KEY (e.g. 2026-W48)")
     weekly.edit(store, key, url, action)
     done = "Pinned" if action == "pin" else "Excluded"
-    record = store.issues.get(key)
-    if record is not None and record.status == IssueStatus.DRAFT:
-        result = weekly.rebuild(settings, store, key)
+    result = weekly.revised(settings, store, key)
+    if result is not None:
         warn(result.warnings)
         click.echo(f"{done} {url} in {key}; the draft is rebuilt: {result.rendered.subject}")
     else:

@@ -71,14 +71,19 @@ class SendReport:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def recipient_values(settings: Settings, signer: Signer, subscriber_id: int, email: str, name: str) -> dict[str, str]:
-    """What fills one subscriber's placeholders: their name and their signed links."""
+def recipient_values(
+    settings: Settings, signer: Signer, subscriber_id: int, email: str, name: str, *, issue_key: str = ""
+) -> dict[str, str]:
+    """What fills one subscriber's placeholders: their name and their signed links. The
+    unsubscribe link of an issue also names the issue (``&i=``, not signed: it only says where an
+    unsubscribe came from, and counts only for an issue that was sent to that subscriber)."""
     token = signer.token(subscriber_id)
     base = settings.newsletter.base_url
+    from_issue = f"&i={issue_key}" if issue_key else ""
     return {
         "name": name,
         "email": email,
-        "unsubscribe_url": f"{base}/unsubscribe?t={token}",
+        "unsubscribe_url": f"{base}/unsubscribe?t={token}{from_issue}",
         "preferences_url": f"{base}/preferences?t={token}",
     }
 
@@ -193,7 +198,7 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
 
 def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:
     recipients = tuple(
-        Recipient(did, sid, email, recipient_values(settings, signer, sid, email, name))
+        Recipient(did, sid, email, recipient_values(settings, signer, sid, email, name, issue_key=claimed.issue_key))
         for did, sid, email, name in claimed.recipients
     )
     return Batch(claimed.issue_key, variant, recipients, batch_id=claimed.id)

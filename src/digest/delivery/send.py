@@ -110,9 +110,14 @@ def proof_of(settings: Settings, store: Store, now: datetime) -> Proof:
     key = str(IssueKey.at(now, settings.newsletter.zone))
     record = store.issues.get(key)
     if record is not None and record.status != IssueStatus.SKIPPED:
-        return Proof(key, variants.stored_variant(store, key), ())
+        return recorded_proof(store, key)
     built = weekly.build_for(settings, store, now)
     return Proof(key, built.rendered, built.warnings)
+
+
+def recorded_proof(store: Store, key: str) -> Proof:
+    """The recorded issue ``key`` as a test copy shows it: its stored snapshot, whole."""
+    return Proof(key, variants.stored_variant(store, key), tuple(store.issues.summary(key).get("warnings", ())))
 
 
 def send_proofs(settings: Settings, rendered: Rendered, key: str, addresses: Iterable[str]) -> None:

@@ -7,7 +7,8 @@ that keep an empty, stale, unapproved or repeated issue from going out live here
 - an article already carried by an issue that was sent is never chosen again;
 - when editors review (``[schedule] review_hours``), only an approved draft is sent, and what
   is sent is the approved snapshot, not a fresh build;
-- editors' pins and exclusions for an issue apply to every (re)build of it;
+- editors' pins, exclusions and moves for an issue, and the subject, preheader and note they
+  wrote for it (its ``Front``), apply to every (re)build of it;
 - an issue built without some feeds (down, but the others make a full issue; see build.py) is
   recorded and sent like any other, and the editors are told which feeds are missing. Unless
   ``[fetch] require_all`` is set, a full issue is not held back for a missing feed: the
@@ -27,8 +28,8 @@ from digest.errors import DeliveryError
 from digest.feeds.urls import canonical_url
 from digest.issue.build import Build, build
 from digest.issue.render import Rendered
-from digest.models import Issue, IssueKey, IssueStatus
-from digest.store import Store
+from digest.models import Front, Issue, IssueKey, IssueStatus, issue_of_record
+from digest.store import IssueRecord, Store
 
 log = logging.getLogger("digest.weekly")
 
@@ -52,12 +53,19 @@ class Ready:
 
 
 def build_for(settings: Settings, store: Store, now: datetime) -> Build:
-    """Build the issue for run time ``now`` with its editors' pins and exclusions, leaving out
-    every article an earlier issue already sent."""
+    """Build the issue for run time ``now`` with its editors' pins, exclusions, moves and front,
+    leaving out every article an earlier issue already sent."""
     key = str(IssueKey.at(now, settings.newsletter.zone))
     pins, excluded = store.issues.edits(key)
     already = store.issues.sent_articles(besides=key)
-    return build(settings, now, pins=pins, exclude=[*excluded, *already])
+    return build(
+        settings,
+        now,
+        pins=pins,
+        exclude=[*excluded, *already],
+        order=store.issues.order(key),
+        front=store.issues.front(key),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,15 @@ def outgoing(settings: Settings, store: Store, now: datetime) -> Outgoing:
         result = build_for(settings, store, now)
         fresh = variants.render_chosen(store, settings, result.issue)
         return Outgoing(result.issue, result.rendered, fresh, result.warnings, None)
+    return recorded_outgoing(settings, store, key)
+
+
+def recorded_outgoing(settings: Settings, store: Store, key: str) -> Outgoing:
+    """What goes out for the recorded issue ``key``: its snapshot, each variant as its readers
+    get it (a DeliveryError for an issue not recorded, or recorded without its articles)."""
+    record = store.issues.get(key)
+    if record is None or record.status == IssueStatus.SKIPPED:
+        raise DeliveryError(f"no issue {key} is recorded", hint="a draft is built by the scheduler's review job")
     snapshot = variants.Variants(store, settings, key)
     issue = snapshot.stored_issue()
     if issue is None:
@@ -107,6 +124,8 @@ def ledger_mark(store: Store, key: str) -> tuple[Any, ...]:
     return (
         store.issues.get(key),
         store.issues.edits(key),
+        store.issues.order(key),
+        store.issues.front(key),
         store.issues.summary(key),
         store.issues.sent_articles(besides=key),
         store.subscribers.section_choices(),
@@ -150,22 +169,101 @@ def rebuild(settings: Settings, store: Store, key: str) -> Build:
     return draft(settings, store, record.send_at or record.window_end)
 
 
-def edit(store: Store, key: str, url: str, action: str) -> None:
-    """Record an editor's pin or exclusion for an issue that has not started sending."""
+def _editable(store: Store, key: str) -> IssueRecord | None:
+    """The issue's record (None if not recorded yet), or a DeliveryError once it is going out."""
     record = store.issues.get(key)
     if record is not None and record.status in (IssueStatus.SENDING, IssueStatus.SENT):
-        raise DeliveryError(f"{key} is already {record.status}; pins and exclusions no longer apply")
+        raise DeliveryError(f"{key} is already {record.status}; editors' changes no longer apply")
+    return record
+
+
+def edit(store: Store, key: str, url: str, action: str) -> None:
+    """Record an editor's pin or exclusion for an issue that has not started sending."""
+    _editable(store, key)
     store.issues.add_edit(key, canonical_url(url), action)
 
 
-def approve(store: Store, key: str) -> None:
+def restore(store: Store, key: str, url: str) -> None:
+    """Take back editors' word on one article (its pin, exclusion or move): it is ranked as the
+    rules rank it again."""
+    _editable(store, key)
+    if not store.issues.forget_edit(key, canonical_url(url)):
+        raise DeliveryError(f"{url} is neither pinned, excluded nor moved in {key}")
+
+
+def move(store: Store, key: str, url: str, step: int) -> None:
+    """Move an article of a recorded draft one place up (``step`` -1) or down (+1) in its section.
+
+    The draft's section order is what editors see, so it is recorded whole: the pinned articles
+    at its top stay pins (in their new order), the rest become moves, which keep that order in
+    every rebuild (articles new since go below them). An article moved above the last pin
+    becomes a pin; a pin moved below the first unpinned article stops being one.
+    """
+    record = _editable(store, key)
+    issue = issue_of_record(store.issues.summary(key)) if record and record.status == IssueStatus.DRAFT else None
+    if issue is None:
+        raise DeliveryError(f"{key} is not a draft: only a draft's articles can be moved")
+    target = canonical_url(url)
+    section = next((s for s in issue.sections if any(a.canonical_url == target for a in s.articles)), None)
+    if section is None:
+        raise DeliveryError(f"{url} is not in {key}")
+    order = [a.canonical_url for a in section.articles]
+    here, there = order.index(target), order.index(target) + step
+    if step not in (-1, 1) or not 0 <= there < len(order):
+        raise DeliveryError(f"{url} is already {'first' if step < 0 else 'last'} in {section.name}")
+    pinned = set(store.issues.edits(key)[0])
+    pins = sum(1 for u in order if u in pinned)  # pins sort first: they are the section's top
+    order[here], order[there] = order[there], order[here]
+    if target not in pinned and there < pins:
+        pins += 1  # moved up among the pins: pinned too
+    elif target in pinned and there >= pins:
+        pins -= 1  # moved down past them: no longer pinned
+    store.issues.arrange(key, order[:pins], order[pins:])
+
+
+FRONT_LIMITS = {"subject": 200, "preheader": 200, "note": 4000}
+
+
+def set_front(store: Store, key: str, front: Front) -> Front:
+    """Record the subject, preheader and note editors wrote for an issue (each empty for the
+    default), checked: the subject and preheader one line each, none past its length."""
+    cleaned = Front(" ".join(front.subject.split()), " ".join(front.preheader.split()), front.note.strip())
+    for name, limit in FRONT_LIMITS.items():
+        if len(getattr(cleaned, name)) > limit:
+            raise DeliveryError(f"the {name} is longer than {limit} characters; shorten it")
+    _editable(store, key)
+    store.issues.set_front(key, cleaned)
+    return cleaned
+
+
+def revised(settings: Settings, store: Store, key: str) -> Build | None:
+    """After an editor's change: the draft rebuilt with it, or None when ``key`` is not a draft
+    (the change applies when it is built)."""
+    record = store.issues.get(key)
+    if record is None or record.status != IssueStatus.DRAFT:
+        return None
+    return rebuild(settings, store, key)
+
+
+def approve(store: Store, key: str, *, by: str = "") -> None:
+    """Approve a draft ``by`` an editor: its recorded snapshot is what goes out at its send time."""
     record = store.issues.get(key)
     if record is None:
         raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
     if record.status == IssueStatus.APPROVED:
         return
-    if not store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,)):
+    if not store.issues.set_status(key, IssueStatus.APPROVED, expect=(IssueStatus.DRAFT,), by=by):
         raise DeliveryError(f"{key} is {record.status}; only a draft can be approved")
+
+
+def withdraw(store: Store, key: str) -> None:
+    """Take back an approval before the issue starts going out: it is a draft again, to change
+    and approve anew (or, unapproved at its send time, not sent)."""
+    record = store.issues.get(key)
+    if record is None:
+        raise DeliveryError(f"no issue {key} is recorded", hint="see `digest issues`")
+    if not store.issues.set_status(key, IssueStatus.DRAFT, expect=(IssueStatus.APPROVED,)):
+        raise DeliveryError(f"{key} is {record.status}; only an approved issue can be withdrawn")
 
 
 def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled: bool = False) -> Ready:

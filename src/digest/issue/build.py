@@ -6,7 +6,7 @@ feeds -> articles (feeds/load.py) -> issue (rank.py) -> rendered variant (render
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from digest.files import atomic_write
 from digest.issue import rank
 from digest.issue.message import build_message
 from digest.issue.render import Rendered, Renderer, fill
-from digest.models import Article, Issue
+from digest.models import Article, Front, Issue
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,11 @@ def build(
     renderer: Renderer | None = None,
     pins: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    order: Sequence[str] = (),
+    front: Front | None = None,
 ) -> Build:
-    """Fetch, choose, rank and render the issue for the run time ``now``.
+    """Fetch, choose, rank and render the issue for the run time ``now``, opening with the
+    editors' ``front`` (subject, preheader, note) and arranged by their pins, exclusions and moves.
 
     With some feeds down, the issue is built from the others only when they make a full issue;
     a thin or empty week is then a FeedError naming the missing feeds, because their absence,
@@ -53,7 +56,7 @@ def build(
     """
     feeds = load_articles(settings, now, client=client)
     try:
-        issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude)
+        issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude, order=order)
     except EmptyIssueError as exc:
         if feeds.down:
             raise _not_without(feeds, "the other feeds have no article for this issue") from exc
@@ -64,6 +67,8 @@ def build(
             f"fewer than [issue] min_items = {settings.issue.min_items})"
         )
         raise _not_without(feeds, short) from feeds.down[0]
+    if front is not None:
+        issue = replace(issue, subject=front.subject, preheader=front.preheader, note=front.note)
     rendered = (renderer or Renderer(settings)).render(issue)
     return Build(
         issue=issue,

@@ -43,19 +43,22 @@ def assign_sections(articles: Sequence[Article], settings: Settings) -> dict[str
     return groups
 
 
-RankKey = Callable[[Article], tuple[int, int, float]]
+RankKey = Callable[[Article], tuple[int, int, int, float]]
 
 
-def rank_key(pins: Sequence[str], featured: str) -> RankKey:
-    """Sort key: editor pins first (in pin order), then featured articles, then newest first."""
+def rank_key(pins: Sequence[str], featured: str, order: Sequence[str] = ()) -> RankKey:
+    """Sort key: editor pins first (in pin order), then the articles editors moved (in the order
+    they left them), then featured articles, then newest first."""
     pin_order = {canonical_url(url): i for i, url in enumerate(pins)}
+    moved = {canonical_url(url): i for i, url in enumerate(order)}
     featured_cf = featured.casefold()
-    unpinned = len(pin_order)
+    unpinned, unmoved = len(pin_order), len(moved)
 
-    def key(article: Article) -> tuple[int, int, float]:
+    def key(article: Article) -> tuple[int, int, int, float]:
         pinned = pin_order.get(article.canonical_url, unpinned)
+        place = moved.get(article.canonical_url, unmoved)
         is_featured = 0 if featured_cf and any(c.casefold() == featured_cf for c in article.categories) else 1
-        return (pinned, is_featured, -article.when.timestamp())
+        return (pinned, place, is_featured, -article.when.timestamp())
 
     return key
 
@@ -67,11 +70,13 @@ def build_issue(
     *,
     pins: Sequence[str] = (),
     exclude: Iterable[str] = (),
+    order: Sequence[str] = (),
 ) -> Issue:
     """Select the window's articles, group them into sections, rank, cap and pick the lead.
 
-    ``pins`` and ``exclude`` are editors' choices for this issue (URLs, compared canonically);
-    the config's ``[issue] pins`` come first. Raises EmptyIssueError when nothing is left: an
+    ``pins``, ``exclude`` and ``order`` (the articles editors moved, in the order they left them)
+    are editors' choices for this issue (URLs, compared canonically); the config's ``[issue]
+    pins`` come first. Raises EmptyIssueError when nothing is left: an
     empty issue is never built.
     """
     cfg = settings.issue
@@ -82,11 +87,13 @@ def build_issue(
     if not in_window:
         raise _nothing_new(window, settings, left_out=len(published))
     key = rank_key([*cfg.pins, *pins], cfg.featured_category)
+    # Moves arrange a section; they do not make an article the lead (pins may: "first").
+    arranged = rank_key([*cfg.pins, *pins], cfg.featured_category, order) if order else key
     limits = {s.name: s.limit for s in settings.sections}
     if cfg.catch_all:
         limits[cfg.catch_all] = cfg.catch_all_limit
     sections = tuple(
-        Section(name, tuple(sorted(group, key=key)[: limits[name]]))
+        Section(name, tuple(sorted(group, key=arranged)[: limits[name]]))
         for name, group in assign_sections(in_window, settings).items()
         if group
     )

@@ -226,7 +226,9 @@ class Renderer:
         return Rendered(subject=one_line(subject), html=html, text=text, warnings=())
 
     def subject(self, issue: Issue) -> str:
-        """The subject line from ``[newsletter] subject``, always a single line."""
+        """The editors' subject line for this issue, else ``[newsletter] subject``; always one line."""
+        if issue.subject.strip():
+            return one_line(issue.subject)
         zone = self.settings.newsletter.zone
         first = issue.lead or (issue.articles[0] if issue.articles else None)
         fields = {
@@ -287,7 +289,7 @@ class Renderer:
             "contents": [ContentsEntry(sec.name, len(sec.articles)) for sec in sections],
             "lead": lead,
             "sections": sections,
-            "preheader": first.excerpt,
+            "preheader": one_line(issue.preheader) or first.excerpt,
             "links": {
                 "view_in_browser": f"{base}/issues/{issue.key}",
                 "archive": f"{base}/issues/",

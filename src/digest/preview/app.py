@@ -29,14 +29,12 @@ from __future__ import annotations
 import dataclasses
 import html as html_lib
 import logging
-import re
 import secrets
 import threading
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -48,121 +46,25 @@ from starlette.routing import Route
 from watchfiles import Change, DefaultFilter, watch
 
 from digest.config import Settings, load
-from digest.delivery import weekly
+from digest.delivery import shown, weekly
+from digest.delivery.shown import DESKTOP_WIDTH, GMAIL_CLIP_BYTES, PHONE_WIDTH, Snapshot, Variant
 from digest.errors import ConfigError, DigestError
 from digest.feeds.load import local_feed_path
-from digest.issue import build as pipeline
 from digest.issue.lint import ENHANCEMENTS, LintReport, LintUnavailable, lint
-from digest.issue.message import build_message
-from digest.issue.rank import restrict
-from digest.issue.render import Rendered, bundled_templates, fill, format_dates, template_dirs
+from digest.issue.render import bundled_templates, template_dirs
 from digest.listen import listen
 from digest.listen import url as url_for
-from digest.models import ALL_SECTIONS, Issue, IssueKey, SectionChoice
+from digest.models import ALL_SECTIONS, IssueKey
 from digest.pages import page_environment
 from digest.store import Store
 
 log = logging.getLogger(__name__)
 
 PAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
-# The desktop frame is wider than the 600 px column so the email's phone rules (its @media
-# breakpoint is 599 px) do not apply: it shows what a desktop mail client shows.
-DESKTOP_WIDTH = 680
-PHONE_WIDTH = 375
-GMAIL_CLIP_BYTES = 102 * 1024
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 # --- State ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Variant:
-    """One variant of the issue as its readers get it, filled with the preview recipient values."""
-
-    name: str  # "all", or the chosen sections' positions in config order ("1,3")
-    label: str
-    subject: str
-    preheader: str
-    count: int
-    sections: tuple[tuple[str, int], ...]
-    lead_title: str
-    html: str
-    text: str
-    eml: bytes
-
-    @property
-    def html_bytes(self) -> int:
-        return len(self.html.encode("utf-8"))
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One good build: the whole issue first, then each variant subscribers' choices call for.
-
-    ``unsent`` names the variants whose sections have no article this week: their readers are
-    sent nothing. ``recorded`` is the recorded issue's status when the snapshot is the recorded
-    one (draft, approved, sending, sent), None for a fresh build.
-    """
-
-    key: str
-    from_name: str
-    from_email: str
-    dates: str
-    thin: bool
-    warnings: tuple[str, ...]
-    built_at: datetime
-    variants: tuple[Variant, ...]
-    unsent: tuple[str, ...] = ()
-    recorded: str | None = None
-    lint: LintReport | None = None  # the whole issue's client lint
-    lint_unavailable: str | None = None  # why there is no lint, when there is none
-
-    @property
-    def whole(self) -> Variant:
-        """The issue every subscriber who chose no sections gets."""
-        return self.variants[0]
-
-    def variant(self, name: str | None) -> Variant | None:
-        """The variant called ``name`` (the whole issue for None or ``all``); None if there is none."""
-        return next((v for v in self.variants if v.name == (name or ALL_SECTIONS)), None)
-
-    # The whole issue's parts: what most readers get, and what the page shows first.
-    @property
-    def subject(self) -> str:
-        return self.whole.subject
-
-    @property
-    def preheader(self) -> str:
-        return self.whole.preheader
-
-    @property
-    def count(self) -> int:
-        return self.whole.count
-
-    @property
-    def sections(self) -> tuple[tuple[str, int], ...]:
-        return self.whole.sections
-
-    @property
-    def lead_title(self) -> str:
-        return self.whole.lead_title
-
-    @property
-    def html(self) -> str:
-        return self.whole.html
-
-    @property
-    def text(self) -> str:
-        return self.whole.text
-
-    @property
-    def eml(self) -> bytes:
-        return self.whole.eml
-
-    @property
-    def html_bytes(self) -> int:
-        return self.whole.html_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +226,7 @@ class PreviewState:
                 self._watch = watch_set(settings)
                 now = self._run_time(settings)
                 key = str(IssueKey.at(now, settings.newsletter.zone))
-                snapshot = self._linted(_snapshot(settings, self._builder(settings, now), now))
+                snapshot = self._linted(shown.snapshot(settings, self._builder(settings, now), now))
             except DigestError as exc:
                 return self._failed(str(exc), key, exc)
             except Exception as exc:  # a bug, not the editor's doing: still no traceback on the page
@@ -356,60 +258,6 @@ class PreviewState:
         if self.now is None:
             return datetime.now(UTC)
         return self.now if self.now.tzinfo else self.now.replace(tzinfo=settings.newsletter.zone)
-
-
-_PREHEADER = re.compile(r'<div class="preheader"[^>]*>(.*?)</div>', re.S)
-
-
-def _snapshot(settings: Settings, out: weekly.Outgoing, now: datetime) -> Snapshot:
-    issue = out.issue
-    zone = settings.newsletter.zone
-    from_name, from_email = parseaddr(settings.newsletter.from_address)
-    variants = [_variant(settings, ALL_SECTIONS, issue, out.whole, now)]
-    unsent = []
-    for name, rendered in out.variants.items():
-        part = restrict(issue, SectionChoice.of_variant(name, settings.section_names).sections)
-        if rendered is None or part is None:
-            unsent.append(_label(settings, name))
-        else:
-            variants.append(_variant(settings, name, part, rendered, now))
-    return Snapshot(
-        key=issue.key,
-        from_name=from_name or settings.newsletter.name,
-        from_email=from_email,
-        dates=format_dates(issue.window.start.astimezone(zone), issue.window.end.astimezone(zone)),
-        thin=issue.thin,
-        warnings=out.warnings,
-        built_at=datetime.now(UTC),
-        variants=tuple(variants),
-        unsent=tuple(unsent),
-        recorded=out.recorded,
-    )
-
-
-def _variant(settings: Settings, name: str, issue: Issue, rendered: Rendered, now: datetime) -> Variant:
-    """One variant filled with the preview recipient values; ``issue`` holds its own sections."""
-    values = pipeline.preview_values(settings)
-    page = fill(rendered.html, values, "html")
-    found = _PREHEADER.search(page)
-    first = issue.lead or (issue.articles[0] if issue.articles else None)
-    return Variant(
-        name=name,
-        label=_label(settings, name),
-        subject=rendered.subject,
-        preheader=" ".join(html_lib.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split()) if found else "",
-        count=len(issue.articles),
-        sections=tuple((s.name, len(s.articles)) for s in issue.sections),
-        lead_title=first.title if first else "",
-        html=page,
-        text=fill(rendered.text, values, "text"),
-        eml=build_message(settings, rendered, values, now=now).as_bytes(),
-    )
-
-
-def _label(settings: Settings, name: str) -> str:
-    choice = SectionChoice.of_variant(name, settings.section_names)
-    return "All sections" if choice.everything else " + ".join(choice.sections)
 
 
 # --- Watching ---------------------------------------------------------------------------------

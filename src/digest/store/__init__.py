@@ -3,7 +3,9 @@ scheduler's runs, on SQLite or PostgreSQL.
 
 ``Store.open(url)`` connects and migrates; the work is done by one small repository per
 aggregate, each on the same engine: ``store.subscribers``, ``store.signups``, ``store.issues``,
-``store.ledger`` and ``store.runs``. The row types are re-exported here so callers need one import.
+``store.ledger``, ``store.runs``, ``store.editors`` (the desk's editors and their sessions) and
+``store.audit`` (what editors did at the desk).
+The row types are re-exported here so callers need one import.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from digest.errors import StoreError
+from digest.store.audit import Audit, Entry
+from digest.store.editors import DeskSession, Editor, Editors
 from digest.store.engine import make_engine, redact, upgrade, utcnow
 from digest.store.issues import IssueRecord, Issues
 from digest.store.ledger import Claimed, Ledger, Problem
@@ -23,6 +27,9 @@ __all__ = [
     "Claimed",
     "Confirmed",
     "Consent",
+    "DeskSession",
+    "Editor",
+    "Entry",
     "IssueRecord",
     "MergeReport",
     "NewSubscriber",
@@ -49,6 +56,8 @@ class Store:
         self.issues = Issues(engine)
         self.ledger = Ledger(engine)
         self.runs = Runs(engine)
+        self.editors = Editors(engine)
+        self.audit = Audit(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:

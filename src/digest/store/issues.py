@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from digest.errors import StoreError
-from digest.models import IssueStatus
+from digest.models import Front, IssueStatus
 from digest.store.engine import Repository, aware, maybe_aware, utcnow
-from digest.store.schema import deliveries, issue_articles, issue_edits, issues, variants
+from digest.store.schema import deliveries, issue_articles, issue_edits, issue_fronts, issues, variants
 
 # Issues readers have (or are getting): their articles are never sent again; the web archive.
 WENT_OUT = tuple(s for s in IssueStatus if s.went_out)
@@ -37,6 +37,7 @@ class IssueRecord:
     approved_at: datetime | None
     sent_at: datetime | None
     note: str
+    approved_by: str = ""
 
 
 class Issues(Repository):
@@ -163,13 +164,23 @@ class Issues(Repository):
         return [_issue(r) for r in rows]
 
     def set_status(
-        self, key: str, status: IssueStatus, *, expect: Sequence[IssueStatus] = (), note: str | None = None
+        self,
+        key: str,
+        status: IssueStatus,
+        *,
+        expect: Sequence[IssueStatus] = (),
+        note: str | None = None,
+        by: str = "",
     ) -> bool:
-        """Move an issue to ``status`` (only from one of ``expect``, if given); False if it was not."""
+        """Move an issue to ``status`` (only from one of ``expect``, if given); False if it was not.
+        Approving records when and ``by`` whom; going back to a draft forgets both."""
         now = utcnow()
         values: dict[str, Any] = {"status": status}
         if status == IssueStatus.APPROVED:
             values["approved_at"] = now
+            values["approved_by"] = by or None
+        if status == IssueStatus.DRAFT:
+            values["approved_at"] = values["approved_by"] = None
         if status == IssueStatus.SENT:
             values["sent_at"] = now
         if note is not None:
@@ -200,9 +211,57 @@ class Issues(Repository):
             rows = conn.execute(
                 sa.select(issue_edits.c.url, issue_edits.c.action)
                 .where(issue_edits.c.issue_key == key)
-                .order_by(issue_edits.c.created_at)
+                .order_by(issue_edits.c.created_at, issue_edits.c.position)
             ).all()
         return [r.url for r in rows if r.action == "pin"], [r.url for r in rows if r.action == "exclude"]
+
+    def order(self, key: str) -> list[str]:
+        """The articles editors moved in an issue, in the order they left them."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(issue_edits.c.url)
+                    .where(issue_edits.c.issue_key == key, issue_edits.c.action == "move")
+                    .order_by(issue_edits.c.position, issue_edits.c.created_at)
+                ).scalars()
+            )
+
+    def arrange(self, key: str, pinned: Sequence[str], moved: Sequence[str]) -> None:
+        """Set one section's order in one transaction: ``pinned`` first (pins, in this order),
+        then ``moved`` (moves, in this order); whatever these URLs were pinned or moved as before
+        is replaced."""
+        now = utcnow()
+        urls = [*pinned, *moved]
+        with self.engine.begin() as conn:
+            conn.execute(issue_edits.delete().where(issue_edits.c.issue_key == key, issue_edits.c.url.in_(urls)))
+            rows = [
+                {"issue_key": key, "url": url, "action": action, "created_at": now, "position": i}
+                for action, group in (("pin", pinned), ("move", moved))
+                for i, url in enumerate(group)
+            ]
+            if rows:
+                conn.execute(issue_edits.insert(), rows)
+
+    def forget_edit(self, key: str, url: str) -> bool:
+        """Drop editors' word on one article of an issue (its pin, exclusion or move); False if none."""
+        with self.engine.begin() as conn:
+            query = issue_edits.delete().where(issue_edits.c.issue_key == key, issue_edits.c.url == url)
+            return bool(conn.execute(query).rowcount)
+
+    def front(self, key: str) -> Front:
+        """What opens an issue as its editors wrote it (empty when they wrote nothing)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(issue_fronts).where(issue_fronts.c.issue_key == key)).first()
+        return Front(row.subject, row.preheader, row.note) if row else Front()
+
+    def set_front(self, key: str, front: Front) -> None:
+        values = {"subject": front.subject, "preheader": front.preheader, "note": front.note, "updated_at": utcnow()}
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.insert(issue_fronts)
+                .values(issue_key=key, **values)
+                .on_conflict_do_update(index_elements=[issue_fronts.c.issue_key], set_=values)
+            )
 
     def sent_articles(self, *, besides: str) -> set[str]:
         """Canonical URLs of articles in other issues already sending or sent: never sent again."""
@@ -255,4 +314,5 @@ def _issue(row: Any) -> IssueRecord:
         approved_at=maybe_aware(row.approved_at),
         sent_at=maybe_aware(row.sent_at),
         note=row.note or "",
+        approved_by=row.approved_by or "",
     )

@@ -342,6 +342,18 @@ class Ledger(Repository):
             )
             return {status: n for status, n in rows}
 
+    def counts_by_variant(self, key: str) -> dict[str, dict[str, int]]:
+        """How many of the issue's deliveries are in each state, per variant."""
+        found: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for variant, status, n in conn.execute(
+                sa.select(deliveries.c.variant, deliveries.c.status, sa.func.count())
+                .where(deliveries.c.issue_key == key)
+                .group_by(deliveries.c.variant, deliveries.c.status)
+            ):
+                found.setdefault(variant, {})[status] = n
+        return found
+
     def problems(self, key: str, limit: int | None = None) -> list[Problem]:
         """Failed and unknown recipients of an issue, for ``digest status``."""
         query = (

@@ -34,7 +34,7 @@ SUBSCRIBER_STATUSES = tuple(s.value for s in SubscriberStatus)
 DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 BATCH_STATUSES = tuple(s.value for s in BatchStatus)
 ISSUE_STATUSES = tuple(s.value for s in IssueStatus)
-EDIT_ACTIONS = ("pin", "exclude")
+EDIT_ACTIONS = ("pin", "exclude", "move")
 
 metadata = MetaData(
     naming_convention={
@@ -110,10 +110,12 @@ issues = Table(
     Column("approved_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("note", Text),
+    Column("approved_by", String(320)),  # the editor (or `digest approve`'s user) who approved it
     CheckConstraint(_in("status", ISSUE_STATUSES), name="status"),
 )
 
-# Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them.
+# Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them: a pin,
+# an exclusion, or a move (the article's place, ``position``, among the moved ones of its section).
 issue_edits = Table(
     "issue_edits",
     metadata,
@@ -121,7 +123,19 @@ issue_edits = Table(
     Column("url", String(2000), primary_key=True),
     Column("action", String(8), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("position", Integer),
     CheckConstraint(_in("action", EDIT_ACTIONS), name="action"),
+)
+
+# What opens an issue, as its editors wrote it (``models.Front``); every (re)build applies it.
+issue_fronts = Table(
+    "issue_fronts",
+    metadata,
+    Column("issue_key", String(16), primary_key=True),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("preheader", Text, nullable=False, server_default=""),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # The articles an issue carries, so a later issue never repeats one already sent.
@@ -208,4 +222,56 @@ deliveries = Table(
     CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
     Index("ix_deliveries_claim", "issue_key", "status", "variant", "id"),
     Index("ix_deliveries_batch", "batch_id"),
+)
+
+# The editors who may sign in to the desk (`digest editors add`): an address and an argon2 hash.
+editors = Table(
+    "editors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signed-in editors. The cookie carries a random token; only its SHA-256 is kept, so a copy of
+# the database signs nobody in. ``csrf`` is the session's token every desk form posts back.
+desk_sessions = Table(
+    "desk_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("editor_id", Integer, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_desk_sessions_expires_at", "expires_at"),
+)
+
+# Every action taken at the desk: who (the editor's address), what, when, and on which issue.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("editor", String(320), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("issue_key", String(16)),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("ix_audit_log_issue_key", "issue_key"),
+)
+
+# Each suppression as it took effect (a subscriber's status made stronger): when, how (``source``:
+# webhook, one-click, web page) and, when it can be told, the issue it came from. The desk's
+# report of an issue counts the bounces, complaints and unsubscribes that came from it.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("issue_key", String(16)),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_suppressions_issue_key", "issue_key"),
 )

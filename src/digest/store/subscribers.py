@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from digest.models import SubscriberStatus
 from digest.store.engine import Repository, aware, chunks, utcnow
-from digest.store.schema import subscribers
+from digest.store.schema import deliveries, subscribers, suppressions
 
 ACTIVE = SubscriberStatus.ACTIVE
 
@@ -123,23 +123,94 @@ class Subscribers(Repository):
             )
         return bool(result.rowcount)
 
-    def suppress(self, subscriber_id: int, status: SubscriberStatus) -> bool:
+    def suppress(
+        self, subscriber_id: int, status: SubscriberStatus, *, source: str = "", issue_key: str | None = None
+    ) -> bool:
         """Stop all mail to a subscriber at once (one-click unsubscribe, bounce, complaint).
 
         Idempotent, and it never turns a stronger suppression into a weaker one: a complaint
         stays a complaint if an unsubscribe arrives after it. False if the id is unknown.
+        A suppression that takes effect is recorded with its ``source`` and the issue it came
+        from: ``issue_key`` when that issue was sent to this subscriber, else none (a key from
+        elsewhere, or made up, attributes nothing).
         """
+        now = utcnow()
         with self.engine.begin() as conn:
             current = conn.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).scalar()
             if current is None:
                 return False
             if SubscriberStatus(status).strength > SubscriberStatus(current).strength:
                 conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(status=status, updated_at=utcnow())
+                    subscribers.update().where(subscribers.c.id == subscriber_id).values(status=status, updated_at=now)
+                )
+                sent = (
+                    issue_key is not None
+                    and conn.execute(
+                        sa.select(deliveries.c.id).where(
+                            deliveries.c.issue_key == issue_key, deliveries.c.subscriber_id == subscriber_id
+                        )
+                    ).first()
+                )
+                conn.execute(
+                    suppressions.insert().values(
+                        subscriber_id=subscriber_id,
+                        status=status,
+                        source=source or "unknown",
+                        issue_key=issue_key if sent else None,
+                        at=now,
+                    )
                 )
         return True
+
+    def suppressions_per_issue(self) -> dict[str, dict[str, int]]:
+        """Every issue's suppressions that came from it, per status (no variant)."""
+        found: dict[str, dict[str, int]] = {}
+        query = (
+            sa.select(suppressions.c.issue_key, suppressions.c.status, sa.func.count())
+            .where(suppressions.c.issue_key.is_not(None))
+            .group_by(suppressions.c.issue_key, suppressions.c.status)
+        )
+        with self.engine.connect() as conn:
+            for key, status, n in conn.execute(query):
+                found.setdefault(key, {})[status] = n
+        return found
+
+    def lifetimes(self) -> list[tuple[datetime, datetime | None]]:
+        """Each subscriber's (joined, suppressed): when they were added and, for one not active,
+        when that took effect (the last recorded suppression, else the last change of the row).
+        An address made active again counts as active since it joined."""
+        last = (
+            sa.select(sa.func.max(suppressions.c.at))
+            .where(suppressions.c.subscriber_id == subscribers.c.id)
+            .scalar_subquery()
+        )
+        query = sa.select(subscribers.c.created_at, subscribers.c.status, last, subscribers.c.updated_at)
+        with self.engine.connect() as conn:
+            return [
+                (aware(created), None if status == SubscriberStatus.ACTIVE else aware(stopped or changed))
+                for created, status, stopped, changed in conn.execute(query)
+            ]
+
+    def suppressed_by(self, issue_key: str) -> dict[str, dict[str, int]]:
+        """The suppressions that came from one issue, per variant the subscriber was sent and
+        per status: ``{"all": {"unsubscribed": 2, "bounced": 1}}``."""
+        query = (
+            sa.select(deliveries.c.variant, suppressions.c.status, sa.func.count())
+            .join(
+                deliveries,
+                sa.and_(
+                    deliveries.c.issue_key == suppressions.c.issue_key,
+                    deliveries.c.subscriber_id == suppressions.c.subscriber_id,
+                ),
+            )
+            .where(suppressions.c.issue_key == issue_key)
+            .group_by(deliveries.c.variant, suppressions.c.status)
+        )
+        found: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for variant, status, n in conn.execute(query):
+                found.setdefault(variant, {})[status] = n
+        return found
 
     def set_sections(self, subscriber_id: int, sections: Sequence[str]) -> bool:
         """A subscriber's choice of sections (empty means all): their next issue carries only those."""

@@ -9,6 +9,7 @@ One module per surface, each with a ``routes(site)`` function, listed once in ``
   public archive of sent issues.
 - ``signup``: ``GET``/``POST /subscribe`` and ``GET``/``POST /confirm?t=TOKEN``, readers signing
   themselves up with double opt-in.
+- ``desk``: ``/desk/``, the editors' desk (signed-in editors only; see ``web/desk``).
 
 What they share (settings, store, link signer, pages, clock) is one ``Site``, passed to each.
 ``security`` sets the headers every answer carries (tokens travel in URLs: no referrer, no
@@ -36,7 +37,7 @@ from digest.delivery.tokens import Signer
 from digest.listen import listen
 from digest.listen import url as url_for
 from digest.store import Store
-from digest.web import archive, preferences, signup, unsubscribe, webhooks
+from digest.web import archive, desk, preferences, signup, unsubscribe, webhooks
 from digest.web.pages import Pages
 from digest.web.security import SecurityHeaders
 from digest.web.site import Site, Surface
@@ -50,6 +51,7 @@ SURFACES: tuple[Surface, ...] = (
     webhooks.routes,
     archive.routes,
     signup.routes,
+    desk.routes,
 )
 
 

@@ -48,7 +48,7 @@ def mask_email(address: str) -> str:
     return f"{shown}@{domain}"
 
 
-def _root(request: Request) -> str:
+def root_of(request: Request) -> str:
     """A relative prefix from this page to the app's root, so links keep working behind a proxy
     that mounts the app under a path."""
     return "../" * max(0, request.url.path.count("/") - 1)
@@ -69,7 +69,7 @@ class Pages:
         headers: Mapping[str, str] | None = None,
         **values: Any,
     ) -> HTMLResponse:
-        html = self.env.get_template(template).render(newsletter=self.newsletter, root=_root(request), **values)
+        html = self.env.get_template(template).render(newsletter=self.newsletter, root=root_of(request), **values)
         return HTMLResponse(html, status_code=status, headers=dict(headers or {}))
 
     def problem(self, request: Request, problem: PageError) -> HTMLResponse:

@@ -8,18 +8,21 @@
   the confirmation page's button alike. The signed token is the authority, so the body is not
   required to say anything in particular: an unusual provider's POST is still honoured. Repeating
   it is harmless (``Store.subscribers.suppress`` is idempotent and never weakens a bounce or a complaint).
+  An issue's link also names the issue (``&i=KEY``): the unsubscribe is counted in that issue's
+  report on the desk when the issue was sent to that subscriber.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from digest.models import SubscriberStatus
+from digest.models import IssueKey, SubscriberStatus
 from digest.web.forms import FORM_LIMIT, read_body
 from digest.web.pages import mask_email
 from digest.web.security import TOKEN_PAGE
@@ -48,13 +51,27 @@ class Unsubscribe:
         token = token_of(request)
         subscriber_id = self.site.subscriber_id_of(token)
         body = await read_body(request, FORM_LIMIT)  # not required to say anything: the token decides
+        how = "one-click" if b"One-Click" in body else "web page"
         if not await run_in_threadpool(
-            self.site.store.subscribers.suppress, subscriber_id, SubscriberStatus.UNSUBSCRIBED
+            partial(
+                self.site.store.subscribers.suppress,
+                subscriber_id,
+                SubscriberStatus.UNSUBSCRIBED,
+                source=how,
+                issue_key=issue_of(request),
+            )
         ):
             raise self.site.gone()
-        how = "one-click" if b"One-Click" in body else "the web page"
         log.info("subscriber %d unsubscribed (%s)", subscriber_id, how)
         return self.site.pages.page(request, "unsubscribed.html.j2", headers=TOKEN_PAGE, token=token, already=False)
+
+
+def issue_of(request: Request) -> str | None:
+    """The issue an unsubscribe link names (``&i=2026-W48``), or None (none, or not a key)."""
+    try:
+        return str(IssueKey.parse(request.query_params.get("i", "")))
+    except ValueError:
+        return None
 
 
 def routes(site: Site) -> list[BaseRoute]:

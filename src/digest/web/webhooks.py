@@ -117,6 +117,7 @@ def apply_events(store: Store, events: Sequence[Event]) -> WebhookReport:
     """Suppress the subscribers SendGrid's events name; each at most once, with the strongest
     status its events call for (``Store.subscribers.suppress`` never weakens one anyway)."""
     wanted: dict[int, SubscriberStatus] = {}
+    issue_of: dict[int, str | None] = {}  # the issue the strongest event came from (custom_args)
     ignored = unknown = 0
     found: dict[tuple[str, str], Subscriber | None] = {}
     for event in events:
@@ -130,8 +131,9 @@ def apply_events(store: Store, events: Sequence[Event]) -> WebhookReport:
         status = STATUS[event.kind]
         if status.strength > wanted.get(subscriber.id, SubscriberStatus.ACTIVE).strength:
             wanted[subscriber.id] = status
+            issue_of[subscriber.id] = event.issue
     for subscriber_id, status in wanted.items():
-        if store.subscribers.suppress(subscriber_id, status):
+        if store.subscribers.suppress(subscriber_id, status, source="webhook", issue_key=issue_of[subscriber_id]):
             log.info("subscriber %d %s (SendGrid event)", subscriber_id, status)
     return WebhookReport(applied=len(wanted), ignored=ignored, unknown=unknown)
 
