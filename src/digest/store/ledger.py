@@ -129,19 +129,7 @@ class Ledger(Repository):
                 live = [r for r in rows if r.status == SubscriberStatus.ACTIVE]
                 if live:
                     break
-            batch_id = conn.execute(
-                batches.insert()
-                .values(
-                    issue_key=key,
-                    variant=variant,
-                    status=BatchStatus.SUBMITTING,
-                    transport=transport,
-                    size=len(live),
-                    claimed_by=claimer_id(),
-                    claimed_at=now,
-                )
-                .returning(batches.c.id)
-            ).scalar_one()
+            batch_id = _open_batch(conn, key, variant, transport, len(live), now)
             for chunk in chunks([r.id for r in live]):
                 conn.execute(
                     d.update()
@@ -172,19 +160,7 @@ class Ledger(Repository):
             ).scalar()
             if delivery_id is None or variant is None:
                 return None
-            batch_id = conn.execute(
-                batches.insert()
-                .values(
-                    issue_key=key,
-                    variant=variant,
-                    status=BatchStatus.SUBMITTING,
-                    transport=transport,
-                    size=1,
-                    claimed_by=claimer_id(),
-                    claimed_at=now,
-                )
-                .returning(batches.c.id)
-            ).scalar_one()
+            batch_id = _open_batch(conn, key, variant, transport, 1, now)
             conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery_id)
@@ -430,4 +406,24 @@ def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetim
         deliveries.update()
         .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
         .values(status=DeliveryStatus.UNKNOWN, error=error, updated_at=now)
+    )
+
+
+def _open_batch(conn: Connection, key: str, variant: str, transport: str, size: int, now: datetime) -> int:
+    """Record a batch as claimed by this process and in flight (``submitting``) before anything
+    of it is handed to ``transport``: the row a crash leaves behind is what makes it an orphan."""
+    return int(
+        conn.execute(
+            batches.insert()
+            .values(
+                issue_key=key,
+                variant=variant,
+                status=BatchStatus.SUBMITTING,
+                transport=transport,
+                size=size,
+                claimed_by=claimer_id(),
+                claimed_at=now,
+            )
+            .returning(batches.c.id)
+        ).scalar_one()
     )
