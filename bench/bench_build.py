@@ -1,10 +1,15 @@
 """Build benchmarks: the bundled sample, a generated 2,000-item feed, and CLI start-up.
 
-Run:  .venv/bin/python bench/bench_build.py [--repeat N]
+Run:  .venv/bin/python bench/bench_build.py [--repeat N] [--items N]
 
 Each build runs in a fresh process (so import costs and caches count as a user would see them)
 and reports the best and median wall time and the peak resident memory of that process.
-Goals (issue 2): the 2,000-item feed builds in under 2 s on 2 cores; `digest --help` under 0.3 s.
+Beside the generated feed's build it runs, on the same file and in the same way, the floor (a
+bare ``feedparser.parse`` of it) and, when it is installed, rss2email 3.14 (``r2e run --no-send``:
+it fetches, parses and makes every item's email, but sends nothing), and prints the ratios.
+Goals (issue 13): the build at most 1.3x feedparser's bare parse; at least 3x faster than
+rss2email; 100,000 items in at most 8 s and 250 MB. rss2email is not a digest dependency:
+``pip install rss2email`` into the venv to compare with it.
 """
 
 from __future__ import annotations
@@ -50,30 +55,34 @@ WORDS = [
 
 
 def generated_feed(path: Path, items: int, seed: int = 7) -> None:
-    """An RSS 2.0 feed of ``items`` items spread over ten weeks before the sample's run time."""
+    """An RSS 2.0 feed of ``items`` items spread over ten weeks before the sample's run time.
+
+    Written item by item: holding a 100,000-item feed in this process would also count in each
+    child's peak memory (a child's ``ru_maxrss`` includes what it inherited at fork).
+    """
     rng = random.Random(seed)
     end = datetime(2026, 11, 27, 14, tzinfo=UTC)
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" '
-        'xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>',
-        "<title>Generated</title><link>https://bench.example/</link><description>bench</description>",
-    ]
-    for i in range(items):
-        when = end - timedelta(minutes=rng.randrange(70 * 24 * 60))
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(40, 120)))
-        description = escape(f'<p>{words}</p><p><a href="/x/{i}">more</a></p>')
-        title = " ".join(rng.choice(WORDS) for _ in range(8)).capitalize()
-        out.append(
-            f"<item><title>{escape(title)} {i}</title><link>https://bench.example/{i}</link>"
-            f'<guid isPermaLink="false">bench-{i}</guid><pubDate>{format_datetime(when)}</pubDate>'
-            f"<dc:creator>Author {i % 37}</dc:creator><category>{rng.choice(SECTIONS)}</category>"
-            f"<description>{description}</description>"
-            f'<media:content url="https://bench.example/img/{i}.jpg" medium="image" width="1200" height="675">'
-            f"<media:credit>Photographer {i % 11}</media:credit></media:content></item>"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>\n'
+            "<title>Generated</title><link>https://bench.example/</link><description>bench</description>"
         )
-    out.append("</channel></rss>")
-    path.write_text("\n".join(out), encoding="utf-8")
+        for i in range(items):
+            when = end - timedelta(minutes=rng.randrange(70 * 24 * 60))
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(40, 120)))
+            description = escape(f'<p>{words}</p><p><a href="/x/{i}">more</a></p>')
+            title = " ".join(rng.choice(WORDS) for _ in range(8)).capitalize()
+            out.write(
+                f"\n<item><title>{escape(title)} {i}</title><link>https://bench.example/{i}</link>"
+                f'<guid isPermaLink="false">bench-{i}</guid><pubDate>{format_datetime(when)}</pubDate>'
+                f"<dc:creator>Author {i % 37}</dc:creator><category>{rng.choice(SECTIONS)}</category>"
+                f"<description>{description}</description>"
+                f'<media:content url="https://bench.example/img/{i}.jpg" medium="image" width="1200" height="675">'
+                f"<media:credit>Photographer {i % 11}</media:credit></media:content></item>"
+            )
+        out.write("\n</channel></rss>")
 
 
 def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
@@ -88,6 +97,24 @@ def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
             sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}")
         peaks.append(usage.ru_maxrss / 1024)
     return min(times), statistics.median(times), max(peaks)
+
+
+def rss2email_cmd(feed: Path, work: Path) -> list[str] | None:
+    """``r2e run --no-send`` on ``feed`` with a fresh state each run; None when rss2email is absent."""
+    r2e = Path(sys.executable).with_name("r2e")
+    if not r2e.exists():
+        return None
+    config, data = work / "r2e.cfg", work / "r2e.json"
+    for args in (["new", "reader@bench.example"], ["add", "bench", feed.as_uri()]):
+        subprocess.run([str(r2e), "-c", str(config), "-d", str(data), *args], check=True, capture_output=True)
+    fresh = work / "r2e-fresh.json"
+    shutil.copy(data, fresh)
+    # Every run starts from the state before the first: each item is new each time.
+    script = (
+        "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2]); sys.argv = ['r2e', *sys.argv[3:]]; "
+        "from rss2email.main import run; run()"
+    )
+    return [sys.executable, "-c", script, str(fresh), str(data), "-c", str(config), "-d", str(data), "run", "--no-send"]
 
 
 def main() -> None:
@@ -118,11 +145,29 @@ def main() -> None:
                 [digest, "build", "--config", str(big / "config.toml"), "--now", NOW, "--out", str(big / "out")],
             ),
         ]
+        floor = "import sys, feedparser; feedparser.parse(sys.argv[1])"
+        rows.append(
+            (
+                f"feedparser's bare parse of the {args.items}-item feed",
+                [sys.executable, "-c", floor, str(big / "feed.xml")],
+            )
+        )
+        r2e = rss2email_cmd(big / "feed.xml", work)
+        if r2e is not None:
+            rows.append((f"rss2email 3.14 on the {args.items}-item feed (`r2e run --no-send`)", r2e))
         print(f"| case | best (s) | median (s) | peak RSS (MB) |  ({args.repeat} runs each)")
         print("| --- | --- | --- | --- |")
+        medians = {}
         for label, cmd in rows:
             best, median, peak = timed(cmd, args.repeat)
+            medians[label] = median
             print(f"| {label} | {best:.3f} | {median:.3f} | {peak:.0f} |")
+        build_median, floor_median = medians[rows[2][0]], medians[rows[3][0]]
+        print(f"\nbuild / feedparser's bare parse (medians): {build_median / floor_median:.2f}x (goal: at most 1.3x)")
+        if r2e is not None:
+            print(f"rss2email / build (medians): {medians[rows[4][0]] / build_median:.2f}x faster (goal: at least 3x)")
+        else:
+            print("rss2email is not installed: `.venv/bin/pip install rss2email` to compare with it")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
 from digest.errors import FeedError
+from digest.feeds import parse as parse_module
 from digest.feeds.load import FeedResult, load_articles
 from digest.feeds.parse import parse_feed
-from digest.models import Article
+from digest.models import Article, Window
 from factories import FEED_FIXTURES
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
@@ -516,3 +518,49 @@ def test_two_thousand_items_all_load_with_their_images(feed_settings, tmp_path):
     assert len(result.articles) == 2000
     assert len({a.id for a in result.articles}) == 2000
     assert all(a.image is not None for a in result.articles)
+
+
+# --- the window first ------------------------------------------------------------------------
+
+
+def dated(n: int, when: datetime, link: str = "") -> str:
+    return (
+        f"<item><title>Item {n}</title><link>{link or f'https://inline.example/{n}'}</link>"
+        f"<pubDate>{format_datetime(when)}</pubDate><description>&lt;p&gt;text {n}&lt;/p&gt;</description></item>"
+    )
+
+
+def test_only_the_windows_items_are_sanitised_and_made_articles(tmp_path, feed_settings, monkeypatch):
+    # 3 items this week, 40 from months ago: an issue can show only the 3, so only they are
+    # sanitised (the costly part on a long feed); the old ones still count as seen.
+    week = Window(NOW - timedelta(days=7), NOW)
+    items = [dated(n, NOW - timedelta(days=1, hours=n)) for n in range(3)]
+    items += [dated(n, NOW - timedelta(days=60 + n)) for n in range(3, 43)]
+    path = tmp_path / "long.xml"
+    path.write_bytes(rss("".join(items)))
+    sanitised: list[str] = []
+    real = parse_module.clean_summary
+    monkeypatch.setattr(parse_module, "clean_summary", lambda raw, *a: sanitised.append(raw) or real(raw, *a))
+
+    result = load_articles(feed_settings(str(path)), NOW, window=week)
+
+    assert [a.title for a in result.articles] == ["Item 0", "Item 1", "Item 2"]
+    assert result.articles[0].summary_html == "<p>text 0</p>"
+    assert sanitised == ["<p>text 0</p>", "<p>text 1</p>", "<p>text 2</p>"]
+    assert result.warnings == ()
+
+
+def test_an_item_outside_the_window_still_wins_over_its_duplicate_in_a_later_feed(tmp_path, feed_settings):
+    # Feed order is priority order with or without a window: the later feed's copy of an item
+    # the first feed already has (there, from long ago) is a duplicate, not a new article.
+    week = Window(NOW - timedelta(days=7), NOW)
+    first, second = tmp_path / "first.xml", tmp_path / "second.xml"
+    first.write_bytes(rss(dated(1, NOW - timedelta(days=90), "https://same.example/story?utm_source=a")))
+    second.write_bytes(rss(dated(2, NOW - timedelta(days=1), "https://same.example/story") + dated(3, NOW)))
+    settings = feed_settings(str(first), str(second))
+
+    windowed = load_articles(settings, NOW, window=week)
+    everything = load_articles(settings, NOW)
+
+    assert [a.title for a in windowed.articles] == ["Item 3"]
+    assert [a.title for a in everything.articles if a.when in week] == ["Item 3"]

@@ -22,7 +22,7 @@ import pytest
 
 from digest import files as files_module
 from digest.errors import FeedError
-from digest.feeds import load as feed_module
+from digest.feeds import fetch as fetch_module
 from digest.feeds.load import load_articles
 from factories import FEED_FIXTURES
 
@@ -464,13 +464,13 @@ def test_http_charset_is_used_when_the_document_declares_none(server, feed_setti
 
 def test_one_client_serves_every_feed_and_is_closed(server, feed_settings, monkeypatch):
     made: list[httpx.Client] = []
-    real = feed_module.make_client
+    real = fetch_module.make_client
 
     def counting(cfg):
         made.append(real(cfg))
         return made[-1]
 
-    monkeypatch.setattr(feed_module, "make_client", counting)
+    monkeypatch.setattr(fetch_module, "make_client", counting)
     a = server.route("/a.xml", Reply(body=RSS))
     b = server.route("/b.xml", Reply(body=DATES))
     result = load_articles(feed_settings(a, b), NOW)

@@ -337,6 +337,46 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     again.close()
 
 
+def version_of(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+
+
+def test_head_names_alembics_newest_revision():
+    # A new migration must bump HEAD, or a database at the old head would never be upgraded.
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from digest.store.migrations import HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [HEAD]
+
+
+def test_opening_a_database_already_at_head_does_not_load_alembic(database_url):
+    # Every `digest build` opens the store: at head, that is one query, not Alembic's import and run.
+    Store.open(database_url).close()
+    script = (
+        "import sys; from digest.store import Store; Store.open(sys.argv[1]).close(); print('alembic' in sys.modules)"
+    )
+    opened = subprocess.run([sys.executable, "-c", script, database_url], capture_output=True, text=True, check=True)
+    assert opened.stdout.strip() == "False"
+
+
+def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
+    from digest.store.engine import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine, "0004")
+    engine.dispose()
+    store = Store.open(database_url)
+    assert version_of(store) == ["0005"]
+    store.close()
+
+
 def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):
     s = Store.open(f"sqlite:///{tmp_path / 'd' / 'x.sqlite3'}")
     with s.engine.connect() as conn:

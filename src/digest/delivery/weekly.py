@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from digest.config import Settings
-from digest.delivery import notify, variants
+from digest.delivery import variants
 from digest.errors import DeliveryError
 from digest.feeds.urls import canonical_url
 from digest.issue.build import Build, build
@@ -133,6 +133,13 @@ def ledger_mark(store: Store, key: str) -> tuple[Any, ...]:
     )
 
 
+def _tell_feeds_down(settings: Settings, result: Build, *, draft: bool) -> None:
+    """Tell the editors which feeds were down; the mail transports load only when there is news."""
+    from digest.delivery import notify
+
+    notify.tell_feeds_down(settings, result.issue.key, result.feeds_down, draft=draft)
+
+
 def _refuse_thin(settings: Settings, store: Store, result: Build, send_at: datetime | None) -> None:
     issue = result.issue
     if not issue.thin:
@@ -155,7 +162,7 @@ def draft(settings: Settings, store: Store, send_at: datetime) -> Build:
     variants.record(store, settings, result, status=IssueStatus.DRAFT, send_at=send_at)
     log.info("draft built: %s", result.rendered.subject, extra={"issue": result.issue.key})
     if result.feeds_down:
-        notify.tell_feeds_down(settings, result.issue.key, result.feeds_down, draft=True)
+        _tell_feeds_down(settings, result, draft=True)
     return result
 
 
@@ -283,7 +290,7 @@ def ready_to_send(settings: Settings, store: Store, now: datetime, *, scheduled:
         _refuse_thin(settings, store, result, now)
         variants.record(store, settings, result, status=IssueStatus.SENDING, send_at=now)
         if result.feeds_down:
-            notify.tell_feeds_down(settings, key, result.feeds_down, draft=False)
+            _tell_feeds_down(settings, result, draft=False)
         return Ready(key, result.rendered.subject, result)
     if record.status == IssueStatus.DRAFT:
         if review or not scheduled:

@@ -13,17 +13,18 @@ import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-import httpx
-
 from digest.config import FeedSource, Settings
 from digest.errors import FeedError
-from digest.feeds.fetch import fetch_feed, make_client
 from digest.feeds.parse import ParsedFeed, parse_feed
 from digest.feeds.state import FeedState, StateStore
-from digest.models import Article
+from digest.models import Article, Window
+
+if TYPE_CHECKING:  # httpx (fetch) is loaded only when a feed is remote: local feeds build without it
+    import httpx
 
 __all__ = ["FeedResult", "load_articles", "local_feed_path"]
 
@@ -41,11 +42,15 @@ class FeedResult:
     down: tuple[FeedError, ...] = ()
 
 
-def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | None = None) -> FeedResult:
+def load_articles(
+    settings: Settings, now: datetime, *, window: Window | None = None, client: httpx.Client | None = None
+) -> FeedResult:
     """Read every configured feed, in order, and merge their articles without duplicates.
 
     A duplicate is an item whose id or canonical URL (tracking parameters ignored) was already
     seen, in this feed or an earlier one; the first wins, so feed order is priority order.
+    With a ``window``, only the articles in it are made (and returned); an item outside it
+    still counts as seen first, so which article wins is the same either way.
     ``client`` is for tests and callers that share one; otherwise one is made for the run.
 
     A feed that cannot be fetched or parsed is down: it is left out and listed in ``down``, so
@@ -58,6 +63,8 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
     store = StateStore(settings.data_dir / "feeds")
     owned: httpx.Client | None = None
     if client is None and any(src.is_remote for src in settings.feeds):
+        from digest.feeds.fetch import make_client
+
         client = owned = make_client(settings.fetch)
     articles: list[Article] = []
     warnings: list[str] = []
@@ -69,7 +76,7 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
             state, state_warnings = store.load(src.url, src.label)
             warnings.extend(state_warnings)
             try:
-                parsed, state, body = _read_one(src, settings, now, client, store, state)
+                parsed, state, body = _read_one(src, settings, now, window, client, store, state)
             except FeedError as exc:
                 if settings.fetch.require_all and len(settings.feeds) > 1:
                     raise _required(exc) from exc
@@ -78,12 +85,13 @@ def load_articles(settings: Settings, now: datetime, *, client: httpx.Client | N
                 continue
             store.save(replace(state, first_seen=parsed.first_seen), body)
             warnings.extend(parsed.warnings)
-            for article in parsed.articles:
-                if article.id in ids or article.canonical_url in urls:
+            for entry in parsed.entries:
+                if entry.id in ids or entry.canonical_url in urls:
                     continue
-                ids.add(article.id)
-                urls.add(article.canonical_url)
-                articles.append(article)
+                ids.add(entry.id)
+                urls.add(entry.canonical_url)
+                if entry.article is not None:
+                    articles.append(entry.article)
     finally:
         if owned is not None:
             owned.close()
@@ -112,6 +120,7 @@ def _read_one(
     src: FeedSource,
     settings: Settings,
     now: datetime,
+    window: Window | None,
     client: httpx.Client | None,
     store: StateStore,
     state: FeedState,
@@ -122,13 +131,14 @@ def _read_one(
     """
     if src.is_remote:
         assert client is not None  # made by load_articles whenever a feed is remote
-        return _load_remote(src, settings, now, client, store, state)
+        return _load_remote(src, settings, now, window, client, store, state)
     parsed = parse_feed(
         _read_local(src, settings),
         feed=src.label,
         key=src.url,
         now=now,
         first_seen=state.first_seen,
+        window=window,
     )
     return parsed, state, None
 
@@ -137,6 +147,7 @@ def _load_remote(
     src: FeedSource,
     settings: Settings,
     now: datetime,
+    window: Window | None,
     client: httpx.Client,
     store: StateStore,
     state: FeedState,
@@ -146,6 +157,8 @@ def _load_remote(
     Returns the new state and the body to store, or None when the stored copy is still current.
     Nothing is stored unless the body parsed: a broken answer must not poison the next 304.
     """
+    from digest.feeds.fetch import fetch_feed
+
     cached = store.body(state) if state.etag or state.last_modified else None
     fetched = fetch_feed(
         client,
@@ -169,6 +182,7 @@ def _load_remote(
         content_type=content_type,
         now=now,
         first_seen=state.first_seen,
+        window=window,
     )
     digest = hashlib.sha256(body).hexdigest()
     new_state = replace(

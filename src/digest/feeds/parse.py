@@ -24,19 +24,34 @@ from digest.errors import FeedError
 from digest.feeds.images import lead_image
 from digest.feeds.sanitize import clean_summary, plain_text
 from digest.feeds.urls import absolute_url, canonical_url, has_scheme
-from digest.models import Article
+from digest.models import Article, Window
 from digest.text import excerpt, one_line, without_controls
 
-__all__ = ["ParsedFeed", "parse_feed"]
+__all__ = ["Entry", "ParsedFeed", "parse_feed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One usable item of a feed, in document order: its id and canonical URL (what duplicates
+    are told by), and the article, or None when the item is outside the window asked for."""
+
+    id: str
+    canonical_url: str
+    article: Article | None
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:
-    """One feed body, parsed: its articles, its warnings and the updated first-seen map."""
+    """One feed body, parsed: its usable items, its warnings and the updated first-seen map."""
 
-    articles: tuple[Article, ...]
+    entries: tuple[Entry, ...]
     warnings: tuple[str, ...]
     first_seen: dict[str, datetime]
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        """The articles made: every usable item's, or only the window's when one was given."""
+        return tuple(entry.article for entry in self.entries if entry.article is not None)
 
 
 # --- feedparser quirk ------------------------------------------------------------------------
@@ -94,6 +109,7 @@ def parse_feed(
     base_url: str = "",
     content_type: str = "",
     first_seen: Mapping[str, datetime] | None = None,
+    window: Window | None = None,
 ) -> ParsedFeed:
     """Parse one feed document into articles; a FeedError if nothing usable is in it.
 
@@ -102,10 +118,14 @@ def parse_feed(
     came from, for relative links; ``content_type`` is the HTTP header, for its charset.
     ``first_seen`` maps item ids to when an undated item was first seen; the result carries the
     map with this run's new items added.
+
+    With a ``window``, only the items in it are made into articles (normalised, sanitised, their
+    image chosen): an issue shows nothing else, and on a long feed that work is most of what
+    digest adds to feedparser's own. Every usable item is still listed with its id and URL, so
+    duplicates are told apart exactly as without a window.
     """
     result, warnings = _feedparse(body, feed, base_url, content_type)
-    _strip_controls(result)
-    channel = result.get("feed") or {}
+    channel = _strip_controls(result.get("feed") or {})
     atom = str(result.get("version", "")).startswith("atom")
     ctx = _Context(
         feed=feed,
@@ -118,15 +138,15 @@ def parse_feed(
     )
     seen = dict(first_seen or {})
     current: set[str] = set()
-    articles: list[Article] = []
-    for entry in result.entries:
-        article = _article(entry, ctx, seen, current)
-        if article is not None:
-            articles.append(article)
+    entries: list[Entry] = []
+    for raw in result.entries:
+        entry = _entry(raw, ctx, seen, current, window)
+        if entry is not None:
+            entries.append(entry)
     horizon = now - FIRST_SEEN_KEEP
     kept = {item: when for item, when in seen.items() if item in current or when >= horizon}
-    warnings.extend(_warnings(result, feed, len(articles)))
-    return ParsedFeed(articles=tuple(articles), warnings=tuple(warnings), first_seen=kept)
+    warnings.extend(_warnings(result, feed, len(entries)))
+    return ParsedFeed(entries=tuple(entries), warnings=tuple(warnings), first_seen=kept)
 
 
 def _feedparse(body: bytes, feed: str, base_url: str, content_type: str) -> tuple[Any, list[str]]:
@@ -186,7 +206,8 @@ _SNIFFED = (
 def _strip_controls(node: Any) -> Any:
     """Take control characters (NUL, ESC, DEL...) out of every string feedparser read, in place.
 
-    The one place for it, before any field is looked at: feeds carry them as raw bytes or as
+    Run on the channel and on each item made into an article, before any of its other fields is
+    looked at (``_entry`` cleans the few it reads first itself): feeds carry them as raw bytes or as
     character references (``&#0;``), which feedparser decodes. None belongs in an email (a NUL in a
     title reaches the Subject) or in PostgreSQL, which cannot store one. Doing it here also means
     the choices made later (an empty title, an author with no name) see the cleaned text, and
@@ -293,10 +314,17 @@ class _Context:
     feed_authors: tuple[str, ...]
 
 
-def _article(entry: Any, ctx: _Context, first_seen: dict[str, datetime], current: set[str]) -> Article | None:
-    """One entry as an Article, or None when it has no link a reader could follow."""
-    base = _entry_base(entry, ctx)
-    url = absolute_url(entry.get("link") or "", base, ctx.site)
+def _entry(
+    entry: Any, ctx: _Context, first_seen: dict[str, datetime], current: set[str], window: Window | None
+) -> Entry | None:
+    """One item's id, URL and (when in ``window``) article; None when it has no link a reader could follow.
+
+    Only what decides whether the item is usable, which one it is and when it counts is read
+    before the window is checked; control characters are taken out of those values here and
+    out of everything else in the item only when it is made into an article.
+    """
+    base = without_controls(_entry_base(entry, ctx))
+    url = absolute_url(without_controls(entry.get("link") or ""), base, ctx.site)
     if not url:
         return None
     raw_id = one_line(entry.get("id") or "") or url
@@ -306,13 +334,18 @@ def _article(entry: Any, ctx: _Context, first_seen: dict[str, datetime], current
         current.add(raw_id)
     else:
         seen = ctx.now
+    article_id = raw_id if has_scheme(raw_id) else f"{ctx.key}#{raw_id}"
+    canonical = canonical_url(url)
+    if window is not None and (published or seen) not in window:
+        return Entry(article_id, canonical, None)
+    _strip_controls(entry)
     summary_raw, summary_is_html, summary_base = _summary_source(entry, base)
     summary_html, summary_text = clean_summary(summary_raw, summary_is_html, summary_base)
     title = _title(entry) or excerpt(summary_text, 90) or "Untitled"
-    return Article(
-        id=raw_id if has_scheme(raw_id) else f"{ctx.key}#{raw_id}",
+    article = Article(
+        id=article_id,
         url=url,
-        canonical_url=canonical_url(url),
+        canonical_url=canonical,
         title=title,
         published=published,
         seen=seen,
@@ -323,6 +356,7 @@ def _article(entry: Any, ctx: _Context, first_seen: dict[str, datetime], current
         image=lead_image(entry, base, title, summary_raw, summary_base),
         feed=ctx.feed,
     )
+    return Entry(article_id, canonical, article)
 
 
 def _entry_base(entry: Any, ctx: _Context) -> str:

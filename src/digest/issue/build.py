@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from digest.config import Settings
 from digest.errors import EmptyIssueError, FeedError
@@ -21,6 +19,9 @@ from digest.issue import rank
 from digest.issue.message import build_message
 from digest.issue.render import Rendered, Renderer, fill
 from digest.models import Article, Front, Issue
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ def build(
     a thin or empty week is then a FeedError naming the missing feeds, because their absence,
     not the week, is the likely cause (and the scheduler tries feeds again within its grace).
     """
-    feeds = load_articles(settings, now, client=client)
+    # Only the window's articles can be shown: the rest are never normalised or sanitised.
+    feeds = load_articles(settings, now, window=rank.issue_window(now, settings.issue.window_days), client=client)
     try:
         issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude, order=order)
     except EmptyIssueError as exc:
