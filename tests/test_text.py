@@ -1,3 +1,5 @@
+import pytest
+
 from digest.text import ELLIPSIS, excerpt, header_text, join_names, one_line, without_controls
 
 
@@ -77,3 +79,27 @@ def test_header_text_without_an_encoded_word_is_what_the_email_package_reads():
         assert shown == one_line(str(read("subject", shown))), repr(value)  # decoding changes nothing
         checked += 1
     assert checked > 2000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "https://example.org/unsubscribe?t=MTI.abc-_x&i=2026-W48",
+            "https://example.org/unsubscribe?t=MTI.abc-_x&i=2026-W48",
+        ),
+        ("Reader 7", "Reader 7"),
+        (" lead", "lead"),
+        ("trail ", "trail"),
+        ("two  spaces", "two spaces"),
+        ("tab\there", "tab here"),
+        ("del\x7fete", "delete"),
+        ("Zoë  Ünal", "Zoë Ünal"),
+        ("=?utf-8?q?Hi=0D=0ABcc:_x?=", "Hi Bcc: x"),
+        ("", ""),
+    ],
+)
+def test_header_text_gives_plain_values_back_and_still_cleans_the_rest(value, expected):
+    """Plain printable ASCII skips the cleaning (the SendGrid request has two such values per
+    recipient); anything that looks plain but is not still goes through it."""
+    assert header_text(value) == expected

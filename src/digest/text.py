@@ -53,6 +53,8 @@ def header_text(value: str) -> str:
     Each decode that changes the text shortens it; past ``_MAX_DECODES`` nested encoded words,
     what is left is defused (``=?`` -> ``= ?``) so it can never decode at all.
     """
+    if _plain_header(value):  # most values (every address and link): nothing to clean or decode
+        return value
     text = _clean_header(value)
     if "=?" not in text:  # no encoded word: decoding gives it back unchanged, so skip the parser
         return text
@@ -62,6 +64,20 @@ def header_text(value: str) -> str:
             return text
         text = decoded
     return text.replace("=?", "= ?")
+
+
+def _plain_header(value: str) -> bool:
+    """True when ``header_text`` gives ``value`` back unchanged, told without a regular
+    expression: printable ASCII has no control, surrogate or line break, its only space is
+    ' ', so with no run of spaces, none at either end and no encoded word, nothing changes."""
+    return (
+        value.isascii()
+        and value.isprintable()
+        and "  " not in value
+        and "=?" not in value
+        and value[:1] != " "
+        and value[-1:] != " "
+    )
 
 
 def _clean_header(value: str) -> str:

@@ -105,6 +105,41 @@ def test_enqueue_takes_a_variant_per_choice_and_skips_choices_with_no_article(st
     assert drain(store) == ["ann@example.org", "bo@example.org"]
 
 
+def test_enqueue_queues_every_choice_in_statements_that_do_not_grow_with_the_readers(store):
+    """A million readers who chose sections must not pass through Python (rows read and inserted
+    in chunks held the whole list: 1 GB at a million): the statements are as many for 2,500
+    readers as for 3, and each reader still gets their own choice's variant or is skipped."""
+    choices = [(), ("Europe",), ("Asia",)]
+
+    def readers(n: int, start: int) -> list[NewSubscriber]:
+        return [NewSubscriber(f"r{i}@example.org", sections=choices[i % 3]) for i in range(start, start + n)]
+
+    def statements_to_queue(key: str) -> int:
+        executed = []
+        listener = lambda *_: executed.append(1)  # noqa: E731
+        sa.event.listen(store.engine, "before_cursor_execute", listener)
+        try:
+            variants = {(): "all", ("Europe",): "1", ("Asia",): None}
+            assert store.ledger.enqueue(key, variants) > 0
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", listener)
+        return len(executed)
+
+    store.subscribers.merge(readers(3, 0))
+    record(store)
+    few = statements_to_queue(KEY)
+    store.subscribers.merge(readers(2_500, 3))
+    record(store, key="2026-W49")
+    assert statements_to_queue("2026-W49") == few
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(deliveries.c.variant, deliveries.c.status, sa.func.count())
+            .where(deliveries.c.issue_key == "2026-W49")
+            .group_by(deliveries.c.variant, deliveries.c.status)
+        ).all()
+    assert sorted(rows) == [("1", "pending", 834), ("all", "pending", 835), ("none", "skipped", 834)]
+
+
 def test_only_the_choices_of_subscribers_not_yet_queued_are_asked_for(store):
     store.subscribers.merge([NewSubscriber("ann@example.org"), NewSubscriber("bo@example.org", sections=("Europe",))])
     record(store)

@@ -56,9 +56,7 @@ class Ledger(Repository):
     def choices_to_queue(self, key: str) -> set[tuple[str, ...]]:
         """The distinct choices of sections (``()``: none chosen) among active subscribers who
         have no delivery for this issue yet: what ``enqueue`` needs a variant for."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_SECTIONS).where(_waiting(key)).distinct()).scalars()
-            return {tuple(json.loads(r)) for r in rows}
+        return {_choice(text) for text in self._waiting_choices(key)}
 
     def enqueue(self, key: str, variants: Mapping[tuple[str, ...], str | None]) -> int:
         """A delivery for every active subscriber who has none for this issue yet (returns how many).
@@ -66,32 +64,29 @@ class Ledger(Repository):
         ``variants`` maps each choice of sections (from ``choices_to_queue``) to the variant that
         subscriber gets, or None when that variant has no article this week: the delivery is then
         recorded as skipped, so nobody is sent an empty email. A subscriber whose choice is not
-        in the mapping (it changed a moment ago) is left for the next ``enqueue``. Subscribers
-        who chose nothing (most) are queued with one INSERT .. SELECT; the others are read, given
-        their variant, and inserted in batches.
+        in the mapping (it changed a moment ago) is left for the next ``enqueue``. Everyone is
+        queued by one INSERT .. SELECT whose variant, status and error follow the subscriber's
+        choice: no subscriber passes through Python, so memory stays flat at a million readers
+        however many variants there are.
         """
         now = utcnow()
-        new = {choice: _delivery(key, variant, now) for choice, variant in variants.items()}
-        rows = [{**new[choice], "subscriber_id": sid} for sid, choice in self._chosen_active() if choice in new]
+        # The choices as the database writes them, read before the write transaction: on SQLite
+        # that transaction holds the database's only write lock.
+        by_text = {text: variants[_choice(text)] for text in self._waiting_choices(key) if _choice(text) in variants}
         # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
         # and RETURNING would bring every new id into memory.
         count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
         with self.engine.begin() as conn:
             before = conn.execute(count).scalar_one()
-            if () in variants:
-                conn.execute(_queue_everyone(self.insert(deliveries), key, variants[()], now))
-            for chunk in chunks(rows, 1000):
-                conn.execute(self.insert(deliveries).on_conflict_do_nothing(), list(chunk))
+            if by_text:
+                conn.execute(_queue_by_choice(self.insert(deliveries), key, by_text, now))
             return conn.execute(count).scalar_one() - before
 
-    def _chosen_active(self) -> list[tuple[int, tuple[str, ...]]]:
-        """(subscriber id, choice) of the active subscribers who chose sections, queued or not (ON
-        CONFLICT skips the queued: cheaper than asking the index for each row here). Read before
-        the write transaction: on SQLite that transaction holds the database's only write lock."""
-        active = subscribers.c.status == SubscriberStatus.ACTIVE
-        query = sa.select(subscribers.c.id, subscribers.c.sections).where(active, _SECTIONS != "[]")
+    def _waiting_choices(self, key: str) -> set[str]:
+        """The distinct choices of sections, as the database's JSON text, of the active
+        subscribers with no delivery for the issue yet."""
         with self.engine.connect() as conn:
-            return [(sid, tuple(sections or ())) for sid, sections in conn.execute(query)]
+            return set(conn.execute(sa.select(_SECTIONS).where(_waiting(key)).distinct()).scalars())
 
     # --- claiming and finishing batches ------------------------------------------------------
 
@@ -363,7 +358,7 @@ def _waiting(key: str) -> sa.ColumnElement[bool]:
 
 def _delivery(key: str, variant: str | None, now: datetime) -> dict[str, Any]:
     """A new delivery of the issue (but its subscriber): pending, or skipped when its variant
-    has no article this week. Plain strings: this is built once per choice, copied per row."""
+    has no article this week. Plain strings: bound as literals in the INSERT .. SELECT."""
     pending = variant is not None
     return {
         "issue_key": key,
@@ -374,19 +369,35 @@ def _delivery(key: str, variant: str | None, now: datetime) -> dict[str, Any]:
     }
 
 
-def _queue_everyone(insert: Any, key: str, variant: str | None, now: datetime) -> Any:
-    """One INSERT .. SELECT of a delivery for every active subscriber who chose no sections."""
-    values = _delivery(key, variant, now)
+def _queue_by_choice(insert: Any, key: str, variant_of: Mapping[str, str | None], now: datetime) -> Any:
+    """One INSERT .. SELECT of a delivery for every active subscriber whose choice of sections
+    (as JSON text) is in ``variant_of``: variant, status and error are a CASE on that text."""
+    rows = {text: _delivery(key, variant, now) for text, variant in variant_of.items()}
+
+    def by_choice(column: str) -> Any:
+        values = {text: row[column] for text, row in rows.items()}
+        if len(set(values.values())) == 1:  # the same for everyone (one variant, most often)
+            value = next(iter(values.values()))
+            return sa.literal(value) if value is not None else sa.null()
+        return sa.case(
+            {text: sa.literal(v) if v is not None else sa.null() for text, v in values.items()}, value=_SECTIONS
+        )
+
     columns = ["issue_key", "subscriber_id", "variant", "status", "updated_at", "error"]
     everyone = sa.select(
         sa.literal(key),
         subscribers.c.id,
-        sa.literal(values["variant"]),
-        sa.literal(values["status"]),
+        by_choice("variant"),
+        by_choice("status"),
         sa.literal(now),
-        sa.literal(values["error"]) if values["error"] else sa.null(),
-    ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS == "[]")
+        by_choice("error"),
+    ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS.in_(sorted(rows)))
     return insert.from_select(columns, everyone).on_conflict_do_nothing()
+
+
+def _choice(text: str) -> tuple[str, ...]:
+    """A choice of sections from the database's JSON text of it."""
+    return tuple(json.loads(text))
 
 
 def _worst(statuses: set[str]) -> BatchStatus:
