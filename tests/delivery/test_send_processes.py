@@ -22,7 +22,7 @@ from test_transport_smtp import Recorder, _Controller
 
 from digest.cli import cli
 from digest.store import Store
-from digest.store.schema import deliveries
+from digest.store.schema import batches, deliveries
 from factories import KEY, SECRET, copy_sample
 
 NOW = "2026-11-27T09:00"
@@ -75,6 +75,17 @@ def wait_for(condition, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def handed_over(url: str) -> dict[bool, int]:
+    """How many of the issue's batches were handed to the transport, and how many only claimed."""
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(batches.c.handed_over, sa.func.count()).group_by(batches.c.handed_over))
+            return {bool(flag): n for flag, n in rows}
+    finally:
+        store.close()
+
+
 def counts(url: str) -> dict[str, int]:
     store = Store.open(url)
     try:
@@ -89,14 +100,18 @@ def test_killed_mid_send_then_run_again_completes_without_duplicates(job, sg):
     sg.stall_next(30)  # the second request hangs: the process is killed while it waits
     proc = start_send(config, env)
     wait_for(lambda: sg.requests >= 2)
+    # The send builds the next batch while one is in flight: wait until it is claimed ahead.
+    wait_for(lambda: counts(url).get("submitting") == 2000)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert counts(url) == {"submitted": 1000, "submitting": 1000, "pending": 1500}
+    assert counts(url) == {"submitted": 1000, "submitting": 2000, "pending": 500}
+    assert handed_over(url) == {True: 2, False: 1}
 
     again = subprocess.run(
         [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
     )
     # The batch in flight at the kill is unknown (it did reach the service): reported, not re-sent.
+    # The one claimed ahead never reached it: it went back to pending and out in this run.
     assert again.returncode == 1
     assert "1000 recipient(s) failed or unknown" in again.stderr
     assert counts(url) == {"submitted": 2500, "unknown": 1000}
