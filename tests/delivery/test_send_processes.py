@@ -132,6 +132,34 @@ def test_two_senders_at_once_submit_each_recipient_once(job, sg):
     assert sum(per_process) == 3500
 
 
+def test_four_workers_started_at_once_share_the_issue_and_mail_each_reader_once(tmp_path, sg, database_url):
+    """Several `digest send` workers (on several hosts, on PostgreSQL) on one issue nobody has
+    recorded or queued yet: each records and queues it at once, they claim disjoint batches, and
+    the issue is sent once nothing is pending or in flight."""
+    delivery = (
+        f'[delivery]\ntransport = "sendgrid"\nbatch_size = 250\nretries = 1\nbackoff = 0.01\n'
+        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
+    )
+    config, env, url = prepare(tmp_path, database_url, delivery, 4000)
+    sg.latency = 0.05  # every request takes a while, so the workers' batches overlap
+    procs = [start_send(config, env) for _ in range(4)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    assert counts(url) == {"submitted": 4000}
+    received = Counter(sg.recipients())
+    assert len(received) == 4000 and max(received.values()) == 1
+    per_process = [int(out.rsplit("this run: ", 1)[1].split()[0]) for out, _ in outputs]
+    assert sum(per_process) == 4000
+    assert sum(1 for n in per_process if n) >= 2, per_process  # the work was shared
+    store = Store.open(url)
+    try:
+        assert store.issues.get(KEY).status == "sent"
+        assert [record.key for record, _ in store.issues.recent()] == [KEY]
+    finally:
+        store.close()
+
+
 def digest(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [DIGEST, *args, "--config", str(config)], env=env, capture_output=True, text=True, timeout=180

@@ -487,3 +487,31 @@ def test_handing_over_starts_the_lease_and_then_a_dead_claim_is_unknown(store):
         conn.execute(batches.update().values(claimed_at=long_ago))
     assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
     assert store.ledger.counts(KEY) == {"unknown": 2, "pending": 2}
+
+
+def test_workers_queueing_one_issue_at_once_queue_each_subscriber_once_and_say_so(database_url):
+    setup = Store.open(database_url)
+    setup.subscribers.merge(people(3000))
+    record(setup)
+    stores = [Store.open(database_url) for _ in range(4)]
+    queued = [0] * len(stores)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def worker(i: int) -> None:
+        start.wait()
+        try:
+            queued[i] = queue(stores[i])
+        except BaseException as exc:  # reported below: a worker must not fail
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(queued) == 3000  # each worker reports only the deliveries it queued
+    assert setup.ledger.counts(KEY) == {"pending": 3000}
+    for s in (setup, *stores):
+        s.close()

@@ -88,14 +88,15 @@ class Ledger(Repository):
         # The choices as the database writes them, read before the write transaction: on SQLite
         # that transaction holds the database's only write lock.
         by_text = {text: variants[_choice(text)] for text in self._waiting_choices(key) if _choice(text) in variants}
-        # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
-        # and RETURNING would bring every new id into memory.
-        count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
+        if not by_text:
+            return 0
+        # The rows this INSERT added, as both drivers report them (sqlite3's changes, psycopg's
+        # command tag; SQLAlchemy keeps an INSERT's only when asked), not counted before and
+        # after: on PostgreSQL another worker's rows, committed in between, would count as this
+        # one's. RETURNING would bring every new id into memory.
+        insert = _queue_by_choice(self.insert(deliveries), key, by_text, now)
         with self.engine.begin() as conn:
-            before = conn.execute(count).scalar_one()
-            if by_text:
-                conn.execute(_queue_by_choice(self.insert(deliveries), key, by_text, now))
-            return conn.execute(count).scalar_one() - before
+            return int(conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount)
 
     def _waiting_choices(self, key: str) -> set[str]:
         """The distinct choices of sections, as the database's JSON text, of the active
@@ -116,7 +117,8 @@ class Ledger(Repository):
         now = utcnow()
         d, s = deliveries, subscribers
         query = (
-            sa.select(d.c.id, d.c.subscriber_id, d.c.variant, s.c.email, s.c.name, s.c.status)
+            # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
+            sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
             .join(s, s.c.id == d.c.subscriber_id)
             .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING)
             .order_by(d.c.variant, d.c.id)
@@ -130,15 +132,16 @@ class Ledger(Repository):
                 if not rows:
                     return None
                 variant = rows[0].variant
+                active = SubscriberStatus.ACTIVE.value  # a plain str: compared for every row
                 rows = [r for r in rows if r.variant == variant]
-                gone = [r.id for r in rows if r.status != SubscriberStatus.ACTIVE]
+                gone = [r.id for r in rows if r.status != active]
                 for chunk in chunks(gone):
                     conn.execute(
                         d.update()
                         .where(d.c.id.in_(chunk))
                         .values(status=DeliveryStatus.SKIPPED, error="unsubscribed before sending", updated_at=now)
                     )
-                live = [r for r in rows if r.status == SubscriberStatus.ACTIVE]
+                live = [r for r in rows if r.status == active]
                 if live:
                     break
             batch_id = _open_batch(conn, key, variant, transport, len(live), now, handed_over=handed_over)
@@ -148,7 +151,7 @@ class Ledger(Repository):
                     .where(d.c.id.in_(chunk))
                     .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
                 )
-        return Claimed(batch_id, key, variant, tuple((r.id, r.subscriber_id, r.email, r.name) for r in live))
+        return Claimed(batch_id, key, variant, tuple(tuple(r[:4]) for r in live))
 
     def claim_one(self, key: str, subscriber_id: int, variant: str | None, transport: str) -> Claimed | None:
         """Queue issue ``key`` for one active subscriber and claim it at once as a batch of one
