@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 import hostile
 from digest.config import Settings
-from digest.delivery.transports import base, open_transport
+from digest.delivery.transports import open_transport
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -45,8 +45,7 @@ from digest.delivery.transports.base import (
 )
 from digest.delivery.transports.smtp import PASSWORD_ENV, JournalError, SecurityError, SmtpTransport, _Connection
 from digest.errors import ConfigError
-from digest.issue.message import build_message
-from digest.issue.render import Rendered
+from digest.issue.message import MessageTemplate
 from factories import NEWSLETTER, SENDER, VARIANT, batch, recipient, sending
 
 # --- the server ------------------------------------------------------------------------------
@@ -329,12 +328,14 @@ def test_a_hostile_title_and_name_add_no_header_to_what_the_server_receives(smtp
 
 
 def test_a_recipient_whose_message_cannot_be_built_fails_alone(smtp_server, connect, monkeypatch):
-    def build(settings: Settings, variant: Rendered, values: Any, **kwargs: Any) -> EmailMessage:
-        if kwargs["to"] == "r2@example.net":
-            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
-        return build_message(settings, variant, values, **kwargs)
+    render = MessageTemplate.render
 
-    monkeypatch.setattr(base, "build_message", build)
+    def build(self: MessageTemplate, values: Any, *, now: dt.datetime, to: str) -> bytes:
+        if to == "r2@example.net":
+            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
+        return render(self, values, now=now, to=to)
+
+    monkeypatch.setattr(MessageTemplate, "render", build)  # how SMTP builds each recipient's message
     handler = Recorder()
     transport = connect(smtp_server(handler))
 
