@@ -736,3 +736,110 @@ def test_no_message_goes_out_when_the_journal_cannot_be_written(smtp_server, tmp
         transport.send(batch(1))
     assert handler.messages == []
     assert transport.send(batch(1, test=True)).outcomes == submitted(1)  # a test copy is not journaled
+
+
+# --- several connections ([delivery.smtp] connections) -------------------------------------------------
+
+
+def test_several_connections_share_a_batch_and_everyone_gets_one_message(smtp_server, connect):
+    handler = SlowToQueue(0.05)  # slow enough that every connection gets a share
+    transport = connect(smtp_server(handler), connections=3)
+    assert transport.max_batch == 300
+
+    first = transport.send(batch(*range(1, 13)))
+    second = transport.send(batch(*range(13, 25)))
+    transport.close()
+
+    assert first.outcomes == submitted(*range(1, 13)) and second.outcomes == submitted(*range(13, 25))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 25))  # each exactly once
+    assert len(handler.peers) == 3 and transport.connections == 3  # kept across batches
+    assert {m.peer for m in handler.messages} == set(handler.peers)
+    assert handler.quits == 3
+    for received in handler.messages:  # each recipient's own message, whichever connection carried it
+        i = int(received.rcpt_tos[0].removeprefix("r").partition("@")[0])
+        assert received.message["To"] == f'"Reader <{i}>" <{received.rcpt_tos[0]}>'
+        assert received.message["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}&x=1>"
+
+
+def test_a_connection_lost_after_the_data_leaves_that_message_unknown_and_the_rest_go_out(smtp_server, connect):
+    handler = DropsAfterDataOf("r5@example.net")
+    transport = connect(smtp_server(handler), connections=3)
+
+    result = transport.send(batch(*range(1, 13)))
+
+    status, detail = result.outcomes[105]
+    assert status == "unknown" and "may have been accepted" in detail
+    assert {k: v for k, v in result.outcomes.items() if k != 105} == submitted(*range(1, 5), *range(6, 13))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 13))  # r5 reached it, once
+    assert len(handler.peers) == 4  # the one that dropped was opened again
+
+
+def test_a_slot_that_cannot_reconnect_leaves_its_share_to_the_others(smtp_server, connect):
+    holder: list[_Controller] = []
+    handler = DropsAfterDataOf("r2@example.net", then=lambda: holder[0].server.close())  # no new connections
+    server = smtp_server(handler)
+    holder.append(server)
+    transport = connect(server, connections=3)
+
+    result = transport.send(batch(*range(1, 13)))
+
+    assert result.outcomes[102][0] == "unknown"
+    assert {k: v for k, v in result.outcomes.items() if k != 102} == submitted(1, *range(3, 13))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 13))
+    assert result.fatal == ""
+
+
+def test_when_no_slot_can_go_on_the_rest_fail_and_nobody_is_sent_twice(smtp_server, connect):
+    class DropsEveryConnectionAfterItsFirst(Recorder):
+        """Takes one message per connection, then hangs up after its data (maybe delivered), and
+        accepts no connection after the first three."""
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            reply = await super().handle_DATA(server, session, envelope)
+            server.transport.abort()
+            if len(self.messages) == 3:
+                holder[0].server.close()
+            return reply
+
+    holder: list[_Controller] = []
+    handler = DropsEveryConnectionAfterItsFirst()
+    server = smtp_server(handler)
+    holder.append(server)
+    transport = connect(server, connections=3)
+
+    result = transport.send(batch(*range(1, 8)))
+
+    sent = {received.rcpt_tos[0] for received in handler.messages}
+    assert len(sent) == len(handler.messages) >= 1  # nobody twice
+    for i in range(1, 8):
+        status, detail = result.outcomes[100 + i]
+        if recipient(i).email in sent:
+            assert status == "unknown"
+        else:
+            assert status == "failed" and detail.startswith("not sent: ")
+
+
+def test_a_batch_interrupted_on_several_connections_settles_from_the_shared_journal(
+    smtp_server, connect, tmp_path, monkeypatch
+):
+    handler = SlowToQueue(0.05)
+    server = smtp_server(handler)
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted_at_r7(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == "r7@example.net":
+            raise KeyboardInterrupt  # the process stops while the server answers RCPT
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted_at_r7)
+    with pytest.raises(KeyboardInterrupt):
+        connect(server, connections=3).send(batch(*range(1, 13)))
+    assert journals(tmp_path) == ["2026-W48-1.log"]
+
+    resolved = connect(server).settle(orphans(*range(1, 13)))
+
+    received = set(handler.to())
+    assert "r7@example.net" not in received
+    for i in range(1, 13):  # what the server has is submitted, everything else unsent: nothing unknown
+        assert resolved[100 + i] == ("submitted" if recipient(i).email in received else "unsent"), i
+    assert journals(tmp_path) == []
