@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import smtplib
 import socket
@@ -117,7 +118,7 @@ class Sinks:
             assert proc.stdout is not None
             self.port = int(proc.stdout.readline())
 
-    def seen(self) -> dict[str, Any]:
+    def seen(self, expected: int) -> dict[str, Any]:
         total: dict[str, Any] = {"messages": 0, "bytes": 0, "connections": 0, "recipients": Counter()}
         for proc in self.procs:
             assert proc.stdin is not None and proc.stdout is not None
@@ -141,6 +142,46 @@ class Sinks:
                 proc.wait()
 
 
+class Postfix:
+    """A running Postfix set to discard everything, as the sink: what it saw is read from its log.
+
+    Postfix is C and queues each message to disk (with an fsync) before it answers, as a real
+    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian):
+    ``apt-get install postfix``, then ``postconf -e 'inet_interfaces = 127.0.0.1'
+    'mydestination =' 'mynetworks = 127.0.0.0/8' 'smtpd_relay_restrictions = permit_mynetworks,
+    reject' 'default_transport = discard:bench' 'in_flow_delay = 0' 'maillog_file =
+    /var/log/postfix-bench.log'``, the ``smtpd`` line of master.cf on ``127.0.0.1:2525``, and
+    ``postfix start``.
+    """
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.offset = log.stat().st_size
+
+    def seen(self, expected: int) -> dict[str, Any]:
+        """What the log says since the last call, once ``expected`` deliveries are in it (or 60 s)."""
+        deadline = time.monotonic() + 60
+        while True:
+            with self.log.open("rb") as f:
+                f.seek(self.offset)
+                text = f.read().decode("utf-8", "replace")
+            sent = re.findall(r"postfix/discard\[\d+\]: \w+: to=<([^>]*)>.*status=sent", text)
+            if len(sent) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.offset += len(text.encode("utf-8"))
+        return {
+            "messages": len(re.findall(r"postfix/smtpd\[\d+\]: \w+: client=", text)),
+            "bytes": sum(int(n) for n in re.findall(r"postfix/qmgr\[\d+\]: \w+: from=<[^>]*>, size=(\d+)", text)),
+            "connections": len(re.findall(r"postfix/smtpd\[\d+\]: connect from", text)),
+            "recipients": Counter(sent),
+        }
+
+    def stop(self) -> None:
+        pass
+
+
 # --- the cases -------------------------------------------------------------------------------------
 
 
@@ -161,9 +202,9 @@ def address(i: int) -> str:
     return f"reader{i}@bench.example"
 
 
-def check(sinks: Sinks, case: str, recipients: int, connections: int) -> dict[str, Any]:
+def check(sinks: Sinks | Postfix, case: str, recipients: int, connections: int) -> dict[str, Any]:
     """What the sinks saw since the last check: every recipient once, over ``connections`` connections."""
-    seen = sinks.seen()
+    seen = sinks.seen(recipients)
     counts: Counter[str] = seen["recipients"]
     clean = (
         seen["messages"] == recipients
@@ -238,13 +279,12 @@ def with_smtp(settings: Any, tmp: str, port: int, connections: int) -> Any:
     )
 
 
-def run(recipients: int, connections: int, sinks_count: int, rounds: int, config: Path) -> None:
+def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, config: Path) -> None:
     from digest.config import load
     from digest.delivery.transports.smtp import envelope_sender
     from digest.issue.build import build
     from digest.issue.message import build_message
 
-    sinks = Sinks(sinks_count)
     rows: list[Row] = []
     per_message = 0.0
     try:
@@ -274,11 +314,17 @@ def run(recipients: int, connections: int, sinks_count: int, rounds: int, config
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"HTML part {variant.html_bytes / 1024:.1f} KB; {per_message / 1024:.1f} KB per message on the wire; "
-        f"{sinks_count} sink process(es); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"sink: {describe(sinks)}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"peak RSS {peak_mb:.0f} MB",
         file=sys.stderr,
     )
     report(rows)
+
+
+def describe(sinks: Sinks | Postfix) -> str:
+    if isinstance(sinks, Postfix):
+        return f"Postfix on port {sinks.port}, discarding"
+    return f"{len(sinks.procs)} aiosmtpd process(es)"
 
 
 def report(rows: list[Row]) -> None:
@@ -309,6 +355,8 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=1, help="also run digest with this many connections")
     parser.add_argument("--sinks", type=int, default=1, help="aiosmtpd processes sharing the port")
+    parser.add_argument("--postfix", type=int, default=0, help="send to a discarding Postfix on this port instead")
+    parser.add_argument("--postfix-log", type=Path, default=Path("/var/log/postfix-bench.log"))
     parser.add_argument("--rounds", type=int, default=1, help="times to run every case, in turn")
     parser.add_argument("--config", type=Path, default=ROOT / "config.toml", help="the sample config to render")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
@@ -316,7 +364,8 @@ def main() -> None:
     if args.serve is not None:
         serve(args.serve)
     else:
-        run(args.recipients, args.connections, args.sinks, args.rounds, args.config)
+        sinks = Postfix(args.postfix, args.postfix_log) if args.postfix else Sinks(args.sinks)
+        run(args.recipients, args.connections, sinks, args.rounds, args.config)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import os
 import smtplib
 import socket
 import ssl
@@ -32,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 import hostile
 from digest.config import Settings
-from digest.delivery.transports import open_transport
+from digest.delivery.transports import open_transport, smtp
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -690,6 +691,57 @@ def test_a_batch_cut_off_at_rcpt_settles_as_sent_up_to_there_and_unsent_after(
 
     assert resolved == {101: "submitted", 102: "submitted", 103: "unsent", 104: "unsent"}
     assert journals(tmp_path) == []
+
+
+def interrupt_at_rcpt_of(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == address:
+            raise KeyboardInterrupt  # the process stops while the server answers RCPT
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted)
+
+
+def test_after_a_reboot_a_missing_journal_line_proves_nothing(smtp_server, connect, tmp_path, monkeypatch):
+    """Lines not synced may die with the machine: read in another boot, the journal's lines
+    still count, but a message without one stays unknown instead of being sent again."""
+    handler = Recorder()
+    server = smtp_server(handler)
+    interrupt_at_rcpt_of(monkeypatch, "r3@example.net")
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3, 4))
+    monkeypatch.setattr(smtp, "boot_id", lambda: "another-boot")
+
+    resolved = connect(server).settle(orphans(1, 2, 3, 4))
+
+    assert resolved == {101: "submitted", 102: "submitted"}  # r3 and r4 stay unknown
+    assert journals(tmp_path) == []
+
+
+def test_where_the_boot_cannot_be_told_each_data_line_is_synced_before_its_message(
+    smtp_server, connect, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(smtp, "boot_id", lambda: "")
+    synced: list[str] = []
+    fdatasync = os.fdatasync
+
+    def noted(fd: int) -> None:
+        fdatasync(fd)
+        synced.append(Path(f"/proc/self/fd/{fd}").read_text(encoding="utf-8").splitlines()[-1])
+
+    monkeypatch.setattr(os, "fdatasync", noted)
+    handler = Recorder()
+    server = smtp_server(handler)
+    interrupt_at_rcpt_of(monkeypatch, "r3@example.net")
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3, 4))
+
+    assert synced == ["data\tr1@example.net", "data\tr2@example.net"]
+    monkeypatch.setattr(smtp, "boot_id", lambda: "another-boot")  # a synced journal tells all, whenever read
+    resolved = connect(server).settle(orphans(1, 2, 3, 4))
+    assert resolved == {101: "submitted", 102: "submitted", 103: "unsent", 104: "unsent"}
 
 
 def test_a_message_cut_off_after_its_data_stays_unknown(smtp_server, connect, tmp_path, monkeypatch):
