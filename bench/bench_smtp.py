@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -182,6 +183,37 @@ class Postfix:
         pass
 
 
+class Cpu:
+    """CPU seconds spent from now on by this process and by the sink (``since``)."""
+
+    def __init__(self, sinks: Sinks | Postfix) -> None:
+        self.pids = [p.pid for p in sinks.procs] if isinstance(sinks, Sinks) else postfix_pids()
+        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids))
+
+    def since(self) -> tuple[float, float]:
+        return time.process_time() - self.start[0], sum(cpu_of(pid) for pid in self.pids) - self.start[1]
+
+
+def cpu_of(pid: int) -> float:
+    """A process's CPU seconds, its reaped children's included (``/proc/<pid>/stat``); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def postfix_pids() -> list[int]:
+    """Postfix's master: its children's CPU shows in its own once they exit and are reaped; the
+    ones still running (smtpd waits for more connections) are counted at the end by ``Cpu``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().split(" (", 1)[1].startswith(("master)", "smtpd)", "cleanup)", "qmgr)", "discard)")):
+                pids.append(int(stat.parent.name))
+    return pids
+
+
 # --- the cases -------------------------------------------------------------------------------------
 
 
@@ -192,6 +224,8 @@ class Row:
     wall: float
     recipients: int
     connections: int
+    client_cpu: float  # seconds of CPU this process spent on the case
+    sink_cpu: float  # seconds of CPU the sink spent on it (its processes, and their reaped children)
 
     @property
     def rate(self) -> float:
@@ -297,18 +331,21 @@ def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, 
                 one, variant, {"name": "Reader 1", "email": address(1)}, now=NOW, to=address(1)
             ).as_bytes()
             for n in range(1, rounds + 1):
+                cpu = Cpu(sinks)
                 wall = raw_smtplib(sinks.port, message, sender, recipients)
                 check(sinks, "raw smtplib", recipients, 1)
-                rows.append(Row(REFERENCE, n, wall, recipients, 1))
+                rows.append(Row(REFERENCE, n, wall, recipients, 1, *cpu.since()))
+                cpu = Cpu(sinks)
                 wall, opened = digest(one, variant, recipients)
                 seen = check(sinks, "digest", recipients, 1)
                 per_message = seen["bytes"] / seen["messages"]
-                rows.append(Row(ONE, n, wall, recipients, opened))
+                rows.append(Row(ONE, n, wall, recipients, opened, *cpu.since()))
                 if connections > 1:
                     many = with_smtp(base, tmp, sinks.port, connections)
+                    cpu = Cpu(sinks)
                     wall, opened = digest(many, variant, recipients)
                     check(sinks, f"digest, {connections} connections", recipients, connections)
-                    rows.append(Row(f"digest, {connections} connections", n, wall, recipients, opened))
+                    rows.append(Row(f"digest, {connections} connections", n, wall, recipients, opened, *cpu.since()))
     finally:
         sinks.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -330,8 +367,11 @@ def describe(sinks: Sinks | Postfix) -> str:
 def report(rows: list[Row]) -> None:
     """The table: each case's rate and its ratios to the reference and to 1 connection in its round."""
     by_round = {(r.round, r.case): r for r in rows}
-    print("| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection "
+        "| sender CPU ms/msg | sink CPU ms/msg |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     to_ref: dict[str, list[float]] = {}
     to_one: dict[str, list[float]] = {}
     for r in rows:
@@ -341,7 +381,8 @@ def report(rows: list[Row]) -> None:
         to_one.setdefault(r.case, []).append(r.rate / one.rate)
         print(
             f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
-            f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} |"
+            f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} | "
+            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} |"
         )
     for case in to_ref:
         if case != REFERENCE:

@@ -502,7 +502,9 @@ class SmtpTransport:
 
     def _in_threads(self, queue: _Queue, template: MessageTemplate, now: datetime, tally: _Tally) -> None:
         """One thread per slot (smtplib waits on the socket without the GIL). Interrupted, the
-        threads finish the message they are on, so the journal tells how far each got."""
+        threads finish the message they are on (each step bounded by ``timeout``), so the journal
+        tells how far each got; a second interrupt ends the wait, and the daemon threads with
+        the process, leaving at worst a ``data`` line without its outcome: unknown."""
         threads = [
             threading.Thread(
                 target=self._work, args=(slot, queue, template, now, tally), name=f"smtp-{slot.number}", daemon=True
@@ -517,7 +519,7 @@ class SmtpTransport:
         except BaseException:
             queue.close()
             for thread in threads:
-                thread.join(self.cfg.timeout * 2)
+                thread.join()
             raise
 
     def _work(self, slot: _Slot, queue: _Queue, template: MessageTemplate, now: datetime, tally: _Tally) -> None:
@@ -537,7 +539,8 @@ class SmtpTransport:
                         queue.close()
                     return
                 tally.outcomes[r.delivery_id] = (sent.outcome, sent.detail)
-                tally.went_out = tally.went_out or sent.outcome != "failed"
+                if sent.outcome != "failed":
+                    tally.went_out = True  # only ever set, so no thread can undo another's
                 if sent.envelope_refused:
                     tally.refused.append(sent)
         except BaseException as exc:  # an interrupt (or a bug): stop every slot, raise it from send
