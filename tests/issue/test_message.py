@@ -211,8 +211,21 @@ def test_a_part_ending_with_a_placeholder_still_gives_build_messages_message(tmp
 
 def test_the_templates_header_lines_are_build_messages_byte_for_byte(tmp_path):
     r, s = rendered(tmp_path)
-    for name in ("Reader 1", "Reader <1>", "Zoë", "O'Neil", "Mr. Smith", "", "a  b", "=?utf-8?q?x?="):
-        values = {**VALUES, "name": name}
+    names = (
+        "Reader 1",
+        "Reader <1>",
+        "Zoë",
+        "O'Neil",
+        "Mr. Smith",
+        "",
+        "a  b",
+        "=?utf-8?q?x?=",
+        "a?b=c",
+        "Word " * 150,
+    )
+    links = ("https://x.example/u?t=" + "a" * 900, "https://x.example/u?t=a b", "https://x.example/" + "b" * 1200)
+    for name, link in [(n, VALUES["unsubscribe_url"]) for n in names] + [("Reader", link) for link in links]:
+        values = {**VALUES, "name": name, "unsubscribe_url": link}
         mine = MessageTemplate.of(s, r).render(values, now=NOW, to="zoe@example.net")
         theirs = build_message(s, r, values, now=NOW, to="zoe@example.net").as_bytes()
 
