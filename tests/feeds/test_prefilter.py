@@ -32,6 +32,7 @@ from factories import FEED_FIXTURES, ROOT
 
 NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
 WEEK = Window(NOW - timedelta(days=7), NOW)
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 CATEGORIES = ("Asia-Pacific", "Military Industrial Complex", "Elsewhere")
 SAMPLE_NOW = datetime.fromisoformat("2026-11-27T09:00-05:00")
 
@@ -117,7 +118,7 @@ def mixed_feed(seed: int = 3, count: int = 400) -> bytes:
     items = []
     for n in range(count):
         when = NOW - timedelta(minutes=rng.randrange(-3 * 24 * 60, 60 * 24 * 60))
-        kind = n % 14
+        kind = n % 16
         if kind == 0:
             items.append(item(n, when, guid=f'<guid isPermaLink="false">mixed-{n}</guid>'))
         elif kind == 1:
@@ -144,8 +145,14 @@ def mixed_feed(seed: int = 3, count: int = 400) -> bytes:
             items.append(item(n, when, link=f"  https://mixed.example/spaced/{n}  "))
         elif kind == 12:  # feedparser folds the extra slashes
             items.append(item(n, when, link=f"https:///mixed.example/slashes/{n}"))
-        else:  # feedparser takes an href attribute over the text: left whole
+        elif kind == 13:  # feedparser takes an href attribute over the text: left whole
             items.append(item(n, when).replace("<link>", f'<link href="https://mixed.example/href/{n}">'))
+        elif kind == 14:  # a later date, nested, is the one feedparser keeps: left whole
+            recent = f"<media:group><dc:date>{(NOW - timedelta(hours=n % 48)).isoformat()}</dc:date></media:group>"
+            items.append(item(n, when, date_tag="dc:date", extra=recent))
+        else:  # feedparser takes rdf:about as the id: left whole
+            about = f'<item xmlns:rdf="{RDF}" rdf:about="https://mixed.example/about/{n}">'
+            items.append(item(n, when).replace("<item>", about))
     return (HEAD + "".join(items) + "</channel></rss>").encode()
 
 

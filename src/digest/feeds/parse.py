@@ -176,7 +176,7 @@ def _feedparse(
         )
     filtered = drop_outside(body, window, base_url) if window is not None and _is_utf8(declared) else None
     if filtered is not None:
-        result = _run_feedparser(filtered.body, feed, base_url, "utf-8")
+        result = _run_feedparser(filtered.body, feed, base_url, declared)
         if not result.bozo and len(result.entries) + len(filtered.dropped) == filtered.items:
             return result, filtered.dropped, warnings
     result = _run_feedparser(body, feed, base_url, declared)
@@ -293,11 +293,22 @@ def _repair_utf8(body: bytes, declared: str | None) -> tuple[bytes, bool]:
             return body, False
     except LookupError:  # an encoding Python does not know: feedparser will say so
         return body, False
+    if _is_utf8_text(body):
+        return body, False
+    return body.decode("utf-8", errors="digest-cp1252").encode("utf-8"), True
+
+
+def _is_utf8_text(body: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether ``body`` is valid UTF-8, checked a piece at a time: a long feed's text is never
+    held whole beside its bytes (a 100 MB feed would otherwise need 100 MB more at once)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        body.decode("utf-8")
+        for start in range(0, len(body), chunk):
+            decoder.decode(body[start : start + chunk])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return body.decode("utf-8", errors="digest-cp1252").encode("utf-8"), True
-    return body, False
+        return False
+    return True
 
 
 def _problem(result: Any) -> str:

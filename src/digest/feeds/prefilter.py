@@ -1,29 +1,30 @@
-"""The window first: a long RSS feed's old items taken out before feedparser builds them.
+"""The window first: a long RSS feed's old items cut out before feedparser builds them.
 
 On a long feed nearly all of feedparser's time goes into items an issue can never show. Here
-lxml streams the document and takes out each RSS 2.0 item whose every date, read by
-feedparser's own date parser, lies well outside the window; feedparser then reads the rest,
-re-serialised. An item taken out still counts for duplicates (in ``load`` the first copy of an
-item wins, even from outside the window), so its link and guid are kept exactly as feedparser
-would have stored them, for ``parse`` to make its id and canonical URL the usual way.
+one pass of expat (the parser feedparser itself reads XML with) finds each RSS 2.0 item whose
+every date, read by feedparser's own date parser, lies well outside the window, and cuts its
+bytes out of the document; feedparser then reads the rest, every other byte as it was. An item
+cut out still counts for duplicates (in ``load`` the first copy of an item wins, even from
+outside the window), so its link and guid are kept exactly as feedparser would have stored
+them, for ``parse`` to make its id and canonical URL the usual way.
 
-Only items of a plainly simple form are taken out: the elements listed below, no attributes
-but a guid's ``isPermaLink``, ASCII links and dates, no ``xml:base``. Any other item stays for
-feedparser, whole. A document lxml cannot read strictly (feedparser is lenient: bozo feeds,
-HTML entities, a DOCTYPE), one not in UTF-8 or not RSS 2.0, gets ``None``: the caller reads it
-as it is, exactly as without this module.
+Only items of a plainly simple form are cut: the elements listed below, no attributes but a
+guid's ``isPermaLink``, ASCII links and dates, no base set anywhere on their way. Any other item
+stays for feedparser. A document expat cannot read strictly (feedparser is lenient: bozo feeds,
+HTML entities), one with a DOCTYPE, or not RSS 2.0, gets ``None``: the caller reads it as it
+is, exactly as without this module. Nothing is held but the document's bytes and the spans cut.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from xml.parsers import expat
 
 from feedparser.datetimes import _parse_date
 from feedparser.urls import _urljoin, make_safe_absolute_uri
-from lxml import etree
 
 from digest.models import Window
 
@@ -33,12 +34,12 @@ __all__ = ["Dropped", "Filtered", "drop_outside", "parsed_time"]
 MARGIN = timedelta(hours=1)
 # Below this size feedparser is quick anyway and the pass over the document would cost more.
 MIN_BYTES = 256 * 1024
-_CHUNK = 1 << 20
 
-_DC = "{http://purl.org/dc/elements/1.1/}"
-_MEDIA = "{http://search.yahoo.com/mrss/}"
+# expat names a namespaced element or attribute "<namespace URI> <local name>".
+_DC = "http://purl.org/dc/elements/1.1/ "
+_MEDIA = "http://search.yahoo.com/mrss/ "
 _DATES = frozenset({"pubDate", f"{_DC}date"})
-# The other children an item taken out may have, besides its <link>, <guid>, dates and media:*
+# The other children an item cut out may have, besides its <link>, <guid>, dates and media:*
 # elements: none gives feedparser a link, an id or a date (each is checked to set no base and
 # to hold only text).
 _PLAIN = frozenset(
@@ -51,7 +52,7 @@ _PLAIN = frozenset(
         "enclosure",
         f"{_DC}creator",
         f"{_DC}subject",
-        "{http://purl.org/rss/1.0/modules/content/}encoded",
+        "http://purl.org/rss/1.0/modules/content/ encoded",
     }
 )
 # How feedparser stores a link: "&amp;" and anything like an entity lose their escaping.
@@ -60,7 +61,7 @@ _ENTITY_LIKE = re.compile("&([A-Za-z0-9_]+);")
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """An item taken out: its place among the document's items, its link and guid as feedparser
+    """An item cut out: its place among the document's items, its link and guid as feedparser
     would have stored them (``entry.link``, ``entry.id``)."""
 
     position: int
@@ -70,7 +71,7 @@ class Dropped:
 
 @dataclass(frozen=True, slots=True)
 class Filtered:
-    """The document without the items taken out (UTF-8), those items, and how many it had."""
+    """The document without the items cut out, those items, and how many items it had."""
 
     body: bytes
     dropped: tuple[Dropped, ...]
@@ -88,35 +89,26 @@ def parsed_time(parsed: Any) -> datetime | None:
 def drop_outside(body: bytes, window: Window, base_url: str) -> Filtered | None:
     """The UTF-8 document ``body`` without its items plainly outside ``window``, or None.
 
-    None means "read the document as it is": it is not RSS 2.0 that lxml reads strictly,
-    nothing could be taken out, or ``base_url`` is one feedparser would rewrite (so the base an
-    item's link is resolved against would not be plainly ``base_url``).
+    None means "read the document as it is": it is not RSS 2.0 that expat reads strictly,
+    nothing could be cut, or ``base_url`` is one feedparser would rewrite (so the base an item's
+    link is resolved against would not be plainly ``base_url``).
     """
     if len(body) < MIN_BYTES or _feedparser_base(base_url) != base_url:
         return None
-    parser = etree.XMLPullParser(
-        events=("end",), tag="item", huge_tree=True, resolve_entities=False, no_network=True, load_dtd=False
-    )
-    span = (window.start - MARGIN, window.end + MARGIN)
-    dropped: list[Dropped] = []
-    items = 0
-    channels = _Channels()
+    reader = _Reader(body, (window.start - MARGIN, window.end + MARGIN), base_url)
     try:
-        for offset in range(0, len(body), _CHUNK):
-            parser.feed(body[offset : offset + _CHUNK])
-            for _, item in parser.read_events():
-                taken = _taken_out(item, items, span, base_url) if channels.plain(item.getparent()) else None
-                if taken is not None:
-                    dropped.append(taken)
-                    item.getparent().remove(item)  # and its memory with it
-                items += 1
-        root = parser.close()
-    except etree.LxmlError:  # not well-formed, an undefined entity...: feedparser's call
+        reader.parser.Parse(body, True)
+    except (expat.ExpatError, _NotPlain):
         return None
-    tree = root.getroottree()
-    if not dropped or tree.docinfo.doctype or root.tag != "rss" or _has_base(root):
+    if not reader.dropped:
         return None
-    return Filtered(etree.tostring(tree, encoding="UTF-8", xml_declaration=True), tuple(dropped), items)
+    whole = memoryview(body)  # slices of it are views: the kept bytes are copied once, by join
+    kept, start = [], 0
+    for cut_start, cut_end in reader.cuts:
+        kept.append(whole[start:cut_start])
+        start = cut_end
+    kept.append(whole[start:])
+    return Filtered(b"".join(kept), tuple(reader.dropped), reader.items)
 
 
 def _feedparser_base(base_url: str) -> str:
@@ -125,100 +117,137 @@ def _feedparser_base(base_url: str) -> str:
     return (make_safe_absolute_uri(base, base) or base) if base else _urljoin(base, base)
 
 
-def _has_base(element: Any) -> bool:
-    """Whether the element sets a base for feedparser: ``xml:base``, or any attribute named base."""
-    names: list[str] = element.keys()  # attribute names, as lxml lists them
-    return bool(names) and any(name.rpartition("}")[2].lower() == "base" for name in names)
+def _has_base(attrs: dict[str, str]) -> bool:
+    """Whether the attributes set a base for feedparser: ``xml:base``, or any attribute named base."""
+    return bool(attrs) and any(name.rpartition(" ")[2].lower() == "base" for name in attrs)
 
 
-class _Channels:
-    """Whether an item's parent is the <channel> right under the root, setting no base (remembered)."""
-
-    def __init__(self) -> None:
-        self._last: Any = None
-        self._plain = False
-
-    def plain(self, parent: Any) -> bool:
-        if parent is not self._last:
-            above = parent.getparent() if parent is not None else None
-            self._last = parent
-            self._plain = (
-                parent.tag == "channel" and above is not None and above.getparent() is None and not _has_base(parent)
-            )
-        return self._plain
+class _NotPlain(Exception):
+    """The document is not one to cut (a DOCTYPE, not RSS 2.0): stop reading it."""
 
 
-def _taken_out(item: Any, position: int, span: tuple[datetime, datetime], base: str) -> Dropped | None:
-    """The item as taken out, if it is of the simple form and dated only outside ``span``."""
-    if item.keys():
-        return None
-    link: Any = None
-    guid: Any = None
-    dates: list[Any] = []
-    for child in item:
-        tag = child.tag
-        if tag in _PLAIN:
-            if len(child) or _has_base(child):
-                return None
-        elif tag == "link":
-            if link is not None or len(child) or child.keys():
-                return None
-            link = child
-        elif tag == "guid":
-            if guid is not None or len(child) or set(child.keys()) - {"isPermaLink"}:
-                return None
-            guid = child
-        elif tag in _DATES:
-            if len(child):
-                return None
-            dates.append(child)
-        elif not isinstance(tag, str):  # a comment or processing instruction: feedparser skips them
-            continue
-        elif not (tag.startswith(_MEDIA) and _only_media(child)):
+@dataclass(slots=True)
+class _Item:
+    """What one item has shown so far, while expat is inside it."""
+
+    start: int
+    simple: bool
+    link: str | None = None
+    guid: str | None = None
+    guid_is_link: bool = True
+    dates: list[str] = field(default_factory=list)
+    child: str = ""  # the child element expat is in (at any depth below it)
+    text: list[str] | None = None  # the text of that child, when it is a link, guid or date
+
+
+class _Reader:
+    """expat's callbacks for one document: which items to cut, and where their bytes lie."""
+
+    def __init__(self, body: bytes, span: tuple[datetime, datetime], base: str) -> None:
+        self.body = body
+        self.span = span
+        self.base = base
+        self.depth = 0
+        self.plain_channel = False
+        self.item: _Item | None = None
+        self.items = 0
+        self.cuts: list[tuple[int, int]] = []
+        self.dropped: list[Dropped] = []
+        self.parser = expat.ParserCreate(namespace_separator=" ")
+        self.parser.buffer_text = True
+        self.parser.buffer_size = 1 << 16
+        self.parser.StartElementHandler = self.start
+        self.parser.EndElementHandler = self.end
+        self.parser.CharacterDataHandler = self.characters
+        self.parser.StartDoctypeDeclHandler = self.doctype
+
+    def doctype(self, *args: Any) -> None:
+        raise _NotPlain  # entities it may declare are feedparser's to read
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        item = self.item
+        if item is not None:
+            if item.simple:
+                self._inside(item, name, attrs)
+        elif self.depth == 3:
+            if name == "item":
+                self.item = _Item(self.parser.CurrentByteIndex, self.plain_channel and not attrs)
+        elif self.depth == 2:
+            self.plain_channel = name == "channel" and not _has_base(attrs)
+        elif self.depth == 1 and (name != "rss" or _has_base(attrs)):
+            raise _NotPlain
+
+    def _inside(self, item: _Item, name: str, attrs: dict[str, str]) -> None:
+        """An element inside an item: whether the item stays simple, and which text to keep."""
+        if self.depth > 4:  # below a child: only media:* inside media:* may nest
+            item.simple = item.child.startswith(_MEDIA) and name.startswith(_MEDIA) and not _has_base(attrs)
+            return
+        item.child = name
+        if name in _PLAIN or name.startswith(_MEDIA):
+            item.simple = not _has_base(attrs)
+        elif name == "link":
+            item.simple = item.link is None and not attrs
+            item.text = []
+        elif name == "guid":
+            item.simple = item.guid is None and set(attrs) <= {"isPermaLink"}
+            item.guid_is_link = attrs.get("isPermaLink", "true") == "true"
+            item.text = []
+        elif name in _DATES:
+            item.text = []
+        else:
+            item.simple = False
+
+    def characters(self, data: str) -> None:
+        if self.item is not None and self.item.text is not None:
+            self.item.text.append(data)
+
+    def end(self, name: str) -> None:
+        self.depth -= 1
+        item = self.item
+        if item is None:
+            return
+        if self.depth == 3 and item.text is not None:  # a link, guid or date ends
+            text = "".join(item.text).strip()
+            item.text = None
+            if item.child == "link":
+                item.link = text
+            elif item.child == "guid":
+                item.guid = text
+            else:
+                item.dates.append(text)
+        elif self.depth == 2:  # the item ends
+            self.item = None
+            dropped = self._dropped(item) if item.simple else None
+            if dropped is not None:
+                end = self.body.index(b">", self.parser.CurrentByteIndex) + 1
+                self.cuts.append((item.start, end))
+                self.dropped.append(dropped)
+            self.items += 1
+
+    def _dropped(self, item: _Item) -> Dropped | None:
+        """The item as cut out, if every date is one feedparser reads as outside the span."""
+        if not item.link or not item.link.isascii() or not item.dates:
             return None
-    if link is None or not dates or not all(_outside(date, span) for date in dates):
-        return None
-    return _as_feedparser_reads(position, link, guid, base)
+        for text in item.dates:
+            when = parsed_time(_parse_date(text)) if text.isascii() else None
+            if when is None or self.span[0] < when <= self.span[1]:
+                return None
+        if item.guid is not None and not item.guid.isascii():
+            return None
+        return Dropped(self.items, *_as_feedparser_reads(item.link, item.guid, item.guid_is_link, self.base))
 
 
-def _only_media(element: Any) -> bool:
-    """Whether the subtree holds nothing but media:* elements (setting no base), comments and text."""
-    for node in element.iter():
-        if isinstance(node.tag, str) and (not node.tag.startswith(_MEDIA) or _has_base(node)):
-            return False
-    return True
-
-
-def _text(element: Any) -> str | None:
-    """The element's ASCII text, stripped as feedparser strips it; None if not ASCII."""
-    text = (element.text or "").strip()
-    return text if text.isascii() else None
-
-
-def _outside(element: Any, span: tuple[datetime, datetime]) -> bool:
-    """Whether feedparser reads the date element as a time outside ``span`` (unreadable: no)."""
-    text = _text(element)
-    when = parsed_time(_parse_date(text)) if text else None
-    return when is not None and not span[0] < when <= span[1]
-
-
-def _as_feedparser_reads(position: int, link: Any, guid: Any, base: str) -> Dropped | None:
-    """The link and guid as feedparser's ``pop`` stores them for ASCII text and a plain base.
+def _as_feedparser_reads(link: str, guid: str | None, guid_is_link: bool, base: str) -> tuple[str, str | None]:
+    """The link and guid as feedparser's ``pop`` stores them, for ASCII text and a plain base.
 
     The link is resolved against the base and loses its "&amp;" escaping; a guid is resolved
     only when it is a permalink (``isPermaLink`` absent or "true"). A <link> element always wins
     over a permalink guid as the item's link, whichever comes first.
     """
-    link_text = _text(link)
-    if not link_text:
-        return None
-    stored = _urljoin(base, link_text)
+    stored = _urljoin(base, link)
     if "&" in stored:
         stored = _ENTITY_LIKE.sub(r"&\g<1>", stored.replace("&amp;", "&"))
     if guid is None:
-        return Dropped(position, stored, None)
-    guid_text = _text(guid)
-    if guid_text is None:
-        return None
-    is_link = guid.get("isPermaLink", "true") == "true"
-    return Dropped(position, stored, _urljoin(base, guid_text) if is_link and guid_text else guid_text)
+        return stored, None
+    return stored, (_urljoin(base, guid) if guid_is_link and guid else guid)
