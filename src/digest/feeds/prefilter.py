@@ -33,7 +33,7 @@ __all__ = ["Dropped", "Filtered", "drop_outside", "parsed_time"]
 # Items dated this close to the window are left to the usual path, whatever their date says.
 MARGIN = timedelta(hours=1)
 # Below this size feedparser is quick anyway and the pass over the document would cost more.
-MIN_BYTES = 256 * 1024
+MIN_BYTES = 64 * 1024
 
 # expat names a namespaced element or attribute "<namespace URI> <local name>".
 _DC = "http://purl.org/dc/elements/1.1/ "
