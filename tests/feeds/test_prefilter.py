@@ -294,3 +294,27 @@ def test_a_long_feed_through_load_articles_matches_across_feeds(
     filtered, whole = both(monkeypatch, articles)
     assert filtered == whole
     assert spy.dropped > 200
+
+
+@pytest.mark.parametrize("fault", ["a count that does not add up", "a remainder feedparser finds malformed"])
+def test_a_remainder_feedparser_reads_otherwise_falls_back_to_the_whole_document(
+    monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    # The safety net: if feedparser does not read the kept part cleanly and item for item, the
+    # pre-filter's work is thrown away and the document is parsed whole, as before it.
+    monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
+    body = mixed_feed(6, 150)
+
+    def faulty(*args: Any, **kwargs: Any) -> prefilter.Filtered | None:
+        real = prefilter.drop_outside(*args, **kwargs)
+        assert real is not None and real.dropped
+        if fault.startswith("a count"):
+            return prefilter.Filtered(real.body, real.dropped, real.items + 1)
+        return prefilter.Filtered(real.body.replace(b"</channel>", b""), real.dropped, real.items)
+
+    monkeypatch.setattr(parse_module, "drop_outside", faulty)
+    faulted = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
+    monkeypatch.setattr(parse_module, "drop_outside", declined)
+    whole = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
+    assert faulted == whole
+    assert faulted.warnings == ()  # the complaint about the cut document is not the feed's
