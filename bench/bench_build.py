@@ -3,7 +3,9 @@
 Run:  .venv/bin/python bench/bench_build.py [--repeat N] [--items N]
 
 Each build runs in a fresh process (so import costs and caches count as a user would see them)
-and reports the best and median wall time and the peak resident memory of that process.
+and reports the best and median wall time, the median CPU time and the peak resident memory of
+that process; the cases take turns, run by run, so a burst of load on a shared machine falls
+on all of them alike.
 Beside the generated feed's build it runs, on the same file and in the same way, the floor (a
 bare ``feedparser.parse`` of it) and, when it is installed, rss2email 3.14 (``r2e run --no-send``:
 it fetches, parses and makes every item's email, but sends nothing), and prints the ratios.
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -85,18 +88,25 @@ def generated_feed(path: Path, items: int, seed: int = 7) -> None:
         out.write("\n</channel></rss>")
 
 
-def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
-    """Best and median wall seconds over ``repeat`` runs, and the largest peak RSS in MB."""
-    times, peaks = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak memory
-        times.append(time.perf_counter() - start)
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}")
-        peaks.append(usage.ru_maxrss / 1024)
-    return min(times), statistics.median(times), max(peaks)
+@dataclass
+class Runs:
+    """One case's runs: wall seconds, CPU seconds (user + system) and peak RSS in MB of each."""
+
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+
+
+def run_once(cmd: list[str], runs: Runs) -> None:
+    """Run ``cmd`` as a fresh process and record its wall time, CPU time and peak memory."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its CPU time and peak memory
+    runs.walls.append(time.perf_counter() - start)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr.read().decode() if proc.stderr else ''}")
+    runs.cpus.append(usage.ru_utime + usage.ru_stime)
+    runs.peaks.append(usage.ru_maxrss / 1024)
 
 
 def rss2email_cmd(feed: Path, work: Path) -> list[str] | None:
@@ -121,6 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another version's src/ (`git archive COMMIT src templates | tar -x -C DIR`, then DIR/src): "
+        "its build of the same feed runs beside this one's, in the same turns",
+    )
     args = parser.parse_args()
     digest = str(Path(sys.executable).with_name("digest"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,19 +171,43 @@ def main() -> None:
         r2e = rss2email_cmd(big / "feed.xml", work)
         if r2e is not None:
             rows.append((f"rss2email 3.14 on the {args.items}-item feed (`r2e run --no-send`)", r2e))
-        print(f"| case | best (s) | median (s) | peak RSS (MB) |  ({args.repeat} runs each)")
-        print("| --- | --- | --- | --- |")
-        medians = {}
-        for label, cmd in rows:
-            best, median, peak = timed(cmd, args.repeat)
-            medians[label] = median
-            print(f"| {label} | {best:.3f} | {median:.3f} | {peak:.0f} |")
-        build_median, floor_median = medians[rows[2][0]], medians[rows[3][0]]
-        print(f"\nbuild / feedparser's bare parse (medians): {build_median / floor_median:.2f}x (goal: at most 1.3x)")
+        if args.before is not None:
+            # PYTHONPATH comes before the venv's own (editable) digest, so this runs the other code.
+            before = ["env", f"PYTHONPATH={args.before.resolve()}", sys.executable, "-m", "digest"]
+            rows.append(
+                (
+                    f"build the {args.items}-item feed with the code in {args.before}",
+                    [*before, "build", "--config", str(big / "config.toml"), "--now", NOW, "--out", str(big / "old")],
+                )
+            )
+        # Round robin: on a shared machine a burst of load then falls on every case alike.
+        runs = {label: Runs() for label, _ in rows}
+        for _ in range(args.repeat):
+            for label, cmd in rows:
+                run_once(cmd, runs[label])
+        size = (big / "feed.xml").stat().st_size / 1e6
+        print(f"{args.repeat} runs each, in turn; the generated feed is {size:.1f} MB; load average {os.getloadavg()}")
+        print("| case | best (s) | median (s) | median CPU (s) | peak RSS (MB) |")
+        print("| --- | --- | --- | --- | --- |")
+        for label, _ in rows:
+            r = runs[label]
+            print(
+                f"| {label} | {min(r.walls):.3f} | {statistics.median(r.walls):.3f} | "
+                f"{statistics.median(r.cpus):.3f} | {max(r.peaks):.0f} |"
+            )
+        build, floor_runs = runs[rows[2][0]], runs[rows[3][0]]
+        print(f"\nbuild / feedparser's bare parse: {ratio(build, floor_runs)} (goal: at most 1.3x)")
         if r2e is not None:
-            print(f"rss2email / build (medians): {medians[rows[4][0]] / build_median:.2f}x faster (goal: at least 3x)")
+            print(f"rss2email / build: {ratio(runs[rows[4][0]], build)} (goal: at least 3x faster)")
         else:
             print("rss2email is not installed: `.venv/bin/pip install rss2email` to compare with it")
+
+
+def ratio(top: Runs, bottom: Runs) -> str:
+    """Two cases' ratio by median wall time, and by median CPU time (steadier on a busy machine)."""
+    wall = statistics.median(top.walls) / statistics.median(bottom.walls)
+    cpu = statistics.median(top.cpus) / statistics.median(bottom.cpus)
+    return f"{wall:.2f}x by median wall time, {cpu:.2f}x by median CPU time"
 
 
 if __name__ == "__main__":

@@ -1,171 +1,412 @@
-"""SMTP sending benchmark: N recipients through ``SmtpTransport`` to an aiosmtpd server on loopback.
+"""SMTP sending benchmark: digest's ``SmtpTransport`` beside raw smtplib, to the same sink on loopback.
 
-Run:  .venv/bin/python bench/bench_smtp.py --recipients 10000 [--batch 100]
+Run:  .venv/bin/python bench/bench_smtp.py --recipients 10000 [--connections 4] [--sinks 2] [--rounds 3]
 
-The bundled sample is rendered once (``digest.build.build`` at 2026-11-27T14:00Z, about 35 KB of
-inlined HTML), as ``digest send`` does; then every recipient gets their own message through the
-real path: signed links from ``deliver.recipient_values``, ``build_message``, one SMTP transaction
-each, batches of ``--batch`` over the one connection the transport keeps. The server is aiosmtpd
-in a separate process (this file with ``--serve``), so it does not share the sender's CPU core or
-GIL; it counts the messages, bytes and connections it saw, and the run fails unless it received
-every recipient exactly once, all over one connection.
+The bundled sample is rendered once (``digest.build.build`` at 2026-11-27T14:00Z, about 42 KB of
+inlined HTML), as ``digest send`` does. Then, in each round and in this order, to the same sink:
 
-Wall time covers the sends and the QUIT, not the rendering. Peak RSS is the sending process's.
-Prints a markdown table row: recipients, wall s, recipients/s, peak RSS MB.
+- **raw smtplib** (the reference): one message of that variant flattened once by
+  ``build_message``, then ``smtplib.SMTP.sendmail`` of those same bytes to each recipient over
+  one connection. No per-recipient work at all: the rate of the wire, smtplib and the sink.
+- **digest, 1 connection**: every recipient gets their own message through the real path:
+  signed links from ``runner.recipient_values``, the variant's ``MessageTemplate``, the journal,
+  one SMTP transaction each, ``SmtpTransport.max_batch`` recipients a batch.
+- **digest, N connections** (``--connections N`` above 1): the same with
+  ``[delivery.smtp] connections = N``.
+
+The sink is aiosmtpd in ``--sinks`` separate processes (this file with ``--serve``) listening on
+one port with SO_REUSEPORT, so the kernel spreads the connections over them and the sink is not
+one Python process's single core. They count the messages, bytes, recipients and connections
+they saw; each run fails unless the sinks received every recipient exactly once, over the
+expected number of connections.
+
+Wall time covers connecting, the sends and the QUIT, not the rendering. The machine's load
+average is printed with the figures (other work on the machine slows both sides alike).
+Prints a markdown table: one row per case and round, rates, and each case's ratio to the
+reference (and to 1 connection) measured in the same round.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import re
 import resource
+import smtplib
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 27, 14, tzinfo=UTC)
+REFERENCE, ONE = "raw smtplib, 1 connection", "digest, 1 connection"
 
 
-def serve() -> None:
-    """The server process: print the port, count until stdin closes, then print the counts as JSON."""
-    from aiosmtpd.controller import Controller
+# --- the sink ------------------------------------------------------------------------------------
 
-    class Counter:
-        def __init__(self) -> None:
-            self.messages = 0
-            self.bytes = 0
-            self.recipients: set[str] = set()
-            self.duplicates = 0
-            self.peers: set[Any] = set()
 
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            self.messages += 1
-            self.bytes += len(envelope.original_content)
-            self.peers.add(session.peer)
-            for rcpt in envelope.rcpt_tos:
-                if rcpt in self.recipients:
-                    self.duplicates += 1
-                self.recipients.add(rcpt)
-            return "250 2.0.0 Ok: queued"
+class Tally:
+    """An aiosmtpd handler counting what it receives until asked (``count`` on stdin), then starting over."""
 
-    class PortZeroController(Controller):
-        """aiosmtpd 1.4.6 probes ``self.port`` in ``start()``: read the real one from the socket first."""
+    def __init__(self) -> None:
+        self.reset()
 
-        def _trigger_server(self) -> None:
-            assert isinstance(self.server, asyncio.Server)
-            self.port = self.server.sockets[0].getsockname()[1]
-            super()._trigger_server()
+    def reset(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+        self.recipients: list[str] = []
+        self.peers: set[Any] = set()
 
-    counter = Counter()
-    controller = PortZeroController(counter, hostname="127.0.0.1", port=0)
-    controller.start()
-    print(controller.port, flush=True)
-    sys.stdin.read()  # the parent closes our stdin when it is done
-    controller.stop()
-    print(
-        json.dumps(
-            {
-                "messages": counter.messages,
-                "bytes": counter.bytes,
-                "distinct": len(counter.recipients),
-                "duplicates": counter.duplicates,
-                "connections": len(counter.peers),
-            }
-        ),
-        flush=True,
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages += 1
+        self.bytes += len(envelope.original_content)
+        self.peers.add(session.peer)
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 2.0.0 Ok: queued"
+
+    def report(self) -> str:
+        counts = {"messages": self.messages, "bytes": self.bytes, "recipients": self.recipients}
+        counts["connections"] = len(self.peers)
+        self.reset()
+        return json.dumps(counts)
+
+
+def serve(port: int) -> None:
+    """One sink process: listen on ``port`` (0: any) with SO_REUSEPORT, print the port, answer
+    each ``count`` line on stdin with the counts as JSON, stop at the end of stdin."""
+    from aiosmtpd.smtp import SMTP
+
+    counter = Tally()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTP(counter, hostname="sink.bench.example"), host="127.0.0.1", port=port, reuse_port=True
+        )
+        print(server.sockets[0].getsockname()[1], flush=True)
+        while await loop.run_in_executor(None, sys.stdin.readline):
+            print(counter.report(), flush=True)
+        server.close()
+
+    asyncio.run(main())
+
+
+class Sinks:
+    """``count`` aiosmtpd processes sharing one port; ``seen()`` sums what they received."""
+
+    def __init__(self, count: int) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.port = 0
+        for _ in range(count):
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(self.port)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
+            assert proc.stdout is not None
+            self.port = int(proc.stdout.readline())
+
+    def seen(self, expected: int) -> dict[str, Any]:
+        total: dict[str, Any] = {"messages": 0, "bytes": 0, "connections": 0, "recipients": Counter()}
+        for proc in self.procs:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("count\n")
+            proc.stdin.flush()
+            counts = json.loads(proc.stdout.readline())
+            for key in ("messages", "bytes", "connections"):
+                total[key] += counts[key]
+            total["recipients"].update(counts["recipients"])
+        return total
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Postfix:
+    """A running Postfix set to discard everything, as the sink: what it saw is read from its log.
+
+    Postfix is C and queues each message to disk (with an fsync) before it answers, as a real
+    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian):
+    ``apt-get install postfix``, then ``postconf -e 'inet_interfaces = 127.0.0.1'
+    'mydestination =' 'mynetworks = 127.0.0.0/8' 'smtpd_relay_restrictions = permit_mynetworks,
+    reject' 'default_transport = discard:bench' 'in_flow_delay = 0' 'maillog_file =
+    /var/log/postfix-bench.log'``, the ``smtpd`` line of master.cf on ``127.0.0.1:2525``, and
+    ``postfix start``.
+    """
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.offset = log.stat().st_size
+
+    def seen(self, expected: int) -> dict[str, Any]:
+        """What the log says since the last call, once ``expected`` deliveries are in it (or 60 s)."""
+        deadline = time.monotonic() + 60
+        while True:
+            with self.log.open("rb") as f:
+                f.seek(self.offset)
+                text = f.read().decode("utf-8", "replace")
+            sent = re.findall(r"postfix/discard\[\d+\]: \w+: to=<([^>]*)>.*status=sent", text)
+            if len(sent) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.offset += len(text.encode("utf-8"))
+        return {
+            "messages": len(re.findall(r"postfix/smtpd\[\d+\]: \w+: client=", text)),
+            "bytes": sum(int(n) for n in re.findall(r"postfix/qmgr\[\d+\]: \w+: from=<[^>]*>, size=(\d+)", text)),
+            "connections": len(re.findall(r"postfix/smtpd\[\d+\]: connect from", text)),
+            "recipients": Counter(sent),
+        }
+
+    def stop(self) -> None:
+        pass
+
+
+class Cpu:
+    """CPU seconds spent from now on by this process and by the sink (``since``)."""
+
+    def __init__(self, sinks: Sinks | Postfix) -> None:
+        self.pids = [p.pid for p in sinks.procs] if isinstance(sinks, Sinks) else postfix_pids()
+        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids))
+
+    def since(self) -> tuple[float, float]:
+        return time.process_time() - self.start[0], sum(cpu_of(pid) for pid in self.pids) - self.start[1]
+
+
+def cpu_of(pid: int) -> float:
+    """A process's CPU seconds, its reaped children's included (``/proc/<pid>/stat``); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def postfix_pids() -> list[int]:
+    """Postfix's master: its children's CPU shows in its own once they exit and are reaped; the
+    ones still running (smtpd waits for more connections) are counted at the end by ``Cpu``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().split(" (", 1)[1].startswith(("master)", "smtpd)", "cleanup)", "qmgr)", "discard)")):
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+# --- the cases -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    case: str
+    round: int
+    wall: float
+    recipients: int
+    connections: int
+    client_cpu: float  # seconds of CPU this process spent on the case
+    sink_cpu: float  # seconds of CPU the sink spent on it (its processes, and their reaped children)
+
+    @property
+    def rate(self) -> float:
+        return self.recipients / self.wall
+
+
+def address(i: int) -> str:
+    return f"reader{i}@bench.example"
+
+
+def check(sinks: Sinks | Postfix, case: str, recipients: int, connections: int) -> dict[str, Any]:
+    """What the sinks saw since the last check: every recipient once, over ``connections`` connections."""
+    seen = sinks.seen(recipients)
+    counts: Counter[str] = seen["recipients"]
+    clean = (
+        seen["messages"] == recipients
+        and len(counts) == recipients
+        and max(counts.values()) == 1
+        and seen["connections"] == connections
     )
+    if not clean:
+        twice = sum(1 for n in counts.values() if n > 1)
+        sys.exit(
+            f"{case}: run not clean: {seen['messages']} messages, {len(counts)} distinct, {twice} twice, "
+            f"{seen['connections']} connections (expected {recipients} once each over {connections})"
+        )
+    return seen
 
 
-def run(recipients: int, batch_size: int, config: Path) -> None:
-    from digest.config import load
+def raw_smtplib(port: int, message: bytes, sender: str, recipients: int) -> float:
+    """The reference: the same bytes to every recipient with ``sendmail``, one connection."""
+    helo = socket.getfqdn()
+    start = time.perf_counter()
+    conn = smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=30)
+    for i in range(1, recipients + 1):
+        conn.sendmail(sender, [address(i)], message)
+    conn.quit()
+    return time.perf_counter() - start
+
+
+def digest(settings: Any, variant: Any, recipients: int) -> tuple[float, int]:
+    """digest's transport, batches of its ``max_batch``; returns the wall time and connections opened."""
     from digest.delivery.runner import recipient_values
     from digest.delivery.tokens import Signer
     from digest.delivery.transports.base import Batch, Recipient
     from digest.delivery.transports.smtp import SmtpTransport
-    from digest.issue.build import build
 
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None and server.stdin is not None
-        port = int(server.stdout.readline())
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = load(config)
-            settings = settings.model_copy(
+    signer = Signer("bench-secret-long-enough-to-sign-links")
+    transport = SmtpTransport(settings)
+    size = transport.max_batch
+    outcomes: Counter[str] = Counter()
+    start = time.perf_counter()
+    for first in range(1, recipients + 1, size):
+        people = tuple(
+            Recipient(i, i, address(i), recipient_values(settings, signer, i, address(i), f"Reader {i}"))
+            for i in range(first, min(first + size, recipients + 1))
+        )
+        result = transport.send(Batch("2026-W48", variant, people, batch_id=first // size + 1))
+        outcomes.update(status for status, _ in result.outcomes.values())
+    transport.close()
+    wall = time.perf_counter() - start
+    if outcomes != {"submitted": recipients}:
+        sys.exit(f"digest: outcomes {dict(outcomes)}")
+    return wall, transport.connections
+
+
+def with_smtp(settings: Any, tmp: str, port: int, connections: int) -> Any:
+    return settings.model_copy(
+        update={
+            "store": settings.store.model_copy(update={"data_dir": tmp}),
+            "delivery": settings.delivery.model_copy(
                 update={
-                    "store": settings.store.model_copy(update={"data_dir": tmp}),
-                    "delivery": settings.delivery.model_copy(
+                    "smtp": settings.delivery.smtp.model_copy(
                         update={
-                            "smtp": settings.delivery.smtp.model_copy(
-                                update={"host": "127.0.0.1", "port": port, "security": "none", "username": ""}
-                            )
+                            "host": "127.0.0.1",
+                            "port": port,
+                            "security": "none",
+                            "username": "",
+                            "connections": connections,
                         }
-                    ),
-                }
-            )
-            variant = build(settings, NOW).rendered
-            signer = Signer("bench-secret-long-enough-to-sign-links")
-            transport = SmtpTransport(settings)
-            outcomes: dict[str, int] = {}
-            start = time.perf_counter()
-            for first in range(0, recipients, batch_size):
-                people = tuple(
-                    Recipient(
-                        i,
-                        i,
-                        f"reader{i}@bench.example",
-                        recipient_values(settings, signer, i, f"reader{i}@bench.example", f"Reader {i}"),
                     )
-                    for i in range(first + 1, min(first + batch_size, recipients) + 1)
-                )
-                result = transport.send(Batch("2026-W48", variant, people, batch_id=first // batch_size + 1))
-                for status, _ in result.outcomes.values():
-                    outcomes[status] = outcomes.get(status, 0) + 1
-            transport.close()
-            wall = time.perf_counter() - start
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        server.stdin.close()
-        stats = json.loads(server.stdout.readline())
+                }
+            ),
+        }
+    )
+
+
+def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, config: Path) -> None:
+    from digest.config import load
+    from digest.delivery.transports.smtp import envelope_sender
+    from digest.issue.build import build
+    from digest.issue.message import build_message
+
+    rows: list[Row] = []
+    per_message = 0.0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = load(config)
+            one = with_smtp(base, tmp, sinks.port, 1)
+            variant = build(one, NOW).rendered
+            sender = envelope_sender(one)
+            message = build_message(
+                one, variant, {"name": "Reader 1", "email": address(1)}, now=NOW, to=address(1)
+            ).as_bytes()
+            for n in range(1, rounds + 1):
+                cpu = Cpu(sinks)
+                wall = raw_smtplib(sinks.port, message, sender, recipients)
+                check(sinks, "raw smtplib", recipients, 1)
+                rows.append(Row(REFERENCE, n, wall, recipients, 1, *cpu.since()))
+                cpu = Cpu(sinks)
+                wall, opened = digest(one, variant, recipients)
+                seen = check(sinks, "digest", recipients, 1)
+                per_message = seen["bytes"] / seen["messages"]
+                rows.append(Row(ONE, n, wall, recipients, opened, *cpu.since()))
+                if connections > 1:
+                    many = with_smtp(base, tmp, sinks.port, connections)
+                    cpu = Cpu(sinks)
+                    wall, opened = digest(many, variant, recipients)
+                    check(sinks, f"digest, {connections} connections", recipients, connections)
+                    rows.append(Row(f"digest, {connections} connections", n, wall, recipients, opened, *cpu.since()))
     finally:
-        if server.stdin and not server.stdin.closed:
-            server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    expected = {"messages": recipients, "distinct": recipients, "duplicates": 0, "connections": 1}
-    seen = {k: stats[k] for k in expected}
-    if outcomes != {"submitted": recipients} or seen != expected:
-        sys.exit(f"benchmark run was not clean: outcomes {outcomes}, server saw {seen}")
+        sinks.stop()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"HTML part {variant.html_bytes / 1024:.1f} KB; {stats['bytes'] / stats['messages'] / 1024:.1f} KB per message "
-        f"on the wire; {transport.connections} connection(s)",
+        f"HTML part {variant.html_bytes / 1024:.1f} KB; {per_message / 1024:.1f} KB per message on the wire; "
+        f"sink: {describe(sinks)}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"peak RSS {peak_mb:.0f} MB",
         file=sys.stderr,
     )
-    print("| recipients | wall (s) | recipients/s | peak RSS (MB) |")
-    print("| --- | --- | --- | --- |")
-    print(f"| {recipients} | {wall:.2f} | {recipients / wall:.0f} | {peak_mb:.0f} |")
+    report(rows)
+
+
+def describe(sinks: Sinks | Postfix) -> str:
+    if isinstance(sinks, Postfix):
+        return f"Postfix on port {sinks.port}, discarding"
+    return f"{len(sinks.procs)} aiosmtpd process(es)"
+
+
+def report(rows: list[Row]) -> None:
+    """The table: each case's rate and its ratios to the reference and to 1 connection in its round."""
+    by_round = {(r.round, r.case): r for r in rows}
+    print(
+        "| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection "
+        "| sender CPU ms/msg | sink CPU ms/msg |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    to_ref: dict[str, list[float]] = {}
+    to_one: dict[str, list[float]] = {}
+    for r in rows:
+        ref = by_round[(r.round, REFERENCE)]
+        one = by_round[(r.round, ONE)]
+        to_ref.setdefault(r.case, []).append(r.rate / ref.rate)
+        to_one.setdefault(r.case, []).append(r.rate / one.rate)
+        print(
+            f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
+            f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} | "
+            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} |"
+        )
+    for case in to_ref:
+        if case != REFERENCE:
+            print(f"median over rounds, {case}: {statistics.median(to_ref[case]):.2f}x raw smtplib", file=sys.stderr)
+        if case not in (REFERENCE, ONE):
+            print(f"median over rounds, {case}: {statistics.median(to_one[case]):.2f}x 1 connection", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=100, help="recipients per batch (SmtpTransport.max_batch)")
+    parser.add_argument("--connections", type=int, default=1, help="also run digest with this many connections")
+    parser.add_argument("--sinks", type=int, default=1, help="aiosmtpd processes sharing the port")
+    parser.add_argument("--postfix", type=int, default=0, help="send to a discarding Postfix on this port instead")
+    parser.add_argument("--postfix-log", type=Path, default=Path("/var/log/postfix-bench.log"))
+    parser.add_argument("--rounds", type=int, default=1, help="times to run every case, in turn")
     parser.add_argument("--config", type=Path, default=ROOT / "config.toml", help="the sample config to render")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve()
+    if args.serve is not None:
+        serve(args.serve)
     else:
-        run(args.recipients, args.batch, args.config)
+        sinks = Postfix(args.postfix, args.postfix_log) if args.postfix else Sinks(args.sinks)
+        run(args.recipients, args.connections, sinks, args.rounds, args.config)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, change, expected):
             '[newsletter.logo]\nurl = "https://example.org/l.png"',
             r"\[newsletter\.logo\] width: required key is missing",
         ),
+        ("[delivery.smtp]\nconnections = 0", r"\[delivery\.smtp\] connections: .*greater than or equal to 1"),
+        ("[delivery.smtp]\nconnections = 33", r"\[delivery\.smtp\] connections: .*less than or equal to 32"),
     ],
 )
 def test_bad_look_settings_are_one_line_naming_the_key(tmp_path, extra, expected):

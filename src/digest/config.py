@@ -299,6 +299,9 @@ class Smtp(TransportSettings):
     )
     username: str = Field(default="", description="User name to log in with; empty for no login.")
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait on the server for each step.")
+    connections: int = Field(
+        default=1, ge=1, le=32, description="Connections to send over at once, each kept open for the whole send."
+    )
 
 
 class SendGrid(TransportSettings):

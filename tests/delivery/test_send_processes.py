@@ -22,7 +22,7 @@ from test_transport_smtp import Recorder, _Controller
 
 from digest.cli import cli
 from digest.store import Store
-from digest.store.schema import batches, deliveries
+from digest.store.schema import batches, deliveries, subscribers
 from factories import KEY, SECRET, copy_sample
 
 NOW = "2026-11-27T09:00"
@@ -247,13 +247,14 @@ def smtp_job(tmp_path, database_url):
     function that starts the server with a handler and returns (config, env, url)."""
     started: list[_Controller] = []
 
-    def start(handler: Recorder) -> tuple[Path, dict[str, str], str]:
+    def start(handler: Recorder, connections: int = 1) -> tuple[Path, dict[str, str], str]:
         server = _Controller(handler, hostname="127.0.0.1", port=0)
         server.start()
         started.append(server)
         delivery = (
             '[delivery]\ntransport = "smtp"\nbatch_size = 10\n'
             f'[delivery.smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\ntimeout = 10\n'
+            f"connections = {connections}\n"
         )
         return prepare(tmp_path, database_url, delivery, 30)
 
@@ -305,3 +306,43 @@ def test_smtp_message_lost_after_its_data_stays_unknown_until_resend_unknown(smt
     assert "1 unknown recipient(s) queued again (--resend-unknown)" in resend.stderr  # and logged
     assert counts(url) == {"submitted": 30}
     assert Counter(handler.to()) == Counter({f"reader{i}@example.org": 2 if i == 14 else 1 for i in range(30)})
+
+
+def statuses(url: str) -> dict[str, str]:
+    """Each subscriber's delivery status for issue KEY, by address."""
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(subscribers.c.email, deliveries.c.status)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(deliveries.c.issue_key == KEY)
+            ).all()
+    finally:
+        store.close()
+    return {r.email: r.status for r in rows}
+
+
+@pytest.mark.parametrize("step", ["RCPT", "DATA"])
+def test_smtp_send_on_three_connections_killed_mid_batch_settles_on_the_next_run(smtp_job, tmp_path, step):
+    """Killed while three connections are busy with the second batch: the journal they share
+    tells the next run, message by message, who has it (submitted), who cannot have it (sent
+    now) and whose data was out when the process died (unknown, never sent again on its own)."""
+    victim = "reader14@example.org"
+    handler = KillsTheSender(victim, step)
+    config, env, url = smtp_job(handler, connections=3)
+    killed_at(handler, config, env)
+    assert counts(url) == {"submitted": 10, "submitting": 10, "pending": 10}
+
+    again = digest(config, env, "send", "--now", NOW)
+
+    received = Counter(handler.to())
+    after = statuses(url)
+    unknown = sorted(who for who, status in after.items() if status == "unknown")
+    assert set(after.values()) <= {"submitted", "unknown"} and len(after) == 30
+    assert set(received.values()) == {1}  # nobody twice
+    assert all(received[who] == 1 for who, status in after.items() if status == "submitted")
+    assert all(received[who] <= 1 for who in unknown)  # its data may or may not have arrived
+    assert (victim in unknown) == (step == "DATA")  # at RCPT its data never left: sent on the rerun
+    assert again.returncode == (1 if unknown else 0), again.stderr
+    assert os.listdir(tmp_path / ".digest" / "smtp-journal") == []

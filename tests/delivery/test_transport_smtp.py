@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import os
 import smtplib
 import socket
 import ssl
@@ -32,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 import hostile
 from digest.config import Settings
-from digest.delivery.transports import base, open_transport
+from digest.delivery.transports import open_transport, smtp
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -45,8 +46,7 @@ from digest.delivery.transports.base import (
 )
 from digest.delivery.transports.smtp import PASSWORD_ENV, JournalError, SecurityError, SmtpTransport, _Connection
 from digest.errors import ConfigError
-from digest.issue.message import build_message
-from digest.issue.render import Rendered
+from digest.issue.message import MessageTemplate
 from factories import NEWSLETTER, SENDER, VARIANT, batch, recipient, sending
 
 # --- the server ------------------------------------------------------------------------------
@@ -329,12 +329,14 @@ def test_a_hostile_title_and_name_add_no_header_to_what_the_server_receives(smtp
 
 
 def test_a_recipient_whose_message_cannot_be_built_fails_alone(smtp_server, connect, monkeypatch):
-    def build(settings: Settings, variant: Rendered, values: Any, **kwargs: Any) -> EmailMessage:
-        if kwargs["to"] == "r2@example.net":
-            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
-        return build_message(settings, variant, values, **kwargs)
+    render = MessageTemplate.render
 
-    monkeypatch.setattr(base, "build_message", build)
+    def build(self: MessageTemplate, values: Any, *, now: dt.datetime, to: str) -> bytes:
+        if to == "r2@example.net":
+            raise ValueError("invalid arguments; address parts cannot contain CR or LF")
+        return render(self, values, now=now, to=to)
+
+    monkeypatch.setattr(MessageTemplate, "render", build)  # how SMTP builds each recipient's message
     handler = Recorder()
     transport = connect(smtp_server(handler))
 
@@ -691,6 +693,57 @@ def test_a_batch_cut_off_at_rcpt_settles_as_sent_up_to_there_and_unsent_after(
     assert journals(tmp_path) == []
 
 
+def interrupt_at_rcpt_of(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == address:
+            raise KeyboardInterrupt  # the process stops while the server answers RCPT
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted)
+
+
+def test_after_a_reboot_a_missing_journal_line_proves_nothing(smtp_server, connect, tmp_path, monkeypatch):
+    """Lines not synced may die with the machine: read in another boot, the journal's lines
+    still count, but a message without one stays unknown instead of being sent again."""
+    handler = Recorder()
+    server = smtp_server(handler)
+    interrupt_at_rcpt_of(monkeypatch, "r3@example.net")
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3, 4))
+    monkeypatch.setattr(smtp, "boot_id", lambda: "another-boot")
+
+    resolved = connect(server).settle(orphans(1, 2, 3, 4))
+
+    assert resolved == {101: "submitted", 102: "submitted"}  # r3 and r4 stay unknown
+    assert journals(tmp_path) == []
+
+
+def test_where_the_boot_cannot_be_told_each_data_line_is_synced_before_its_message(
+    smtp_server, connect, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(smtp, "boot_id", lambda: "")
+    synced: list[str] = []
+    fdatasync = os.fdatasync
+
+    def noted(fd: int) -> None:
+        fdatasync(fd)
+        synced.append(Path(f"/proc/self/fd/{fd}").read_text(encoding="utf-8").splitlines()[-1])
+
+    monkeypatch.setattr(os, "fdatasync", noted)
+    handler = Recorder()
+    server = smtp_server(handler)
+    interrupt_at_rcpt_of(monkeypatch, "r3@example.net")
+    with pytest.raises(KeyboardInterrupt):
+        connect(server).send(batch(1, 2, 3, 4))
+
+    assert synced == ["data\tr1@example.net", "data\tr2@example.net"]
+    monkeypatch.setattr(smtp, "boot_id", lambda: "another-boot")  # a synced journal tells all, whenever read
+    resolved = connect(server).settle(orphans(1, 2, 3, 4))
+    assert resolved == {101: "submitted", 102: "submitted", 103: "unsent", 104: "unsent"}
+
+
 def test_a_message_cut_off_after_its_data_stays_unknown(smtp_server, connect, tmp_path, monkeypatch):
     handler = Recorder()
     server = smtp_server(handler)
@@ -735,3 +788,110 @@ def test_no_message_goes_out_when_the_journal_cannot_be_written(smtp_server, tmp
         transport.send(batch(1))
     assert handler.messages == []
     assert transport.send(batch(1, test=True)).outcomes == submitted(1)  # a test copy is not journaled
+
+
+# --- several connections ([delivery.smtp] connections) -------------------------------------------------
+
+
+def test_several_connections_share_a_batch_and_everyone_gets_one_message(smtp_server, connect):
+    handler = SlowToQueue(0.05)  # slow enough that every connection gets a share
+    transport = connect(smtp_server(handler), connections=3)
+    assert transport.max_batch == 300
+
+    first = transport.send(batch(*range(1, 13)))
+    second = transport.send(batch(*range(13, 25)))
+    transport.close()
+
+    assert first.outcomes == submitted(*range(1, 13)) and second.outcomes == submitted(*range(13, 25))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 25))  # each exactly once
+    assert len(handler.peers) == 3 and transport.connections == 3  # kept across batches
+    assert {m.peer for m in handler.messages} == set(handler.peers)
+    assert handler.quits == 3
+    for received in handler.messages:  # each recipient's own message, whichever connection carried it
+        i = int(received.rcpt_tos[0].removeprefix("r").partition("@")[0])
+        assert received.message["To"] == f'"Reader <{i}>" <{received.rcpt_tos[0]}>'
+        assert received.message["List-Unsubscribe"] == f"<https://example.org/unsubscribe?t=tok{i}&x=1>"
+
+
+def test_a_connection_lost_after_the_data_leaves_that_message_unknown_and_the_rest_go_out(smtp_server, connect):
+    handler = DropsAfterDataOf("r5@example.net")
+    transport = connect(smtp_server(handler), connections=3)
+
+    result = transport.send(batch(*range(1, 13)))
+
+    status, detail = result.outcomes[105]
+    assert status == "unknown" and "may have been accepted" in detail
+    assert {k: v for k, v in result.outcomes.items() if k != 105} == submitted(*range(1, 5), *range(6, 13))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 13))  # r5 reached it, once
+    assert len(handler.peers) == 4  # the one that dropped was opened again
+
+
+def test_a_slot_that_cannot_reconnect_leaves_its_share_to_the_others(smtp_server, connect):
+    holder: list[_Controller] = []
+    handler = DropsAfterDataOf("r2@example.net", then=lambda: holder[0].server.close())  # no new connections
+    server = smtp_server(handler)
+    holder.append(server)
+    transport = connect(server, connections=3)
+
+    result = transport.send(batch(*range(1, 13)))
+
+    assert result.outcomes[102][0] == "unknown"
+    assert {k: v for k, v in result.outcomes.items() if k != 102} == submitted(1, *range(3, 13))
+    assert sorted(handler.to()) == sorted(recipient(i).email for i in range(1, 13))
+    assert result.fatal == ""
+
+
+def test_when_no_slot_can_go_on_the_rest_fail_and_nobody_is_sent_twice(smtp_server, connect):
+    class DropsEveryConnectionAfterItsFirst(Recorder):
+        """Takes one message per connection, then hangs up after its data (maybe delivered), and
+        accepts no connection after the first three."""
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            reply = await super().handle_DATA(server, session, envelope)
+            server.transport.abort()
+            if len(self.messages) == 3:
+                holder[0].server.close()
+            return reply
+
+    holder: list[_Controller] = []
+    handler = DropsEveryConnectionAfterItsFirst()
+    server = smtp_server(handler)
+    holder.append(server)
+    transport = connect(server, connections=3)
+
+    result = transport.send(batch(*range(1, 8)))
+
+    sent = {received.rcpt_tos[0] for received in handler.messages}
+    assert len(sent) == len(handler.messages) >= 1  # nobody twice
+    for i in range(1, 8):
+        status, detail = result.outcomes[100 + i]
+        if recipient(i).email in sent:
+            assert status == "unknown"
+        else:
+            assert status == "failed" and detail.startswith("not sent: ")
+
+
+def test_a_batch_interrupted_on_several_connections_settles_from_the_shared_journal(
+    smtp_server, connect, tmp_path, monkeypatch
+):
+    handler = SlowToQueue(0.05)
+    server = smtp_server(handler)
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted_at_r7(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == "r7@example.net":
+            raise KeyboardInterrupt  # the process stops while the server answers RCPT
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted_at_r7)
+    with pytest.raises(KeyboardInterrupt):
+        connect(server, connections=3).send(batch(*range(1, 13)))
+    assert journals(tmp_path) == ["2026-W48-1.log"]
+
+    resolved = connect(server).settle(orphans(*range(1, 13)))
+
+    received = set(handler.to())
+    assert "r7@example.net" not in received
+    for i in range(1, 13):  # what the server has is submitted, everything else unsent: nothing unknown
+        assert resolved[100 + i] == ("submitted" if recipient(i).email in received else "unsent"), i
+    assert journals(tmp_path) == []

@@ -1,0 +1,253 @@
+"""The window first: a long RSS feed's old items cut out before feedparser builds them.
+
+On a long feed nearly all of feedparser's time goes into items an issue can never show. Here
+one pass of expat (the parser feedparser itself reads XML with) finds each RSS 2.0 item whose
+every date, read by feedparser's own date parser, lies well outside the window, and cuts its
+bytes out of the document; feedparser then reads the rest, every other byte as it was. An item
+cut out still counts for duplicates (in ``load`` the first copy of an item wins, even from
+outside the window), so its link and guid are kept exactly as feedparser would have stored
+them, for ``parse`` to make its id and canonical URL the usual way.
+
+Only items of a plainly simple form are cut: the elements listed below, no attributes but a
+guid's ``isPermaLink``, ASCII links and dates, no base set anywhere on their way. Any other item
+stays for feedparser. A document expat cannot read strictly (feedparser is lenient: bozo feeds,
+HTML entities), one with a DOCTYPE, or not RSS 2.0, gets ``None``: the caller reads it as it
+is, exactly as without this module. Nothing is held but the document's bytes and the spans cut.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.parsers import expat
+
+from feedparser.datetimes import _parse_date
+from feedparser.urls import _urljoin, make_safe_absolute_uri
+
+from digest.models import Window
+
+__all__ = ["Dropped", "Filtered", "drop_outside", "parsed_time"]
+
+# Items dated this close to the window are left to the usual path, whatever their date says.
+MARGIN = timedelta(hours=1)
+# Below this size feedparser is quick anyway and the pass over the document would cost more.
+MIN_BYTES = 64 * 1024
+
+# expat names a namespaced element or attribute "<namespace URI> <local name>".
+_DC = "http://purl.org/dc/elements/1.1/ "
+_MEDIA = "http://search.yahoo.com/mrss/ "
+_DATES = frozenset({"pubDate", f"{_DC}date"})
+# The other children an item cut out may have, besides its <link>, <guid>, dates and media:*
+# elements: none gives feedparser a link, an id or a date (each is checked to set no base and
+# to hold only text).
+_PLAIN = frozenset(
+    {
+        "title",
+        "description",
+        "author",
+        "category",
+        "comments",
+        "enclosure",
+        f"{_DC}creator",
+        f"{_DC}subject",
+        "http://purl.org/rss/1.0/modules/content/ encoded",
+    }
+)
+# How feedparser stores a link: "&amp;" and anything like an entity lose their escaping.
+_ENTITY_LIKE = re.compile("&([A-Za-z0-9_]+);")
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """An item cut out: its place among the document's items, its link and guid as feedparser
+    would have stored them (``entry.link``, ``entry.id``)."""
+
+    position: int
+    link: str
+    id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """The document without the items cut out, those items, and how many items it had."""
+
+    body: bytes
+    dropped: tuple[Dropped, ...]
+    items: int
+
+
+def parsed_time(parsed: Any) -> datetime | None:
+    """feedparser's UTC ``time.struct_time`` as an aware datetime; None if it is not a real time."""
+    try:
+        return datetime(*parsed[:6]).replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def drop_outside(body: bytes, window: Window, base_url: str) -> Filtered | None:
+    """The UTF-8 document ``body`` without its items plainly outside ``window``, or None.
+
+    None means "read the document as it is": it is not RSS 2.0 that expat reads strictly,
+    nothing could be cut, or ``base_url`` is one feedparser would rewrite (so the base an item's
+    link is resolved against would not be plainly ``base_url``).
+    """
+    if len(body) < MIN_BYTES or _feedparser_base(base_url) != base_url:
+        return None
+    reader = _Reader(body, (window.start - MARGIN, window.end + MARGIN), base_url)
+    try:
+        reader.parser.Parse(body, True)
+    except (expat.ExpatError, _NotPlain):
+        return None
+    if not reader.dropped:
+        return None
+    whole = memoryview(body)  # slices of it are views: the kept bytes are copied once, by join
+    kept, start = [], 0
+    for cut_start, cut_end in reader.cuts:
+        kept.append(whole[start:cut_start])
+        start = cut_end
+    kept.append(whole[start:])
+    return Filtered(b"".join(kept), tuple(reader.dropped), reader.items)
+
+
+def _feedparser_base(base_url: str) -> str:
+    """The base feedparser resolves an item's links against, when no element sets ``xml:base``."""
+    base = make_safe_absolute_uri("", base_url) or make_safe_absolute_uri(base_url) or ""
+    return (make_safe_absolute_uri(base, base) or base) if base else _urljoin(base, base)
+
+
+def _has_base(attrs: dict[str, str]) -> bool:
+    """Whether the attributes set a base for feedparser: ``xml:base``, or any attribute named base."""
+    return bool(attrs) and any(name.rpartition(" ")[2].lower() == "base" for name in attrs)
+
+
+class _NotPlain(Exception):
+    """The document is not one to cut (a DOCTYPE, not RSS 2.0): stop reading it."""
+
+
+@dataclass(slots=True)
+class _Item:
+    """What one item has shown so far, while expat is inside it."""
+
+    start: int
+    simple: bool
+    link: str | None = None
+    guid: str | None = None
+    guid_is_link: bool = True
+    dates: list[str] = field(default_factory=list)
+    child: str = ""  # the child element expat is in (at any depth below it)
+    text: list[str] | None = None  # the text of that child, when it is a link, guid or date
+
+
+class _Reader:
+    """expat's callbacks for one document: which items to cut, and where their bytes lie."""
+
+    def __init__(self, body: bytes, span: tuple[datetime, datetime], base: str) -> None:
+        self.body = body
+        self.span = span
+        self.base = base
+        self.depth = 0
+        self.plain_channel = False
+        self.item: _Item | None = None
+        self.items = 0
+        self.cuts: list[tuple[int, int]] = []
+        self.dropped: list[Dropped] = []
+        self.parser = expat.ParserCreate(namespace_separator=" ")
+        self.parser.buffer_text = True
+        self.parser.buffer_size = 1 << 16
+        self.parser.StartElementHandler = self.start
+        self.parser.EndElementHandler = self.end
+        self.parser.CharacterDataHandler = self.characters
+        self.parser.StartDoctypeDeclHandler = self.doctype
+
+    def doctype(self, *args: Any) -> None:
+        raise _NotPlain  # entities it may declare are feedparser's to read
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        item = self.item
+        if item is not None:
+            if item.simple:
+                self._inside(item, name, attrs)
+        elif self.depth == 3:
+            if name == "item":
+                self.item = _Item(self.parser.CurrentByteIndex, self.plain_channel and not attrs)
+        elif self.depth == 2:
+            self.plain_channel = name == "channel" and not _has_base(attrs)
+        elif self.depth == 1 and (name != "rss" or _has_base(attrs)):
+            raise _NotPlain
+
+    def _inside(self, item: _Item, name: str, attrs: dict[str, str]) -> None:
+        """An element inside an item: whether the item stays simple, and which text to keep."""
+        if self.depth > 4:  # below a child: only media:* inside media:* may nest
+            item.simple = item.child.startswith(_MEDIA) and name.startswith(_MEDIA) and not _has_base(attrs)
+            return
+        item.child = name
+        if name in _PLAIN or name.startswith(_MEDIA):
+            item.simple = not _has_base(attrs)
+        elif name == "link":
+            item.simple = item.link is None and not attrs
+            item.text = []
+        elif name == "guid":
+            item.simple = item.guid is None and set(attrs) <= {"isPermaLink"}
+            item.guid_is_link = attrs.get("isPermaLink", "true") == "true"
+            item.text = []
+        elif name in _DATES:
+            item.text = []
+        else:
+            item.simple = False
+
+    def characters(self, data: str) -> None:
+        if self.item is not None and self.item.text is not None:
+            self.item.text.append(data)
+
+    def end(self, name: str) -> None:
+        self.depth -= 1
+        item = self.item
+        if item is None:
+            return
+        if self.depth == 3 and item.text is not None:  # a link, guid or date ends
+            text = "".join(item.text).strip()
+            item.text = None
+            if item.child == "link":
+                item.link = text
+            elif item.child == "guid":
+                item.guid = text
+            else:
+                item.dates.append(text)
+        elif self.depth == 2:  # the item ends
+            self.item = None
+            dropped = self._dropped(item) if item.simple else None
+            if dropped is not None:
+                end = self.body.index(b">", self.parser.CurrentByteIndex) + 1
+                self.cuts.append((item.start, end))
+                self.dropped.append(dropped)
+            self.items += 1
+
+    def _dropped(self, item: _Item) -> Dropped | None:
+        """The item as cut out, if every date is one feedparser reads as outside the span."""
+        if not item.link or not item.link.isascii() or not item.dates:
+            return None
+        for text in item.dates:
+            when = parsed_time(_parse_date(text)) if text.isascii() else None
+            if when is None or self.span[0] < when <= self.span[1]:
+                return None
+        if item.guid is not None and not item.guid.isascii():
+            return None
+        return Dropped(self.items, *_as_feedparser_reads(item.link, item.guid, item.guid_is_link, self.base))
+
+
+def _as_feedparser_reads(link: str, guid: str | None, guid_is_link: bool, base: str) -> tuple[str, str | None]:
+    """The link and guid as feedparser's ``pop`` stores them, for ASCII text and a plain base.
+
+    The link is resolved against the base and loses its "&amp;" escaping; a guid is resolved
+    only when it is a permalink (``isPermaLink`` absent or "true"). A <link> element always wins
+    over a permalink guid as the item's link, whichever comes first.
+    """
+    stored = _urljoin(base, link)
+    if "&" in stored:
+        stored = _ENTITY_LIKE.sub(r"&\g<1>", stored.replace("&amp;", "&"))
+    if guid is None:
+        return stored, None
+    return stored, (_urljoin(base, guid) if guid_is_link and guid else guid)

@@ -1,0 +1,320 @@
+"""The window first: items taken out before feedparser must change nothing a reader could see.
+
+Each test reads the same document twice, with the pre-filter and with it declined (the path
+every feed took before it), and compares everything the parse gives: the articles with all
+their fields, the ids and URLs that decide duplicates, the warnings and the first-seen map;
+and, where a whole issue is at stake, the Issue built from them. Each also checks that the
+pre-filter did take items out (or, for documents it must leave alone, that it declined), so
+no comparison passes only because nothing was filtered.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest.config import load
+from digest.feeds import parse as parse_module
+from digest.feeds import prefilter
+from digest.feeds.load import load_articles
+from digest.feeds.parse import ParsedFeed, parse_feed
+from digest.issue import build as pipeline
+from digest.issue import rank
+from digest.models import Window
+from factories import FEED_FIXTURES, ROOT
+
+NOW = datetime(2025, 11, 11, 12, 0, tzinfo=UTC)
+WEEK = Window(NOW - timedelta(days=7), NOW)
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+CATEGORIES = ("Asia-Pacific", "Military Industrial Complex", "Elsewhere")
+SAMPLE_NOW = datetime.fromisoformat("2026-11-27T09:00-05:00")
+
+HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/" '
+    'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:content="http://purl.org/rss/1.0/modules/content/" '
+    'xmlns:atom="http://www.w3.org/2005/Atom"><channel><title>Mixed</title><link>https://mixed.example/</link>'
+    "<description>every kind of item</description>\n"
+)
+
+
+class Spy:
+    """Records what the pre-filter returned for each document it was asked about."""
+
+    def __init__(self) -> None:
+        self.results: list[prefilter.Filtered | None] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> prefilter.Filtered | None:
+        result = prefilter.drop_outside(*args, **kwargs)
+        self.results.append(result)
+        return result
+
+    @property
+    def dropped(self) -> int:
+        return sum(len(r.dropped) for r in self.results if r is not None)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    """The pre-filter on every document whatever its size, watched."""
+    monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
+    watched = Spy()
+    monkeypatch.setattr(parse_module, "drop_outside", watched)
+    return watched
+
+
+def declined(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def both(monkeypatch: pytest.MonkeyPatch, read: Callable[[], Any]) -> tuple[Any, Any]:
+    """``read()`` with the pre-filter (as the ``spy`` fixture set it up), then with it declined."""
+    filtered = read()
+    with monkeypatch.context() as m:
+        m.setattr(parse_module, "drop_outside", declined)
+        whole = read()
+    return filtered, whole
+
+
+def parse_both(
+    monkeypatch: pytest.MonkeyPatch, body: bytes, window: Window = WEEK, **kwargs: Any
+) -> tuple[ParsedFeed, ParsedFeed]:
+    return both(monkeypatch, lambda: parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=window, **kwargs))
+
+
+def item(
+    n: int,
+    when: datetime | None,
+    *,
+    link: str = "",
+    guid: str = "",
+    extra: str = "",
+    date_tag: str = "pubDate",
+) -> str:
+    dated = (
+        f"<{date_tag}>{format_datetime(when) if date_tag == 'pubDate' else when.isoformat()}</{date_tag}>"
+        if when
+        else ""
+    )
+    return (
+        f"<item><title>Item {n} &amp; &#8220;quotes&#8221;</title><link>{link or f'https://mixed.example/{n}'}</link>"
+        f"{guid}{dated}<dc:creator>Writer {n % 5}</dc:creator><category>{CATEGORIES[n % 3]}</category>"
+        f"<description><![CDATA[<p>Story {n} with <b>markup</b> &amp; an <a href='/rel/{n}'>relative link</a></p>]]>"
+        f"</description><content:encoded>&lt;p&gt;Full text {n}&lt;/p&gt;</content:encoded>"
+        f'<media:content url="https://mixed.example/img/{n}.jpg" medium="image" width="800" height="450">'
+        f"<media:credit>Photo {n}</media:credit><media:title>Caption {n}</media:title></media:content>{extra}</item>\n"
+    )
+
+
+def mixed_feed(seed: int = 3, count: int = 400) -> bytes:
+    """Items over ten weeks around NOW, with every form the pre-filter must read like feedparser."""
+    rng = random.Random(seed)
+    items = []
+    for n in range(count):
+        when = NOW - timedelta(minutes=rng.randrange(-3 * 24 * 60, 60 * 24 * 60))
+        kind = n % 16
+        if kind == 0:
+            items.append(item(n, when, guid=f'<guid isPermaLink="false">mixed-{n}</guid>'))
+        elif kind == 1:
+            items.append(item(n, when, guid=f"<guid>https://mixed.example/perma/{n}</guid>"))  # a permalink guid
+        elif kind == 2:
+            items.append(item(n, when, link=f"https://mixed.example/q?a={n}&amp;b=2&amp;utm_source=x"))
+        elif kind == 3:
+            items.append(item(n, when, date_tag="dc:date"))
+        elif kind == 4:
+            items.append(item(n, None))  # undated: first seen now, so in the window
+        elif kind == 5:
+            items.append(item(n, when, link=f"/relative/{n}", guid=f'<guid isPermaLink="true">/p/{n}</guid>'))
+        elif kind == 6:  # a duplicate of an earlier item, by canonical URL
+            items.append(item(n, when, link=f"https://MIXED.example/{n - 6}/?utm_medium=feed"))
+        elif kind == 7:
+            items.append(item(n, when, extra=f'<atom:link href="https://mixed.example/atom/{n}" rel="alternate"/>'))
+        elif kind == 8:
+            items.append(item(n, when, link=f"https://mixed.example/caf\u00e9/{n}"))  # not ASCII: left whole
+        elif kind == 9:
+            items.append(item(n, when, guid=f"<guid>mixed-{n - 9}</guid>"))  # an id used before
+        elif kind == 10:
+            items.append(item(n, when, guid='<guid isPermaLink="false"></guid>'))
+        elif kind == 11:
+            items.append(item(n, when, link=f"  https://mixed.example/spaced/{n}  "))
+        elif kind == 12:  # feedparser folds the extra slashes
+            items.append(item(n, when, link=f"https:///mixed.example/slashes/{n}"))
+        elif kind == 13:  # feedparser takes an href attribute over the text: left whole
+            items.append(item(n, when).replace("<link>", f'<link href="https://mixed.example/href/{n}">'))
+        elif kind == 14:  # a later date, nested, is the one feedparser keeps: left whole
+            recent = f"<media:group><dc:date>{(NOW - timedelta(hours=n % 48)).isoformat()}</dc:date></media:group>"
+            items.append(item(n, when, date_tag="dc:date", extra=recent))
+        else:  # feedparser takes rdf:about as the id: left whole
+            about = f'<item xmlns:rdf="{RDF}" rdf:about="https://mixed.example/about/{n}">'
+            items.append(item(n, when).replace("<item>", about))
+    return (HEAD + "".join(items) + "</channel></rss>").encode()
+
+
+def test_a_mixed_feed_gives_the_same_items_and_issue_with_and_without_the_prefilter(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, feed_settings: Any
+) -> None:
+    body = mixed_feed()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert spy.dropped > 200  # most of ten weeks is outside one week
+    assert len(filtered.articles) > 20
+    settings = feed_settings("mixed.xml")
+    assert rank.build_issue(filtered.articles, settings, NOW) == rank.build_issue(whole.articles, settings, NOW)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5, 8])
+@pytest.mark.parametrize("days", [1, 7, 21])
+def test_any_window_and_any_mix_give_the_same_items(spy: Spy, monkeypatch: pytest.MonkeyPatch, seed, days) -> None:
+    window = Window(NOW - timedelta(days=days), NOW)
+    filtered, whole = parse_both(monkeypatch, mixed_feed(seed, 200), window=window)
+    assert filtered == whole
+    assert spy.dropped > 0
+
+
+def test_items_on_the_windows_edges_are_read_as_without_the_prefilter(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Around both ends of the window, to the second and in other zones: the margin keeps them
+    # all for feedparser, and the result is the same either way.
+    edges = [WEEK.start, WEEK.end]
+    offsets = [timedelta(seconds=s) for s in (-7200, -3601, -3600, -1, 0, 1, 3600, 3601, 7200)]
+    zones = [UTC, datetime.now().astimezone().tzinfo, datetime.fromisoformat("2025-01-01T00:00+09:30").tzinfo]
+    items = [
+        item(n, (edge + offset).astimezone(zone))
+        for n, (edge, offset, zone) in enumerate((e, o, z) for e in edges for o in offsets for z in zones)
+    ]
+    body = (HEAD + "".join(items) + "</channel></rss>").encode()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert [a.title for a in filtered.articles]  # some are in the window
+    assert spy.dropped > 0  # and the ones two hours out were taken out
+
+
+def test_an_old_item_still_shadows_its_duplicate_in_the_window(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    old = item(1, NOW - timedelta(days=40), link="https://dup.example/story?utm_source=feed")
+    new = item(2, NOW - timedelta(days=1), link="https://dup.example/story/")
+    same_id = item(3, NOW - timedelta(days=1), guid='<guid isPermaLink="false">x-1</guid>')
+    old_id = item(4, NOW - timedelta(days=50), guid='<guid isPermaLink="false">x-1</guid>')
+    fresh = item(5, NOW - timedelta(days=2))
+    path = tmp_path / "dup.xml"
+    path.write_bytes((HEAD + old + old_id + new + same_id + fresh + "</channel></rss>").encode())
+    settings = feed_settings(str(path))
+    filtered, whole = both(monkeypatch, lambda: load_articles(settings, NOW, window=WEEK))
+    assert filtered == whole
+    assert spy.dropped == 2
+    # Both new copies are duplicates of old items, as they were before the pre-filter.
+    assert [a.title for a in filtered.articles] == ["Item 5 & \u201cquotes\u201d"]
+
+
+def test_the_bundled_sample_builds_the_same_issue(spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.toml", tmp_path / "config.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+
+    def issue() -> Any:
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)  # the same feed state each time
+        return pipeline.build(load(tmp_path / "config.toml"), SAMPLE_NOW).issue
+
+    filtered, whole = both(monkeypatch, issue)
+    assert filtered == whole
+    assert spy.dropped > 0  # the RSS sample's older items were taken out
+    assert len(filtered.articles) >= 5
+
+
+def test_a_relative_link_resolves_against_the_feeds_address_either_way(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = mixed_feed(4, 120)
+    filtered, whole = parse_both(monkeypatch, body, base_url="https://mixed.example/feeds/all.xml")
+    assert filtered == whole
+    assert spy.dropped > 0
+    assert any(e.canonical_url == "https://mixed.example/relative/5" for e in filtered.entries)
+
+
+@pytest.mark.parametrize(
+    "name", ["atom.xml", "rss1.rdf", "cdata_entities.xml", "truncated.xml", "latin1.xml", "cp1252.xml", "utf16le.xml"]
+)
+def test_documents_it_cannot_plainly_read_are_left_to_feedparser(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # Atom, RSS 1.0, a feed with all items in the window, a truncated one, other encodings.
+    body = (FEED_FIXTURES / name).read_bytes()
+    filtered, whole = parse_both(monkeypatch, body, window=Window(NOW - timedelta(days=2), NOW))
+    assert filtered == whole
+    assert spy.dropped == 0
+
+
+def test_a_malformed_feed_is_left_whole_with_its_warning(spy: Spy, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = item(1, NOW - timedelta(days=40))
+    body = (HEAD + old + item(2, NOW) + "<item><title>Broken &nbsp; entity</title></item></channel></rss>").encode()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert spy.results == [None]
+    assert filtered.warnings and "malformed feed" in filtered.warnings[0]
+
+
+def test_html_entities_declared_by_a_doctype_are_left_to_feedparser(spy: Spy, monkeypatch: pytest.MonkeyPatch) -> None:
+    doctype = '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" "http://my.netscape.com/publish/formats/rss-0.91.dtd">'
+    items = item(1, NOW - timedelta(days=40)) + item(2, NOW - timedelta(days=1)).replace("Item 2", "Item&eacute; 2")
+    body = HEAD.replace("?>\n", f"?>\n{doctype}\n").encode() + (items + "</channel></rss>").encode()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert spy.dropped == 0
+
+
+def test_an_undated_item_is_kept_and_remembered_as_before(spy: Spy, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = (HEAD + item(1, NOW - timedelta(days=40)) + item(2, None) + "</channel></rss>").encode()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert spy.dropped == 1
+    assert [a.title for a in filtered.articles] == ["Item 2 & \u201cquotes\u201d"]
+    assert list(filtered.first_seen.values()) == [NOW]
+
+
+def test_a_long_feed_through_load_articles_matches_across_feeds(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    # Two feeds sharing stories: the first copy wins, whether or not it is in the window.
+    first, second = tmp_path / "first.xml", tmp_path / "second.xml"
+    first.write_bytes(mixed_feed(11, 240))
+    second.write_bytes(mixed_feed(12, 240).replace(b"<title>Mixed</title>", b"<title>Second</title>"))
+    settings = feed_settings(str(first), str(second))
+
+    def articles() -> Any:
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        return load_articles(settings, NOW, window=WEEK)
+
+    filtered, whole = both(monkeypatch, articles)
+    assert filtered == whole
+    assert spy.dropped > 200
+
+
+@pytest.mark.parametrize("fault", ["a count that does not add up", "a remainder feedparser finds malformed"])
+def test_a_remainder_feedparser_reads_otherwise_falls_back_to_the_whole_document(
+    monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    # The safety net: if feedparser does not read the kept part cleanly and item for item, the
+    # pre-filter's work is thrown away and the document is parsed whole, as before it.
+    monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
+    body = mixed_feed(6, 150)
+
+    def faulty(*args: Any, **kwargs: Any) -> prefilter.Filtered | None:
+        real = prefilter.drop_outside(*args, **kwargs)
+        assert real is not None and real.dropped
+        if fault.startswith("a count"):
+            return prefilter.Filtered(real.body, real.dropped, real.items + 1)
+        return prefilter.Filtered(real.body.replace(b"</channel>", b""), real.dropped, real.items)
+
+    monkeypatch.setattr(parse_module, "drop_outside", faulty)
+    faulted = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
+    monkeypatch.setattr(parse_module, "drop_outside", declined)
+    whole = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
+    assert faulted == whole
+    assert faulted.warnings == ()  # the complaint about the cut document is not the feed's
