@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
 
 
-def start_standin() -> tuple[subprocess.Popen[str], str]:
+def start_standin(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """The stand-in in a process of its own, with its command-line ``options``; and its URL."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "sendgrid_standin.py"), "--port", "0"],
+        [sys.executable, str(ROOT / "tests" / "sendgrid_standin.py"), "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )

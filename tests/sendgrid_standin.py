@@ -526,6 +526,8 @@ class SendGridStandIn:
             recipients (for long benchmarks in a separate process).
         full_schema: validate every personalization with jsonschema too (slow, ~90 ms per 1000).
         spec_path: the patched OpenAPI file; default ``default_spec_path()``.
+        latency: seconds every accepted request waits before its answer, as the round trip to
+            the real service does (requests are handled concurrently). Also settable as an attribute.
     """
 
     def __init__(
@@ -538,8 +540,10 @@ class SendGridStandIn:
         keep_bodies: bool = True,
         full_schema: bool = False,
         spec_path: str | Path | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.port = port
+        self.latency = latency
         self.api_keys = None if api_keys is None else frozenset(api_keys)
         self.max_personalizations = max_personalizations
         self.max_body_bytes = max_body_bytes
@@ -717,6 +721,7 @@ class SendGridStandIn:
                 "sandboxed": len(self._sandboxed),
                 "personalizations": self._personalizations,
                 "recipients": len(self._recipients),
+                "distinct_recipients": len(set(self._recipients)),
                 "all_recipients": self._all_recipients,
                 "server_seconds": round(self._server_seconds, 6),
                 "server_errors": len(self._server_errors),
@@ -891,6 +896,9 @@ class SendGridStandIn:
             return
         if outcome is not None and outcome.kind == "drop":
             handler.close_connection = True
+            return
+        if self.latency and self._stopping.wait(self.latency):
+            handler.close_connection = True  # stopped while waiting: no answer
             return
         if sandbox:
             handler.send(200)
@@ -1139,6 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-personalizations", type=int, default=None, help="answer 413 above this")
     parser.add_argument("--keep-bodies", action="store_true", help="keep parsed bodies in memory")
     parser.add_argument("--stats-file", type=Path, default=None, help="also write the final stats JSON here")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each accepted request waits to answer")
     args = parser.parse_args(argv)
 
     standin = SendGridStandIn(
@@ -1146,6 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
         api_keys=args.api_keys,
         max_personalizations=args.max_personalizations,
         keep_bodies=args.keep_bodies,
+        latency=args.latency,
     )
     done = threading.Event()
 

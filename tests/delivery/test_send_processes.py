@@ -22,7 +22,7 @@ from test_transport_smtp import Recorder, _Controller
 
 from digest.cli import cli
 from digest.store import Store
-from digest.store.schema import deliveries, subscribers
+from digest.store.schema import batches, deliveries, subscribers
 from factories import KEY, SECRET, copy_sample
 
 NOW = "2026-11-27T09:00"
@@ -75,6 +75,17 @@ def wait_for(condition, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def handed_over(url: str) -> dict[bool, int]:
+    """How many of the issue's batches were handed to the transport, and how many only claimed."""
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(batches.c.handed_over, sa.func.count()).group_by(batches.c.handed_over))
+            return {bool(flag): n for flag, n in rows}
+    finally:
+        store.close()
+
+
 def counts(url: str) -> dict[str, int]:
     store = Store.open(url)
     try:
@@ -89,14 +100,18 @@ def test_killed_mid_send_then_run_again_completes_without_duplicates(job, sg):
     sg.stall_next(30)  # the second request hangs: the process is killed while it waits
     proc = start_send(config, env)
     wait_for(lambda: sg.requests >= 2)
+    # The send builds the next batch while one is in flight: wait until it is claimed ahead.
+    wait_for(lambda: counts(url).get("submitting") == 2000)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert counts(url) == {"submitted": 1000, "submitting": 1000, "pending": 1500}
+    assert counts(url) == {"submitted": 1000, "submitting": 2000, "pending": 500}
+    assert handed_over(url) == {True: 2, False: 1}
 
     again = subprocess.run(
         [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
     )
     # The batch in flight at the kill is unknown (it did reach the service): reported, not re-sent.
+    # The one claimed ahead never reached it: it went back to pending and out in this run.
     assert again.returncode == 1
     assert "1000 recipient(s) failed or unknown" in again.stderr
     assert counts(url) == {"submitted": 2500, "unknown": 1000}
@@ -115,6 +130,34 @@ def test_two_senders_at_once_submit_each_recipient_once(job, sg):
     assert len(received) == 3500 and max(received.values()) == 1
     per_process = [int(out.rsplit("this run: ", 1)[1].split()[0]) for out, _ in outputs]
     assert sum(per_process) == 3500
+
+
+def test_four_workers_started_at_once_share_the_issue_and_mail_each_reader_once(tmp_path, sg, database_url):
+    """Several `digest send` workers (on several hosts, on PostgreSQL) on one issue nobody has
+    recorded or queued yet: each records and queues it at once, they claim disjoint batches, and
+    the issue is sent once nothing is pending or in flight."""
+    delivery = (
+        f'[delivery]\ntransport = "sendgrid"\nbatch_size = 250\nretries = 1\nbackoff = 0.01\n'
+        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
+    )
+    config, env, url = prepare(tmp_path, database_url, delivery, 4000)
+    sg.latency = 0.05  # every request takes a while, so the workers' batches overlap
+    procs = [start_send(config, env) for _ in range(4)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    assert counts(url) == {"submitted": 4000}
+    received = Counter(sg.recipients())
+    assert len(received) == 4000 and max(received.values()) == 1
+    per_process = [int(out.rsplit("this run: ", 1)[1].split()[0]) for out, _ in outputs]
+    assert sum(per_process) == 4000
+    assert sum(1 for n in per_process if n) >= 2, per_process  # the work was shared
+    store = Store.open(url)
+    try:
+        assert store.issues.get(KEY).status == "sent"
+        assert [record.key for record, _ in store.issues.recent()] == [KEY]
+    finally:
+        store.close()
 
 
 def digest(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,19 +6,23 @@ The stand-in checks each request against SendGrid's contract and records what it
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 import hostile
 from digest.config import Settings
 from digest.delivery import runner as deliver
-from digest.delivery.transports.base import AuthError, Recipient
+from digest.delivery.transports.base import AuthError, Batch, Recipient
 from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.store import NewSubscriber, Problem, Store
+from digest.store.schema import batches
 from factories import KEY, SIGNER, VARIANT, Sleeps, ready_to_send, record_issue, sending
 
 
@@ -272,3 +276,62 @@ def test_a_recipient_that_cannot_be_built_stays_failed_when_the_request_times_ou
     assert report.counts == {"unknown": 3, "failed": 1}  # never handed over, so not "maybe sent"
     failed = [p for p in store.ledger.problems(KEY) if p.status == "failed"]
     assert [(p.email, p.error[:19]) for p in failed] == [("reader1@example.org", "message not built: ")]
+
+
+# --- the batch built ahead while one is in flight ------------------------------------------------
+
+
+def built_ahead(store: Store) -> int:
+    """Batches claimed and built but not handed over: none may be left once a send returns."""
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(batches.c.handed_over.is_(False))).scalar_one()
+
+
+def test_a_stop_gives_back_the_batch_built_ahead_and_it_goes_out_next_time(tmp_path, sg, store):
+    prepare(store, 2500)
+    settings = make_settings(tmp_path, sg.url)
+    stop = threading.Event()
+
+    class StopAfterOne:
+        def start(self, total: int) -> None: ...
+        def advance(self, count: int) -> None:
+            deadline = time.monotonic() + 10
+            while not built_ahead(store) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert built_ahead(store) == 1, "the next batch was not claimed ahead"
+            stop.set()  # as SIGTERM does, with the next batch claimed and built
+
+        def close(self) -> None: ...
+
+    transport = SendGridTransport(settings, "SG.test")
+    report = deliver.send_pending(store, settings, transport, SIGNER, KEY, stop=stop, progress=StopAfterOne())
+    assert report.counts == {"submitted": 1000, "pending": 1500}  # nobody withheld as unknown
+    assert built_ahead(store) == 0
+    assert len(sg.recipients()) == 1000
+    assert send(store, settings).counts == {"submitted": 2500}
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 2500
+
+
+def test_an_error_building_the_next_batch_stops_the_send_and_gives_that_batch_back(tmp_path, sg, store, monkeypatch):
+    prepare(store, 2500)
+    settings = make_settings(tmp_path, sg.url)
+    transport = SendGridTransport(settings, "SG.test")
+    real = transport.prepare
+    calls = 0
+
+    def second_fails(batch: Batch) -> Batch:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise MemoryError("while building the second batch")
+        return real(batch)
+
+    monkeypatch.setattr(transport, "prepare", second_fails)
+    with pytest.raises(MemoryError, match="second batch"):
+        deliver.send_pending(store, settings, transport, SIGNER, KEY, sleep=Sleeps())
+    assert store.ledger.counts(KEY) == {"submitted": 1000, "pending": 1500}
+    assert built_ahead(store) == 0
+    assert send(store, settings).counts == {"submitted": 2500}
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 2500

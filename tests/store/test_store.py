@@ -368,7 +368,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
     again.close()
 
 
@@ -408,7 +408,7 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
     upgrade(engine, "0004")
     engine.dispose()
     store = Store.open(database_url)
-    assert version_of(store) == ["0005"]
+    assert version_of(store) == ["0006"]
     store.close()
 
 
@@ -450,3 +450,68 @@ def test_upgrading_a_database_from_the_first_revision_keeps_its_data(database_ur
     with new.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT status FROM issues WHERE key = '2026-W47'").scalar() == "sending"
     new.close()
+
+
+def test_a_batch_claimed_ahead_by_a_dead_process_goes_back_to_pending_not_unknown(store):
+    store.subscribers.merge(people(10))
+    record(store)
+    queue(store)
+    ahead = store.ledger.claim(KEY, 4, "outbox", handed_over=False)
+    assert ahead is not None
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # this process is alive
+    assert store.ledger.counts(KEY) == {"submitting": 4, "pending": 6}
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}"))
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # none made unknown
+    assert store.ledger.counts(KEY) == {"pending": 10}  # nothing of it went out
+    assert not store.ledger.hand_over(ahead)  # taken back: it must not go out any more
+    assert sorted(drain(store)) == sorted(f"Reader{i}@Example.org" for i in range(10))
+
+
+def test_handing_over_starts_the_lease_and_then_a_dead_claim_is_unknown(store):
+    store.subscribers.merge(people(4))
+    record(store)
+    queue(store)
+    ahead = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    assert ahead is not None
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_at=long_ago))
+    assert store.ledger.hand_over(ahead)
+    assert not store.ledger.hand_over(ahead)  # once only
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_by="elsewhere:1"))
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 0  # within the lease from hand-over
+    with store.engine.begin() as conn:
+        conn.execute(batches.update().values(claimed_at=long_ago))
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.counts(KEY) == {"unknown": 2, "pending": 2}
+
+
+def test_workers_queueing_one_issue_at_once_queue_each_subscriber_once_and_say_so(database_url):
+    setup = Store.open(database_url)
+    setup.subscribers.merge(people(3000))
+    record(setup)
+    stores = [Store.open(database_url) for _ in range(4)]
+    queued = [0] * len(stores)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def worker(i: int) -> None:
+        start.wait()
+        try:
+            queued[i] = queue(stores[i])
+        except BaseException as exc:  # reported below: a worker must not fail
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(queued) == 3000  # each worker reports only the deliveries it queued
+    assert setup.ledger.counts(KEY) == {"pending": 3000}
+    for s in (setup, *stores):
+        s.close()

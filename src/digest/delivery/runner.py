@@ -15,6 +15,8 @@ fill the placeholders. Each variant was rendered and inlined once, when the issu
 from __future__ import annotations
 
 import logging
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +31,7 @@ from digest.delivery.transports.base import (
     AuthError,
     Batch,
     Orphan,
+    Prepares,
     Recipient,
     RejectedError,
     Result,
@@ -139,21 +142,29 @@ def send_pending(
             )
     progress = progress or NoProgress()
     progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0))
-    size = min(cfg.batch_size, transport.max_batch)
-    variants: dict[str, Rendered] = {}
+    preparer = _Preparer(store, settings, transport, signer, key)
     try:
         while not (stop and stop.is_set()):
-            claimed = store.ledger.claim(key, size, transport.name)
-            if claimed is None:
+            prepared = preparer.next()
+            if prepared is None:
                 break
-            if claimed.variant not in variants:
-                variants[claimed.variant] = stored_variant(store, key, claimed.variant)
-            batch = _batch(settings, signer, claimed, variants[claimed.variant])
+            claimed, batch = prepared
+            if stop and stop.is_set():  # stopped while it was being built: it never goes out
+                store.ledger.release(claimed)
+                break
+            if not store.ledger.hand_over(claimed):
+                log.warning(
+                    "batch %d was taken back while it waited (its lease ran out?): not sent by this process",
+                    claimed.id,
+                    extra={"issue": key},
+                )
+                continue
             _send_claimed(store, transport, cfg, claimed, batch, sleep)
             report.batches += 1
             report.sent_now += len(claimed.recipients)
             progress.advance(len(claimed.recipients))
     finally:
+        preparer.close()
         progress.close()
     report.counts = store.ledger.counts(key)
     if not report.counts.get(DeliveryStatus.PENDING) and not report.counts.get(DeliveryStatus.SUBMITTING):
@@ -194,6 +205,104 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
         extra={"issue": key},
     )
     return submitted, unsent
+
+
+Ready = tuple[Claimed, Batch]
+SWITCH_INTERVAL = 0.001  # seconds a thread may hold the GIL while the other waits for it
+
+
+class _Preparer:
+    """Claims and builds the next batch. For a transport that builds its request ahead
+    (``Prepares``) it does so in a thread of its own while the send loop waits for the answer to
+    the batch before (the wait releases the GIL), one batch ahead at most; for the others, when
+    the loop asks.
+
+    Every batch is claimed ahead (``handed_over=False``): until the loop hands it over, a crash
+    puts it back to pending instead of leaving it ``unknown``. A batch whose building failed, and
+    one built but never taken by the loop, are released here.
+    """
+
+    def __init__(self, store: Store, settings: Settings, transport: Transport, signer: Signer, key: str) -> None:
+        self._store, self._settings, self._transport, self._signer, self._key = store, settings, transport, signer, key
+        self._size = min(settings.delivery.batch_size, transport.max_batch)
+        self._variants: dict[str, Rendered] = {}
+        self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue(maxsize=1)
+        self._room = threading.Semaphore(1)  # taken to claim a batch, given back when the loop takes it
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._switch = sys.getswitchinterval()
+        if isinstance(transport, Prepares):
+            # The loop's thread mostly waits (for the service, for the database) and must get the
+            # GIL back at once when its answer comes, not after the 5 ms this thread may keep it:
+            # measured, that wait cost about a quarter of a SendGrid send. Restored by ``close``.
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            self._thread = threading.Thread(target=self._run, name="digest-prepare", daemon=True)
+            self._thread.start()
+
+    def next(self) -> Ready | None:
+        """The next claimed and built batch, or None when nothing is pending; the loop must hand
+        it over or release it. An error met while claiming or building is raised here."""
+        if self._thread is None:
+            return self._claim_and_build()
+        item = self._ready.get()
+        self._room.release()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop claiming, wait for the thread, and give back a batch built but never taken."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join()
+            sys.setswitchinterval(self._switch)
+        while not self._ready.empty():
+            item = self._ready.get_nowait()
+            if isinstance(item, tuple):
+                self._store.ledger.release(item[0])
+
+    def _claim_and_build(self) -> Ready | None:
+        claimed = self._store.ledger.claim(self._key, self._size, self._transport.name, handed_over=False)
+        if claimed is None:
+            return None
+        try:
+            if claimed.variant not in self._variants:
+                self._variants[claimed.variant] = stored_variant(self._store, self._key, claimed.variant)
+            batch = _batch(self._settings, self._signer, claimed, self._variants[claimed.variant])
+            if isinstance(self._transport, Prepares):
+                batch = self._transport.prepare(batch)
+        except BaseException:
+            self._store.ledger.release(claimed)
+            raise
+        return claimed, batch
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_room():
+                item = self._claim_and_build()
+                if not self._put(item):
+                    if item is not None:
+                        self._store.ledger.release(item[0])
+                    return
+                if item is None:
+                    return
+        except BaseException as exc:  # the loop raises it: a thread's error would go unseen
+            self._put(exc)
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the loop has taken the batch built before: one batch ahead at most, so a
+        stop or a crash has at most one to put back. False once closing."""
+        while not self._closing.is_set():
+            if self._room.acquire(timeout=0.05):
+                return True
+        return False
+
+    def _put(self, item: Ready | BaseException | None) -> bool:
+        """Hand an item to the loop (there is room: see ``_wait_for_room``); False once closing."""
+        if self._closing.is_set():
+            return False
+        self._ready.put_nowait(item)
+        return True
 
 
 def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:

@@ -16,13 +16,15 @@ SQLite every transaction is ``BEGIN IMMEDIATE``, so claims are serialised by the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
 from digest.store.engine import Repository, alive, chunks, claimer_id, utcnow
@@ -51,6 +53,19 @@ class Problem:
 class Ledger(Repository):
     """Deliveries queued, claimed in batches, finished, released, reaped, settled and retried."""
 
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # SQLite has one writer. A send's two threads (one claims the next batch while the other
+        # hands one over and finishes it) take turns here, handed over at once, rather than in
+        # SQLite's busy handler, which sleeps in steps of milliseconds. PostgreSQL locks rows.
+        self._turn: AbstractContextManager[Any] = threading.Lock() if self.dialect == "sqlite" else nullcontext()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction of the send loop, after this process's other writers."""
+        with self._turn, self.engine.begin() as conn:
+            yield conn
+
     # --- queueing ----------------------------------------------------------------------------
 
     def choices_to_queue(self, key: str) -> set[tuple[str, ...]]:
@@ -73,14 +88,15 @@ class Ledger(Repository):
         # The choices as the database writes them, read before the write transaction: on SQLite
         # that transaction holds the database's only write lock.
         by_text = {text: variants[_choice(text)] for text in self._waiting_choices(key) if _choice(text) in variants}
-        # Counted before and after: rowcount is not reliable for INSERT .. SELECT on every driver,
-        # and RETURNING would bring every new id into memory.
-        count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue_key == key)
+        if not by_text:
+            return 0
+        # The rows this INSERT added, as both drivers report them (sqlite3's changes, psycopg's
+        # command tag; SQLAlchemy keeps an INSERT's only when asked), not counted before and
+        # after: on PostgreSQL another worker's rows, committed in between, would count as this
+        # one's. RETURNING would bring every new id into memory.
+        insert = _queue_by_choice(self.insert(deliveries), key, by_text, now)
         with self.engine.begin() as conn:
-            before = conn.execute(count).scalar_one()
-            if by_text:
-                conn.execute(_queue_by_choice(self.insert(deliveries), key, by_text, now))
-            return conn.execute(count).scalar_one() - before
+            return int(conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount)
 
     def _waiting_choices(self, key: str) -> set[str]:
         """The distinct choices of sections, as the database's JSON text, of the active
@@ -90,16 +106,19 @@ class Ledger(Repository):
 
     # --- claiming and finishing batches ------------------------------------------------------
 
-    def claim(self, key: str, size: int, transport: str) -> Claimed | None:
+    def claim(self, key: str, size: int, transport: str, *, handed_over: bool = True) -> Claimed | None:
         """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
 
         Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
-        unsubscribe that lands before the batch is claimed is honoured.
+        unsubscribe that lands before the batch is claimed is honoured. A batch claimed ahead
+        (``handed_over=False``) must be passed to ``hand_over`` just before it goes out; until
+        then a crash returns it to pending (``reap_orphans``).
         """
         now = utcnow()
         d, s = deliveries, subscribers
         query = (
-            sa.select(d.c.id, d.c.subscriber_id, d.c.variant, s.c.email, s.c.name, s.c.status)
+            # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
+            sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
             .join(s, s.c.id == d.c.subscriber_id)
             .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING)
             .order_by(d.c.variant, d.c.id)
@@ -107,31 +126,32 @@ class Ledger(Repository):
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=d)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             while True:
                 rows = conn.execute(query).all()
                 if not rows:
                     return None
                 variant = rows[0].variant
+                active = SubscriberStatus.ACTIVE.value  # a plain str: compared for every row
                 rows = [r for r in rows if r.variant == variant]
-                gone = [r.id for r in rows if r.status != SubscriberStatus.ACTIVE]
+                gone = [r.id for r in rows if r.status != active]
                 for chunk in chunks(gone):
                     conn.execute(
                         d.update()
                         .where(d.c.id.in_(chunk))
                         .values(status=DeliveryStatus.SKIPPED, error="unsubscribed before sending", updated_at=now)
                     )
-                live = [r for r in rows if r.status == SubscriberStatus.ACTIVE]
+                live = [r for r in rows if r.status == active]
                 if live:
                     break
-            batch_id = _open_batch(conn, key, variant, transport, len(live), now)
+            batch_id = _open_batch(conn, key, variant, transport, len(live), now, handed_over=handed_over)
             for chunk in chunks([r.id for r in live]):
                 conn.execute(
                     d.update()
                     .where(d.c.id.in_(chunk))
                     .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
                 )
-        return Claimed(batch_id, key, variant, tuple((r.id, r.subscriber_id, r.email, r.name) for r in live))
+        return Claimed(batch_id, key, variant, tuple(tuple(r[:4]) for r in live))
 
     def claim_one(self, key: str, subscriber_id: int, variant: str | None, transport: str) -> Claimed | None:
         """Queue issue ``key`` for one active subscriber and claim it at once as a batch of one
@@ -172,7 +192,7 @@ class Ledger(Repository):
             by_status.setdefault((status, error), []).append(delivery_id)
         overall = _worst({status for status, _ in by_status})
         errors = sorted({e for (_, e) in by_status if e})
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if len(by_status) == 1:
                 ((status, error),) = by_status
                 conn.execute(
@@ -200,31 +220,51 @@ class Ledger(Repository):
             )
         return overall
 
+    def hand_over(self, batch: Claimed) -> bool:
+        """Commit that a batch claimed ahead is now going to the transport: from here on a crash
+        leaves it ``unknown``. Its lease starts again now. False when it is no longer this
+        process's to send (reaped or released meanwhile): then it must not go out."""
+        with self._write() as conn:
+            changed = conn.execute(
+                batches.update()
+                .where(
+                    batches.c.id == batch.id,
+                    batches.c.status == BatchStatus.SUBMITTING,
+                    batches.c.handed_over.is_(False),
+                    batches.c.claimed_by == claimer_id(),
+                )
+                .values(handed_over=True, claimed_at=utcnow())
+            ).rowcount
+        return changed == 1
+
     def release(self, batch: Claimed) -> None:
-        """Give a claimed batch back untouched (the send was refused before anything went out)."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.batch_id == batch.id)
-                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
-            )
-            conn.execute(batches.delete().where(batches.c.id == batch.id))
+        """Give a claimed batch back untouched (nothing of it went out: the send was refused, or
+        it was claimed ahead and the send stopped before handing it over)."""
+        with self._write() as conn:
+            _put_back(conn, [batch.id], utcnow())
 
     # --- after a crash: orphans, settling, retrying ------------------------------------------
 
     def reap_orphans(self, key: str, *, lease: timedelta) -> int:
-        """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)."""
+        """Batches left ``submitting`` by a process that is gone become ``unknown`` (never re-sent)
+        and are counted; those it had claimed ahead and never handed over go back to pending,
+        since nothing of them went out. A claim by a live process, or by one on another host
+        within its lease, is left alone."""
         now = utcnow()
         with self.engine.begin() as conn:
             rows = conn.execute(
-                sa.select(batches.c.id, batches.c.claimed_by, batches.c.claimed_at).where(
+                sa.select(batches.c.id, batches.c.claimed_by, batches.c.claimed_at, batches.c.handed_over).where(
                     batches.c.issue_key == key, batches.c.status == BatchStatus.SUBMITTING
                 )
             ).all()
-            dead = [r.id for r in rows if not alive(r.claimed_by, lease, r.claimed_at, now)]
-            for chunk in chunks(dead):
+            dead = [r for r in rows if not alive(r.claimed_by, lease, r.claimed_at, now)]
+            unsent = [r.id for r in dead if not r.handed_over]
+            for chunk in chunks(unsent):
+                _put_back(conn, chunk, now)
+            orphaned = [r.id for r in dead if r.handed_over]
+            for chunk in chunks(orphaned):
                 _mark_unknown(conn, chunk, "the sending process stopped during this batch", now)
-        return len(dead)
+        return len(orphaned)
 
     def orphans(self, key: str, transport: str) -> list[tuple[int, int, str, int]]:
         """The issue's ``unknown`` deliveries whose last batch went through ``transport``, as
@@ -420,9 +460,22 @@ def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetim
     )
 
 
-def _open_batch(conn: Connection, key: str, variant: str, transport: str, size: int, now: datetime) -> int:
-    """Record a batch as claimed by this process and in flight (``submitting``) before anything
-    of it is handed to ``transport``: the row a crash leaves behind is what makes it an orphan."""
+def _put_back(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """Batches none of which went out: their deliveries are pending again, the batches gone."""
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
+        .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=now)
+    )
+    conn.execute(batches.delete().where(batches.c.id.in_(ids)))
+
+
+def _open_batch(
+    conn: Connection, key: str, variant: str, transport: str, size: int, now: datetime, *, handed_over: bool = True
+) -> int:
+    """Record a batch as claimed by this process (``submitting``) before anything of it is handed
+    to ``transport``: the row a crash leaves behind is what makes it an orphan (or, not yet
+    ``handed_over``, a batch to put back)."""
     return int(
         conn.execute(
             batches.insert()
@@ -434,6 +487,7 @@ def _open_batch(conn: Connection, key: str, variant: str, transport: str, size: 
                 size=size,
                 claimed_by=claimer_id(),
                 claimed_at=now,
+                handed_over=handed_over,
             )
             .returning(batches.c.id)
         ).scalar_one()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
@@ -200,6 +202,9 @@ batches = Table(
     Column("size", Integer, nullable=False),
     Column("claimed_by", String(200), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
+    # False while a batch is claimed ahead (built while the one before it is in flight) and not
+    # yet handed to the transport: a crash then leaves it to go back to pending, not to unknown.
+    Column("handed_over", Boolean, nullable=False, server_default=true()),
     Column("finished_at", DateTime(timezone=True)),
     Column("provider_id", String(200)),
     Column("error", Text),

@@ -57,6 +57,9 @@ class Batch:
     recipients: tuple[Recipient, ...]
     batch_id: int = 0
     test: bool = False  # a test copy: subject marked [TEST], nothing recorded against the issue
+    # What the transport made of the batch ahead of time (``Prepares``), read only by that
+    # transport's ``send``; a part of the batch (``outcomes`` splits one) has none.
+    prepared: object = None
 
     @property
     def subject_prefix(self) -> str:
@@ -199,6 +202,19 @@ class Settles(Protocol):
         Only evidence counts: "no sign of it" is ``unsent`` only where the transport would have
         left a sign before the service could have taken the message.
         """
+        ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """The optional step of a transport that can build a batch's request before handing it over.
+
+    The runner calls it in a thread of its own while the batch before is in flight, so building
+    and encoding the next request overlaps waiting for the service. It must not reach the service.
+    """
+
+    def prepare(self, batch: Batch) -> Batch:
+        """The batch carrying its request in ``prepared``, for this transport's ``send``."""
         ...
 
 
