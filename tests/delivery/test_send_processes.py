@@ -141,7 +141,9 @@ def test_four_workers_started_at_once_share_the_issue_and_mail_each_reader_once(
         f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
     )
     config, env, url = prepare(tmp_path, database_url, delivery, 4000)
-    sg.latency = 0.05  # every request takes a while, so the workers' batches overlap
+    # Every request takes a while (16 batches: about 5 s for one worker alone), so the others
+    # are up and claiming long before the first could finish, however slowly they start.
+    sg.latency = 0.3
     procs = [start_send(config, env) for _ in range(4)]
     outputs = [p.communicate(timeout=180) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
