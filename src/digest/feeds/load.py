@@ -132,14 +132,18 @@ def _read_one(
     if src.is_remote:
         assert client is not None  # made by load_articles whenever a feed is remote
         return _load_remote(src, settings, now, window, client, store, state)
-    parsed = parse_feed(
-        _read_local(src, settings),
-        feed=src.label,
-        key=src.url,
-        now=now,
-        first_seen=state.first_seen,
-        window=window,
-    )
+    path = local_feed_path(settings, src.url)
+    try:
+        with path.open("rb") as file:  # read a piece at a time by the pre-filter: never held whole
+            parsed = parse_feed(
+                file, feed=src.label, key=src.url, now=now, first_seen=state.first_seen, window=window
+            )
+    except FeedError:  # the feed's own fault, as parse_feed names it (a FeedError is an OSError too)
+        raise
+    except FileNotFoundError as exc:
+        raise FeedError(f'feed "{src.label}": no such file {path}', hint="check the path in [[feeds]]") from exc
+    except OSError as exc:
+        raise FeedError(f'feed "{src.label}": cannot read {path}: {exc.strerror or exc}') from exc
     return parsed, state, None
 
 
@@ -205,14 +209,3 @@ def local_feed_path(settings: Settings, url: str) -> Path:
     The preview watches this very file, so it asks here rather than working it out again.
     """
     return Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
-
-
-def _read_local(src: FeedSource, settings: Settings) -> bytes:
-    """A local feed file's bytes; a missing or unreadable file is a FeedError with its path."""
-    path = local_feed_path(settings, src.url)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FeedError(f'feed "{src.label}": no such file {path}', hint="check the path in [[feeds]]") from exc
-    except OSError as exc:
-        raise FeedError(f'feed "{src.label}": cannot read {path}: {exc.strerror or exc}') from exc

@@ -15,14 +15,14 @@ import xml.sax
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import feedparser
 from feedparser.namespaces import mediarss
 
 from digest.errors import FeedError
 from digest.feeds.images import lead_image
-from digest.feeds.prefilter import Dropped, drop_outside, parsed_time
+from digest.feeds.prefilter import Dropped, Filtered, drop_outside, parsed_time
 from digest.feeds.sanitize import clean_summary, plain_text
 from digest.feeds.urls import absolute_url, canonical_url, has_scheme
 from digest.models import Article, Window
@@ -102,7 +102,7 @@ _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.I)
 
 
 def parse_feed(
-    body: bytes,
+    body: bytes | BinaryIO,
     *,
     feed: str,
     now: datetime,
@@ -114,7 +114,8 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse one feed document into articles; a FeedError if nothing usable is in it.
 
-    ``feed`` names the feed in messages; ``key`` (the configured URL or path) scopes item ids
+    ``body`` is the document's bytes or a binary file open at its start (a local feed, which is
+    then read a piece at a time and held whole only if it cannot be cut). ``feed`` names the feed in messages; ``key`` (the configured URL or path) scopes item ids
     that are not URIs, so two feeds' item "42" stay apart. ``base_url`` is where the document
     came from, for relative links; ``content_type`` is the HTTP header, for its charset.
     ``first_seen`` maps item ids to when an undated item was first seen; the result carries the
@@ -151,7 +152,7 @@ def parse_feed(
 
 
 def _feedparse(
-    body: bytes, feed: str, base_url: str, content_type: str, window: Window | None
+    body: bytes | BinaryIO, feed: str, base_url: str, content_type: str, window: Window | None
 ) -> tuple[Any, tuple[Dropped, ...], list[str]]:
     """feedparser on bytes (so the declared encoding is honoured), with its HTML passes off.
 
@@ -162,23 +163,36 @@ def _feedparse(
     With a ``window``, a long UTF-8 feed first loses the items plainly outside it (``prefilter``),
     returned apart for their ids; if feedparser then reads the rest in any way but cleanly and
     item for item, the pre-filter's reading is not trusted and the whole body is parsed instead.
+    A file (``body`` not bytes) is cut as it is read, and read whole only when that fails.
     """
-    declared = _declared_encoding(body)
+    declared = _declared_encoding(body if isinstance(body, bytes) else _head(body))
     charset = _CHARSET.search(content_type or "")
-    warnings: list[str] = []
     if declared is None and charset is not None:
         declared = charset.group(1)
+    cut = window is not None and _is_utf8(declared)
+    if not isinstance(body, bytes):
+        if window is not None and cut:
+            # expat rejects every byte sequence Python's UTF-8 decoder does, so a document it
+            # read to the end needs no _repair_utf8, and the file is never held whole.
+            kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+            if kept is not None:
+                return (*kept, [])
+            body.seek(0)
+        body = body.read()
+        tried = cut  # the same bytes were already offered to the pre-filter
+    else:
+        tried = False
+    warnings: list[str] = []
     body, repaired = _repair_utf8(body, declared)
     if repaired:
         warnings.append(
             f'feed "{feed}": text that is not UTF-8 in a UTF-8 feed was read as windows-1252; '
             "check it for garbled characters"
         )
-    filtered = drop_outside(body, window, base_url) if window is not None and _is_utf8(declared) else None
-    if filtered is not None:
-        result = _run_feedparser(filtered.body, feed, base_url, declared)
-        if not result.bozo and len(result.entries) + len(filtered.dropped) == filtered.items:
-            return result, filtered.dropped, warnings
+    if window is not None and cut and (repaired or not tried):
+        kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+        if kept is not None:
+            return (*kept, warnings)
     result = _run_feedparser(body, feed, base_url, declared)
     if not result.entries and (result.bozo or not result.get("version")):
         problem = _problem(result) if body.strip() else "the document is empty"
@@ -187,6 +201,29 @@ def _feedparse(
             hint="check that the URL is the feed itself, not the site's web page",
         ) from result.get("bozo_exception")
     return result, (), warnings
+
+
+def _kept_part(
+    filtered: Filtered | None, feed: str, base_url: str, declared: str | None
+) -> tuple[Any, tuple[Dropped, ...]] | None:
+    """feedparser on what the pre-filter kept, with the items it cut; None unless it read cleanly.
+
+    Cleanly means no complaint and exactly the items the pre-filter did not cut: anything else
+    and its reading is not trusted (the whole document is parsed instead).
+    """
+    if filtered is None:
+        return None
+    result = _run_feedparser(filtered.body, feed, base_url, declared)
+    if result.bozo or len(result.entries) + len(filtered.dropped) != filtered.items:
+        return None
+    return result, filtered.dropped
+
+
+def _head(stream: BinaryIO) -> bytes:
+    """The first bytes of a file, enough for its encoding declaration; the file stays at its start."""
+    head = stream.read(512)
+    stream.seek(0)
+    return head
 
 
 def _run_feedparser(body: bytes, feed: str, base_url: str, declared: str | None) -> Any:
