@@ -10,6 +10,7 @@ no comparison passes only because nothing was filtered.
 
 from __future__ import annotations
 
+import io
 import random
 import shutil
 from collections.abc import Callable
@@ -318,3 +319,46 @@ def test_a_remainder_feedparser_reads_otherwise_falls_back_to_the_whole_document
     whole = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
     assert faulted == whole
     assert faulted.warnings == ()  # the complaint about the cut document is not the feed's
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 20])
+def test_a_document_read_in_pieces_is_cut_exactly_as_read_whole(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # Pieces of one byte upwards: tags, multi-byte characters and "</item>" split across them.
+    monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
+    body = mixed_feed(9, 120).replace(b"Story", "Stor\u00ff \u20ac\U0001f600".encode())
+    whole = prefilter.drop_outside(body, WEEK, "")
+    monkeypatch.setattr(prefilter, "CHUNK", chunk)
+    pieces = prefilter.drop_outside(io.BytesIO(body), WEEK, "")
+    assert whole is not None and whole.dropped
+    assert pieces == whole
+    assert b"".join(body.split(b"</item>")[-1:]) in pieces.body  # what follows the last item is kept
+
+
+def test_a_local_feed_is_cut_as_it_is_read_from_its_file(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    monkeypatch.setattr(prefilter, "CHUNK", 4096)
+    path = tmp_path / "long.xml"
+    path.write_bytes(mixed_feed(13, 300))
+    given: list[type] = []
+    real = parse_module.drop_outside
+    monkeypatch.setattr(parse_module, "drop_outside", lambda body, *a: given.append(type(body)) or real(body, *a))
+    settings = feed_settings(str(path))
+    filtered, whole = both(monkeypatch, lambda: load_articles(settings, NOW, window=WEEK))
+    assert filtered == whole
+    assert given == [io.BufferedReader]  # the open file, not its bytes read whole
+    assert len(filtered.articles) > 20
+
+
+def test_a_local_feed_with_stray_bytes_is_repaired_then_cut(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    # expat refuses the windows-1252 quotes as it reads the file; the whole document is then
+    # repaired and cut as bytes, with the warning it always had.
+    path = tmp_path / "cp1252-in-utf8.xml"
+    path.write_bytes(mixed_feed(14, 200).replace(b"Story", b"\x93Story\x94"))
+    settings = feed_settings(str(path))
+    filtered, whole = both(monkeypatch, lambda: load_articles(settings, NOW, window=WEEK))
+    assert filtered == whole
+    assert spy.results[0] is None and spy.dropped > 0  # the file was refused, the repaired bytes cut
+    assert any("read as windows-1252" in warning for warning in filtered.warnings)

@@ -135,9 +135,7 @@ def _read_one(
     path = local_feed_path(settings, src.url)
     try:
         with path.open("rb") as file:  # read a piece at a time by the pre-filter: never held whole
-            parsed = parse_feed(
-                file, feed=src.label, key=src.url, now=now, first_seen=state.first_seen, window=window
-            )
+            parsed = parse_feed(file, feed=src.label, key=src.url, now=now, first_seen=state.first_seen, window=window)
     except FeedError:  # the feed's own fault, as parse_feed names it (a FeedError is an OSError too)
         raise
     except FileNotFoundError as exc:

@@ -115,8 +115,9 @@ def parse_feed(
     """Parse one feed document into articles; a FeedError if nothing usable is in it.
 
     ``body`` is the document's bytes or a binary file open at its start (a local feed, which is
-    then read a piece at a time and held whole only if it cannot be cut). ``feed`` names the feed in messages; ``key`` (the configured URL or path) scopes item ids
-    that are not URIs, so two feeds' item "42" stay apart. ``base_url`` is where the document
+    then read a piece at a time and held whole only if it cannot be cut). ``feed`` names the
+    feed in messages; ``key`` (the configured URL or path) scopes item ids that are not URIs, so
+    two feeds' item "42" stay apart. ``base_url`` is where the document
     came from, for relative links; ``content_type`` is the HTTP header, for its charset.
     ``first_seen`` maps item ids to when an undated item was first seen; the result carries the
     map with this run's new items added.
