@@ -362,3 +362,26 @@ def test_a_local_feed_with_stray_bytes_is_repaired_then_cut(
     assert filtered == whole
     assert spy.results[0] is None and spy.dropped > 0  # the file was refused, the repaired bytes cut
     assert any("read as windows-1252" in warning for warning in filtered.warnings)
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_an_issue_makes_only_the_articles_it_shows_and_is_the_same_issue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any, edited: bool
+) -> None:
+    path = tmp_path / "long.xml"
+    path.write_bytes(mixed_feed(15, 600))
+    settings = feed_settings(str(path))
+    feeds = load_articles(settings, NOW, window=rank.issue_window(NOW, settings.issue.window_days))
+    by_time = sorted(feeds.candidates, key=lambda c: c.when)
+    # Editors pin the oldest item of the week (never shown otherwise) and exclude the newest.
+    edits = {"pins": [by_time[0].canonical_url], "exclude": [by_time[-1].canonical_url]} if edited else {}
+    made: list[str] = []
+    real = parse_module._article
+    monkeypatch.setattr(parse_module, "_article", lambda candidate: made.append(candidate.id) or real(candidate))
+    chosen = rank.build_issue(feeds.candidates, settings, NOW, make=parse_module.Candidate.article, **edits)
+    assert sorted(made) == sorted(a.id for a in chosen.articles)  # each shown article made once, no other
+    assert len(feeds.candidates) > 2 * len(made)
+    if edited:
+        assert chosen.ranked[0].canonical_url == by_time[0].canonical_url
+        assert by_time[-1].id not in made
+    assert chosen == rank.build_issue(feeds.articles, settings, NOW, **edits)  # every article made first

@@ -28,17 +28,68 @@ from digest.feeds.urls import absolute_url, canonical_url, has_scheme
 from digest.models import Article, Window
 from digest.text import excerpt, one_line, without_controls
 
-__all__ = ["Entry", "ParsedFeed", "parse_feed"]
+__all__ = ["Candidate", "Entry", "ParsedFeed", "parse_feed"]
+
+
+class Candidate:
+    """An item that may be shown, read only as far as choosing an issue's articles needs: its id,
+    canonical URL, categories and time. The rest of its article (sanitising the summary, the
+    title, the authors, choosing the image) is most of the work of making one, and an issue
+    shows a few dozen of a long feed's items, so ``article()`` does it on demand, once.
+
+    Two candidates are equal when their articles are, which is what a reader could tell apart.
+    """
+
+    __slots__ = ("_ctx", "_entry", "_made", "canonical_url", "categories", "id", "published", "seen", "url")
+    _entry: Any  # feedparser's reading of the item, until the article is made
+    _made: Article | None
+
+    def __init__(
+        self,
+        entry: Any,
+        ctx: _Context,
+        *,
+        id: str,
+        url: str,
+        canonical_url: str,
+        published: datetime | None,
+        seen: datetime,
+    ) -> None:
+        self._entry, self._ctx, self._made = entry, ctx, None
+        self.id, self.url, self.canonical_url = id, url, canonical_url
+        self.published, self.seen = published, seen
+        # Control characters go first, as from the whole item when the article is made.
+        self.categories = _categories({"tags": _strip_controls(entry.get("tags") or [])})
+
+    @property
+    def when(self) -> datetime:
+        """The time the item counts as published for windows and ranking (``Article.when``)."""
+        return self.published or self.seen
+
+    def article(self) -> Article:
+        """The item as an article: normalised, sanitised, its image chosen; made the first time."""
+        if self._made is None:
+            self._made = _article(self)
+            self._entry = None  # feedparser's reading is no longer needed
+        return self._made
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Candidate) and self.article() == other.article()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, but made lazily: not a key
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.id!r}, {self.canonical_url!r})"
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One usable item of a feed, in document order: its id and canonical URL (what duplicates
-    are told by), and the article, or None when the item is outside the window asked for."""
+    are told by), and the candidate article, or None when the item is outside the window asked for."""
 
     id: str
     canonical_url: str
-    article: Article | None
+    candidate: Candidate | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +102,8 @@ class ParsedFeed:
 
     @property
     def articles(self) -> tuple[Article, ...]:
-        """The articles made: every usable item's, or only the window's when one was given."""
-        return tuple(entry.article for entry in self.entries if entry.article is not None)
+        """The articles: every usable item's, or only the window's when one was given."""
+        return tuple(entry.candidate.article() for entry in self.entries if entry.candidate is not None)
 
 
 # --- feedparser quirk ------------------------------------------------------------------------
@@ -398,7 +449,7 @@ class _Context:
 def _entry(
     entry: Any, ctx: _Context, first_seen: dict[str, datetime], current: set[str], window: Window | None
 ) -> Entry | None:
-    """One item's id, URL and (when in ``window``) article; None when it has no link a reader could follow.
+    """One item's id, URL and (when in ``window``) candidate; None when it has no link a reader could follow.
 
     Only what decides whether the item is usable, which one it is and when it counts is read
     before the window is checked; control characters are taken out of those values here and
@@ -419,25 +470,31 @@ def _entry(
     canonical = canonical_url(url)
     if window is not None and (published or seen) not in window:
         return Entry(article_id, canonical, None)
-    _strip_controls(entry)
+    candidate = Candidate(entry, ctx, id=article_id, url=url, canonical_url=canonical, published=published, seen=seen)
+    return Entry(article_id, canonical, candidate)
+
+
+def _article(candidate: Candidate) -> Article:
+    """The rest of a candidate's article, from feedparser's reading of its item."""
+    entry, ctx = _strip_controls(candidate._entry), candidate._ctx
+    base = without_controls(_entry_base(entry, ctx))
     summary_raw, summary_is_html, summary_base = _summary_source(entry, base)
     summary_html, summary_text = clean_summary(summary_raw, summary_is_html, summary_base)
     title = _title(entry) or excerpt(summary_text, 90) or "Untitled"
-    article = Article(
-        id=article_id,
-        url=url,
-        canonical_url=canonical,
+    return Article(
+        id=candidate.id,
+        url=candidate.url,
+        canonical_url=candidate.canonical_url,
         title=title,
-        published=published,
-        seen=seen,
+        published=candidate.published,
+        seen=candidate.seen,
         authors=_names(entry, atom=ctx.atom) or ctx.feed_authors,
-        categories=_categories(entry),
+        categories=candidate.categories,
         summary_html=summary_html,
         summary_text=summary_text,
         image=lead_image(entry, base, title, summary_raw, summary_base),
         feed=ctx.feed,
     )
-    return Entry(article_id, canonical, article)
 
 
 def _dropped_entry(item: Dropped, ctx: _Context) -> Entry | None:
