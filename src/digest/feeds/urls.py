@@ -52,6 +52,13 @@ def _canonical(url: str) -> str:
     return urlunsplit((scheme, netloc, path, urlencode(query), ""))
 
 
+def is_plain(url: str) -> bool:
+    """Whether ``url`` is a plain absolute link: lower-case http(s), a plain lower-case host, no
+    port, query or fragment, nothing to escape. Such a link is absolute whatever the base, and
+    resolving it against any base gives it back unchanged."""
+    return _PLAIN.fullmatch(url) is not None
+
+
 def has_scheme(value: str) -> bool:
     """Whether ``value`` starts with a URI scheme (``https:``, ``mailto:``, ``tag:``...), i.e. is not relative."""
     return bool(_SCHEME.match(value))
@@ -63,7 +70,7 @@ def absolute_url(href: str, base: str, site: str = "") -> str:
     A feed's links reach readers' mail programs, which cannot resolve a relative link, and any
     other scheme (``javascript:``, ``data:``) is no link to follow: both give "".
     """
-    if _PLAIN.fullmatch(href):  # absolute already, whatever the base
+    if is_plain(href):  # absolute already, whatever the base
         return href
     return _absolute(href, base, site)
 
