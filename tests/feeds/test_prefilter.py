@@ -10,6 +10,7 @@ no comparison passes only because nothing was filtered.
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from digest.config import load
+from digest.errors import FeedError
 from digest.feeds import parse as parse_module
 from digest.feeds import prefilter
 from digest.feeds.load import load_articles
@@ -385,3 +387,29 @@ def test_an_issue_makes_only_the_articles_it_shows_and_is_the_same_issue(
         assert chosen.ranked[0].canonical_url == by_time[0].canonical_url
         assert by_time[-1].id not in made
     assert chosen == rank.build_issue(feeds.articles, settings, NOW, **edits)  # every article made first
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_cycle_collector_is_left_as_it_was_after_a_parse(spy: Spy, enabled: bool) -> None:
+    # Held off while a feed is parsed (it would walk the growing heap again and again), never
+    # left off for the rest of the process, nor turned on when it was off; a failed parse too.
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert parse_feed(mixed_feed(16, 100), feed="f", now=NOW, window=WEEK).articles
+        assert gc.isenabled() is enabled
+        with pytest.raises(FeedError):
+            parse_feed(b"<html>not a feed", feed="f", now=NOW, window=WEEK)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+def test_overlapping_parses_turn_the_collector_back_on_only_at_the_last_end() -> None:
+    pause = parse_module._CollectorPause()
+    assert gc.isenabled()
+    with pause.paused():
+        with pause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first is still parsing
+    assert gc.isenabled()
