@@ -10,6 +10,8 @@ no comparison passes only because nothing was filtered.
 
 from __future__ import annotations
 
+import gc
+import io
 import random
 import shutil
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from digest.config import load
+from digest.errors import FeedError
 from digest.feeds import parse as parse_module
 from digest.feeds import prefilter
 from digest.feeds.load import load_articles
@@ -318,3 +321,95 @@ def test_a_remainder_feedparser_reads_otherwise_falls_back_to_the_whole_document
     whole = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
     assert faulted == whole
     assert faulted.warnings == ()  # the complaint about the cut document is not the feed's
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 20])
+def test_a_document_read_in_pieces_is_cut_exactly_as_read_whole(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # Pieces of one byte upwards: tags, multi-byte characters and "</item>" split across them.
+    monkeypatch.setattr(prefilter, "MIN_BYTES", 0)
+    body = mixed_feed(9, 120).replace(b"Story", "Stor\u00ff \u20ac\U0001f600".encode())
+    whole = prefilter.drop_outside(body, WEEK, "")
+    monkeypatch.setattr(prefilter, "CHUNK", chunk)
+    pieces = prefilter.drop_outside(io.BytesIO(body), WEEK, "")
+    assert whole is not None and whole.dropped
+    assert pieces == whole
+    assert b"".join(body.split(b"</item>")[-1:]) in pieces.body  # what follows the last item is kept
+
+
+def test_a_local_feed_is_cut_as_it_is_read_from_its_file(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    monkeypatch.setattr(prefilter, "CHUNK", 4096)
+    path = tmp_path / "long.xml"
+    path.write_bytes(mixed_feed(13, 300))
+    given: list[type] = []
+    real = parse_module.drop_outside
+    monkeypatch.setattr(parse_module, "drop_outside", lambda body, *a: given.append(type(body)) or real(body, *a))
+    settings = feed_settings(str(path))
+    filtered, whole = both(monkeypatch, lambda: load_articles(settings, NOW, window=WEEK))
+    assert filtered == whole
+    assert given == [io.BufferedReader]  # the open file, not its bytes read whole
+    assert len(filtered.articles) > 20
+
+
+def test_a_local_feed_with_stray_bytes_is_repaired_then_cut(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    # expat refuses the windows-1252 quotes as it reads the file; the whole document is then
+    # repaired and cut as bytes, with the warning it always had.
+    path = tmp_path / "cp1252-in-utf8.xml"
+    path.write_bytes(mixed_feed(14, 200).replace(b"Story", b"\x93Story\x94"))
+    settings = feed_settings(str(path))
+    filtered, whole = both(monkeypatch, lambda: load_articles(settings, NOW, window=WEEK))
+    assert filtered == whole
+    assert spy.results[0] is None and spy.dropped > 0  # the file was refused, the repaired bytes cut
+    assert any("read as windows-1252" in warning for warning in filtered.warnings)
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_an_issue_makes_only_the_articles_it_shows_and_is_the_same_issue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any, edited: bool
+) -> None:
+    path = tmp_path / "long.xml"
+    path.write_bytes(mixed_feed(15, 600))
+    settings = feed_settings(str(path))
+    feeds = load_articles(settings, NOW, window=rank.issue_window(NOW, settings.issue.window_days))
+    by_time = sorted(feeds.candidates, key=lambda c: c.when)
+    # Editors pin the oldest item of the week (never shown otherwise) and exclude the newest.
+    edits = {"pins": [by_time[0].canonical_url], "exclude": [by_time[-1].canonical_url]} if edited else {}
+    made: list[str] = []
+    real = parse_module._article
+    monkeypatch.setattr(parse_module, "_article", lambda candidate: made.append(candidate.id) or real(candidate))
+    chosen = rank.build_issue(feeds.candidates, settings, NOW, make=parse_module.Candidate.article, **edits)
+    assert sorted(made) == sorted(a.id for a in chosen.articles)  # each shown article made once, no other
+    assert len(feeds.candidates) > 2 * len(made)
+    if edited:
+        assert chosen.ranked[0].canonical_url == by_time[0].canonical_url
+        assert by_time[-1].id not in made
+    assert chosen == rank.build_issue(feeds.articles, settings, NOW, **edits)  # every article made first
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_cycle_collector_is_left_as_it_was_after_a_parse(spy: Spy, enabled: bool) -> None:
+    # Held off while a feed is parsed (it would walk the growing heap again and again), never
+    # left off for the rest of the process, nor turned on when it was off; a failed parse too.
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert parse_feed(mixed_feed(16, 100), feed="f", now=NOW, window=WEEK).articles
+        assert gc.isenabled() is enabled
+        with pytest.raises(FeedError):
+            parse_feed(b"<html>not a feed", feed="f", now=NOW, window=WEEK)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+def test_overlapping_parses_turn_the_collector_back_on_only_at_the_last_end() -> None:
+    pause = parse_module._CollectorPause()
+    assert gc.isenabled()
+    with pause.paused():
+        with pause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first is still parsing
+    assert gc.isenabled()

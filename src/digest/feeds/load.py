@@ -19,7 +19,7 @@ from urllib.request import url2pathname
 
 from digest.config import FeedSource, Settings
 from digest.errors import FeedError
-from digest.feeds.parse import ParsedFeed, parse_feed
+from digest.feeds.parse import Candidate, ParsedFeed, parse_feed
 from digest.feeds.state import FeedState, StateStore
 from digest.models import Article, Window
 
@@ -34,12 +34,18 @@ class FeedResult:
     """Every feed's articles merged (feed order, then item order) and the warnings met on the way.
 
     ``down`` holds the error of each feed that could not be fetched or parsed; the articles are
-    those of the other feeds (the warnings name the missing ones too).
+    those of the other feeds (the warnings name the missing ones too). ``candidates`` are the
+    articles not made yet: an issue makes only those it shows (``Candidate.article``).
     """
 
-    articles: tuple[Article, ...]
+    candidates: tuple[Candidate, ...]
     warnings: tuple[str, ...]
     down: tuple[FeedError, ...] = ()
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        """Every candidate made into its article."""
+        return tuple(candidate.article() for candidate in self.candidates)
 
 
 def load_articles(
@@ -49,8 +55,9 @@ def load_articles(
 
     A duplicate is an item whose id or canonical URL (tracking parameters ignored) was already
     seen, in this feed or an earlier one; the first wins, so feed order is priority order.
-    With a ``window``, only the articles in it are made (and returned); an item outside it
-    still counts as seen first, so which article wins is the same either way.
+    With a ``window``, only the articles in it are returned, as candidates made into articles
+    when asked; an item outside it still counts as seen first, so which article wins is the
+    same either way.
     ``client`` is for tests and callers that share one; otherwise one is made for the run.
 
     A feed that cannot be fetched or parsed is down: it is left out and listed in ``down``, so
@@ -66,7 +73,7 @@ def load_articles(
         from digest.feeds.fetch import make_client
 
         client = owned = make_client(settings.fetch)
-    articles: list[Article] = []
+    candidates: list[Candidate] = []
     warnings: list[str] = []
     down: list[FeedError] = []
     ids: set[str] = set()
@@ -90,8 +97,8 @@ def load_articles(
                     continue
                 ids.add(entry.id)
                 urls.add(entry.canonical_url)
-                if entry.article is not None:
-                    articles.append(entry.article)
+                if entry.candidate is not None:
+                    candidates.append(entry.candidate)
     finally:
         if owned is not None:
             owned.close()
@@ -99,7 +106,7 @@ def load_articles(
         raise down[0]  # the one feed's own error, as it was met
     if len(down) == len(settings.feeds):
         raise _all_down(down) from down[0]
-    return FeedResult(articles=tuple(articles), warnings=tuple(warnings), down=tuple(down))
+    return FeedResult(candidates=tuple(candidates), warnings=tuple(warnings), down=tuple(down))
 
 
 def _required(exc: FeedError) -> FeedError:
@@ -132,14 +139,16 @@ def _read_one(
     if src.is_remote:
         assert client is not None  # made by load_articles whenever a feed is remote
         return _load_remote(src, settings, now, window, client, store, state)
-    parsed = parse_feed(
-        _read_local(src, settings),
-        feed=src.label,
-        key=src.url,
-        now=now,
-        first_seen=state.first_seen,
-        window=window,
-    )
+    path = local_feed_path(settings, src.url)
+    try:
+        with path.open("rb") as file:  # read a piece at a time by the pre-filter: never held whole
+            parsed = parse_feed(file, feed=src.label, key=src.url, now=now, first_seen=state.first_seen, window=window)
+    except FeedError:  # the feed's own fault, as parse_feed names it (a FeedError is an OSError too)
+        raise
+    except FileNotFoundError as exc:
+        raise FeedError(f'feed "{src.label}": no such file {path}', hint="check the path in [[feeds]]") from exc
+    except OSError as exc:
+        raise FeedError(f'feed "{src.label}": cannot read {path}: {exc.strerror or exc}') from exc
     return parsed, state, None
 
 
@@ -205,14 +214,3 @@ def local_feed_path(settings: Settings, url: str) -> Path:
     The preview watches this very file, so it asks here rather than working it out again.
     """
     return Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else settings.path(url)
-
-
-def _read_local(src: FeedSource, settings: Settings) -> bytes:
-    """A local feed file's bytes; a missing or unreadable file is a FeedError with its path."""
-    path = local_feed_path(settings, src.url)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FeedError(f'feed "{src.label}": no such file {path}', hint="check the path in [[feeds]]") from exc
-    except OSError as exc:
-        raise FeedError(f'feed "{src.label}": cannot read {path}: {exc.strerror or exc}') from exc

@@ -9,36 +9,90 @@ and merging feeds are ``fetch``, ``state`` and ``load``; choosing the lead image
 from __future__ import annotations
 
 import codecs
+import gc
 import io
 import re
+import threading
 import xml.sax
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import feedparser
 from feedparser.namespaces import mediarss
 
 from digest.errors import FeedError
 from digest.feeds.images import lead_image
-from digest.feeds.prefilter import Dropped, drop_outside, parsed_time
+from digest.feeds.prefilter import Dropped, Filtered, drop_outside, parsed_time
 from digest.feeds.sanitize import clean_summary, plain_text
 from digest.feeds.urls import absolute_url, canonical_url, has_scheme
 from digest.models import Article, Window
 from digest.text import excerpt, one_line, without_controls
 
-__all__ = ["Entry", "ParsedFeed", "parse_feed"]
+__all__ = ["Candidate", "Entry", "ParsedFeed", "parse_feed"]
+
+
+class Candidate:
+    """An item that may be shown, read only as far as choosing an issue's articles needs: its id,
+    canonical URL, categories and time. The rest of its article (sanitising the summary, the
+    title, the authors, choosing the image) is most of the work of making one, and an issue
+    shows a few dozen of a long feed's items, so ``article()`` does it on demand, once.
+
+    Two candidates are equal when their articles are, which is what a reader could tell apart.
+    """
+
+    __slots__ = ("_ctx", "_entry", "_made", "canonical_url", "categories", "id", "published", "seen", "url")
+    _entry: Any  # feedparser's reading of the item, until the article is made
+    _made: Article | None
+
+    def __init__(
+        self,
+        entry: Any,
+        ctx: _Context,
+        *,
+        id: str,
+        url: str,
+        canonical_url: str,
+        published: datetime | None,
+        seen: datetime,
+    ) -> None:
+        self._entry, self._ctx, self._made = entry, ctx, None
+        self.id, self.url, self.canonical_url = id, url, canonical_url
+        self.published, self.seen = published, seen
+        # Control characters go first, as from the whole item when the article is made.
+        self.categories = _categories({"tags": _strip_controls(entry.get("tags") or [])})
+
+    @property
+    def when(self) -> datetime:
+        """The time the item counts as published for windows and ranking (``Article.when``)."""
+        return self.published or self.seen
+
+    def article(self) -> Article:
+        """The item as an article: normalised, sanitised, its image chosen; made the first time."""
+        if self._made is None:
+            self._made = _article(self)
+            self._entry = None  # feedparser's reading is no longer needed
+        return self._made
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Candidate) and self.article() == other.article()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, but made lazily: not a key
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.id!r}, {self.canonical_url!r})"
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One usable item of a feed, in document order: its id and canonical URL (what duplicates
-    are told by), and the article, or None when the item is outside the window asked for."""
+    are told by), and the candidate article, or None when the item is outside the window asked for."""
 
     id: str
     canonical_url: str
-    article: Article | None
+    candidate: Candidate | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +105,8 @@ class ParsedFeed:
 
     @property
     def articles(self) -> tuple[Article, ...]:
-        """The articles made: every usable item's, or only the window's when one was given."""
-        return tuple(entry.article for entry in self.entries if entry.article is not None)
+        """The articles: every usable item's, or only the window's when one was given."""
+        return tuple(entry.candidate.article() for entry in self.entries if entry.candidate is not None)
 
 
 # --- feedparser quirk ------------------------------------------------------------------------
@@ -93,6 +147,41 @@ _keep_media_text_apart()
 
 # --- parsing ---------------------------------------------------------------------------------
 
+
+class _CollectorPause:
+    """Python's cycle collector held off while feeds are parsed, and set back as it was after.
+
+    A long feed makes about a million small objects (expat's events, feedparser's dicts, the
+    items' ids) and keeps many of them, so the collector, which runs every few hundred new
+    objects, would walk the growing heap again and again: a sixth of a 100,000-item build's
+    time. Nothing is lost by waiting: what it would find is collected once it runs again.
+    Pauses may overlap (threads building previews), so the collector is set back only when the
+    last one ends, and only if it was on when the first began.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._open == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open -= 1
+                if self._open == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_COLLECTOR = _CollectorPause()
+
 # How long an undated item's first-seen time is kept after it left the feed: longer than any
 # issue window, so an item that drops out and comes back is not "new" again.
 FIRST_SEEN_KEEP = timedelta(days=90)
@@ -102,7 +191,7 @@ _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.I)
 
 
 def parse_feed(
-    body: bytes,
+    body: bytes | BinaryIO,
     *,
     feed: str,
     now: datetime,
@@ -114,44 +203,47 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse one feed document into articles; a FeedError if nothing usable is in it.
 
-    ``feed`` names the feed in messages; ``key`` (the configured URL or path) scopes item ids
-    that are not URIs, so two feeds' item "42" stay apart. ``base_url`` is where the document
+    ``body`` is the document's bytes or a binary file open at its start (a local feed, which is
+    then read a piece at a time and held whole only if it cannot be cut). ``feed`` names the
+    feed in messages; ``key`` (the configured URL or path) scopes item ids that are not URIs, so
+    two feeds' item "42" stay apart. ``base_url`` is where the document
     came from, for relative links; ``content_type`` is the HTTP header, for its charset.
     ``first_seen`` maps item ids to when an undated item was first seen; the result carries the
     map with this run's new items added.
 
-    With a ``window``, only the items in it are made into articles (normalised, sanitised, their
-    image chosen): an issue shows nothing else, and on a long feed that work is most of what
-    digest adds to feedparser's own. Every usable item is still listed with its id and URL, so
-    duplicates are told apart exactly as without a window.
+    With a ``window``, only the items in it become candidates, made into articles (normalised,
+    sanitised, their image chosen) when asked: an issue shows nothing else, and on a long feed
+    that work is most of what digest adds to feedparser's own. Every usable item is still listed
+    with its id and URL, so duplicates are told apart exactly as without a window.
     """
-    result, dropped, warnings = _feedparse(body, feed, base_url, content_type, window)
-    channel = _strip_controls(result.get("feed") or {})
-    atom = str(result.get("version", "")).startswith("atom")
-    ctx = _Context(
-        feed=feed,
-        key=key or feed,
-        base=base_url,
-        site=absolute_url(channel.get("link") or "", base_url, ""),
-        now=now,
-        atom=atom,
-        feed_authors=_names(channel, atom=True) if atom else (),
-    )
-    seen = dict(first_seen or {})
-    current: set[str] = set()
-    entries: list[Entry] = []
-    for raw in _in_document_order(result.entries, dropped):
-        entry = _dropped_entry(raw, ctx) if isinstance(raw, Dropped) else _entry(raw, ctx, seen, current, window)
-        if entry is not None:
-            entries.append(entry)
-    horizon = now - FIRST_SEEN_KEEP
-    kept = {item: when for item, when in seen.items() if item in current or when >= horizon}
-    warnings.extend(_warnings(result, feed, len(result.entries) + len(dropped), len(entries)))
-    return ParsedFeed(entries=tuple(entries), warnings=tuple(warnings), first_seen=kept)
+    with _COLLECTOR.paused():
+        result, dropped, warnings = _feedparse(body, feed, base_url, content_type, window)
+        channel = _strip_controls(result.get("feed") or {})
+        atom = str(result.get("version", "")).startswith("atom")
+        ctx = _Context(
+            feed=feed,
+            key=key or feed,
+            base=base_url,
+            site=absolute_url(channel.get("link") or "", base_url, ""),
+            now=now,
+            atom=atom,
+            feed_authors=_names(channel, atom=True) if atom else (),
+        )
+        seen = dict(first_seen or {})
+        current: set[str] = set()
+        entries: list[Entry] = []
+        for raw in _in_document_order(result.entries, dropped):
+            entry = _dropped_entry(raw, ctx) if isinstance(raw, Dropped) else _entry(raw, ctx, seen, current, window)
+            if entry is not None:
+                entries.append(entry)
+        horizon = now - FIRST_SEEN_KEEP
+        kept = {item: when for item, when in seen.items() if item in current or when >= horizon}
+        warnings.extend(_warnings(result, feed, len(result.entries) + len(dropped), len(entries)))
+        return ParsedFeed(entries=tuple(entries), warnings=tuple(warnings), first_seen=kept)
 
 
 def _feedparse(
-    body: bytes, feed: str, base_url: str, content_type: str, window: Window | None
+    body: bytes | BinaryIO, feed: str, base_url: str, content_type: str, window: Window | None
 ) -> tuple[Any, tuple[Dropped, ...], list[str]]:
     """feedparser on bytes (so the declared encoding is honoured), with its HTML passes off.
 
@@ -162,23 +254,36 @@ def _feedparse(
     With a ``window``, a long UTF-8 feed first loses the items plainly outside it (``prefilter``),
     returned apart for their ids; if feedparser then reads the rest in any way but cleanly and
     item for item, the pre-filter's reading is not trusted and the whole body is parsed instead.
+    A file (``body`` not bytes) is cut as it is read, and read whole only when that fails.
     """
-    declared = _declared_encoding(body)
+    declared = _declared_encoding(body if isinstance(body, bytes) else _head(body))
     charset = _CHARSET.search(content_type or "")
-    warnings: list[str] = []
     if declared is None and charset is not None:
         declared = charset.group(1)
+    cut = window is not None and _is_utf8(declared)
+    if not isinstance(body, bytes):
+        if window is not None and cut:
+            # expat rejects every byte sequence Python's UTF-8 decoder does, so a document it
+            # read to the end needs no _repair_utf8, and the file is never held whole.
+            kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+            if kept is not None:
+                return (*kept, [])
+            body.seek(0)
+        body = body.read()
+        tried = cut  # the same bytes were already offered to the pre-filter
+    else:
+        tried = False
+    warnings: list[str] = []
     body, repaired = _repair_utf8(body, declared)
     if repaired:
         warnings.append(
             f'feed "{feed}": text that is not UTF-8 in a UTF-8 feed was read as windows-1252; '
             "check it for garbled characters"
         )
-    filtered = drop_outside(body, window, base_url) if window is not None and _is_utf8(declared) else None
-    if filtered is not None:
-        result = _run_feedparser(filtered.body, feed, base_url, declared)
-        if not result.bozo and len(result.entries) + len(filtered.dropped) == filtered.items:
-            return result, filtered.dropped, warnings
+    if window is not None and cut and (repaired or not tried):
+        kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+        if kept is not None:
+            return (*kept, warnings)
     result = _run_feedparser(body, feed, base_url, declared)
     if not result.entries and (result.bozo or not result.get("version")):
         problem = _problem(result) if body.strip() else "the document is empty"
@@ -187,6 +292,29 @@ def _feedparse(
             hint="check that the URL is the feed itself, not the site's web page",
         ) from result.get("bozo_exception")
     return result, (), warnings
+
+
+def _kept_part(
+    filtered: Filtered | None, feed: str, base_url: str, declared: str | None
+) -> tuple[Any, tuple[Dropped, ...]] | None:
+    """feedparser on what the pre-filter kept, with the items it cut; None unless it read cleanly.
+
+    Cleanly means no complaint and exactly the items the pre-filter did not cut: anything else
+    and its reading is not trusted (the whole document is parsed instead).
+    """
+    if filtered is None:
+        return None
+    result = _run_feedparser(filtered.body, feed, base_url, declared)
+    if result.bozo or len(result.entries) + len(filtered.dropped) != filtered.items:
+        return None
+    return result, filtered.dropped
+
+
+def _head(stream: BinaryIO) -> bytes:
+    """The first bytes of a file, enough for its encoding declaration; the file stays at its start."""
+    head = stream.read(512)
+    stream.seek(0)
+    return head
 
 
 def _run_feedparser(body: bytes, feed: str, base_url: str, declared: str | None) -> Any:
@@ -360,7 +488,7 @@ class _Context:
 def _entry(
     entry: Any, ctx: _Context, first_seen: dict[str, datetime], current: set[str], window: Window | None
 ) -> Entry | None:
-    """One item's id, URL and (when in ``window``) article; None when it has no link a reader could follow.
+    """One item's id, URL and (when in ``window``) candidate; None when it has no link a reader could follow.
 
     Only what decides whether the item is usable, which one it is and when it counts is read
     before the window is checked; control characters are taken out of those values here and
@@ -381,25 +509,31 @@ def _entry(
     canonical = canonical_url(url)
     if window is not None and (published or seen) not in window:
         return Entry(article_id, canonical, None)
-    _strip_controls(entry)
+    candidate = Candidate(entry, ctx, id=article_id, url=url, canonical_url=canonical, published=published, seen=seen)
+    return Entry(article_id, canonical, candidate)
+
+
+def _article(candidate: Candidate) -> Article:
+    """The rest of a candidate's article, from feedparser's reading of its item."""
+    entry, ctx = _strip_controls(candidate._entry), candidate._ctx
+    base = without_controls(_entry_base(entry, ctx))
     summary_raw, summary_is_html, summary_base = _summary_source(entry, base)
     summary_html, summary_text = clean_summary(summary_raw, summary_is_html, summary_base)
     title = _title(entry) or excerpt(summary_text, 90) or "Untitled"
-    article = Article(
-        id=article_id,
-        url=url,
-        canonical_url=canonical,
+    return Article(
+        id=candidate.id,
+        url=candidate.url,
+        canonical_url=candidate.canonical_url,
         title=title,
-        published=published,
-        seen=seen,
+        published=candidate.published,
+        seen=candidate.seen,
         authors=_names(entry, atom=ctx.atom) or ctx.feed_authors,
-        categories=_categories(entry),
+        categories=candidate.categories,
         summary_html=summary_html,
         summary_text=summary_text,
         image=lead_image(entry, base, title, summary_raw, summary_base),
         feed=ctx.feed,
     )
-    return Entry(article_id, canonical, article)
 
 
 def _dropped_entry(item: Dropped, ctx: _Context) -> Entry | None:

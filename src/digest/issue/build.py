@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from digest.config import Settings
 from digest.errors import EmptyIssueError, FeedError
 from digest.feeds.load import FeedResult, load_articles
+from digest.feeds.parse import Candidate
 from digest.files import atomic_write
 from digest.issue import rank
 from digest.issue.message import build_message
@@ -55,10 +56,13 @@ def build(
     a thin or empty week is then a FeedError naming the missing feeds, because their absence,
     not the week, is the likely cause (and the scheduler tries feeds again within its grace).
     """
-    # Only the window's articles can be shown: the rest are never normalised or sanitised.
+    # Only the window's articles can be shown, and of those only the ones chosen are normalised
+    # and sanitised (Candidate.article): on a long feed that is a few dozen of thousands.
     feeds = load_articles(settings, now, window=rank.issue_window(now, settings.issue.window_days), client=client)
     try:
-        issue = rank.build_issue(feeds.articles, settings, now, pins=pins, exclude=exclude, order=order)
+        issue = rank.build_issue(
+            feeds.candidates, settings, now, pins=pins, exclude=exclude, order=order, make=Candidate.article
+        )
     except EmptyIssueError as exc:
         if feeds.down:
             raise _not_without(feeds, "the other feeds have no article for this issue") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from digest.config import Settings
 from digest.errors import EmptyIssueError
@@ -16,23 +17,40 @@ from digest.feeds.urls import canonical_url
 from digest.models import Article, Issue, IssueKey, Section, Window
 
 
+class Rankable(Protocol):
+    """What choosing and ranking read of an article: an ``Article``, or a feed's ``Candidate``
+    whose article is made only once it is chosen."""
+
+    @property
+    def canonical_url(self) -> str: ...
+
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+
+    @property
+    def when(self) -> datetime: ...
+
+
+R = TypeVar("R", bound=Rankable)
+
+
 def issue_window(now: datetime, days: int) -> Window:
     """The ``days`` before the run time, up to and including the run time itself."""
     return Window(start=now - timedelta(days=days), end=now)
 
 
-def _matches(article: Article, categories: Iterable[str]) -> bool:
+def _matches(article: Rankable, categories: Iterable[str]) -> bool:
     wanted = {c.casefold() for c in categories}
     return any(c.casefold() in wanted for c in article.categories)
 
 
-def assign_sections(articles: Sequence[Article], settings: Settings) -> dict[str, list[Article]]:
+def assign_sections(articles: Sequence[R], settings: Settings) -> dict[str, list[R]]:
     """Put each article in the first configured section it matches, else the catch-all (if any).
 
     Returns every section name (in display order, catch-all last) mapped to its articles; an
     article is never in two sections.
     """
-    groups: dict[str, list[Article]] = {s.name: [] for s in settings.sections}
+    groups: dict[str, list[R]] = {s.name: [] for s in settings.sections}
     catch_all = settings.issue.catch_all
     if catch_all:
         groups[catch_all] = []
@@ -43,7 +61,7 @@ def assign_sections(articles: Sequence[Article], settings: Settings) -> dict[str
     return groups
 
 
-RankKey = Callable[[Article], tuple[int, int, int, float]]
+RankKey = Callable[[Rankable], tuple[int, int, int, float]]
 
 
 def rank_key(pins: Sequence[str], featured: str, order: Sequence[str] = ()) -> RankKey:
@@ -54,7 +72,7 @@ def rank_key(pins: Sequence[str], featured: str, order: Sequence[str] = ()) -> R
     featured_cf = featured.casefold()
     unpinned, unmoved = len(pin_order), len(moved)
 
-    def key(article: Article) -> tuple[int, int, int, float]:
+    def key(article: Rankable) -> tuple[int, int, int, float]:
         pinned = pin_order.get(article.canonical_url, unpinned)
         place = moved.get(article.canonical_url, unmoved)
         is_featured = 0 if featured_cf and any(c.casefold() == featured_cf for c in article.categories) else 1
@@ -64,15 +82,19 @@ def rank_key(pins: Sequence[str], featured: str, order: Sequence[str] = ()) -> R
 
 
 def build_issue(
-    articles: Sequence[Article],
+    articles: Sequence[R],
     settings: Settings,
     now: datetime,
     *,
     pins: Sequence[str] = (),
     exclude: Iterable[str] = (),
     order: Sequence[str] = (),
+    make: Callable[[R], Article] | None = None,
 ) -> Issue:
     """Select the window's articles, group them into sections, rank, cap and pick the lead.
+
+    ``articles`` are Articles, or candidates that ``make`` turns into their Articles: only
+    those the issue shows are made, after they are chosen (choosing reads only ``Rankable``).
 
     ``pins``, ``exclude`` and ``order`` (the articles editors moved, in the order they left them)
     are editors' choices for this issue (URLs, compared canonically); the config's ``[issue]
@@ -92,8 +114,9 @@ def build_issue(
     limits = {s.name: s.limit for s in settings.sections}
     if cfg.catch_all:
         limits[cfg.catch_all] = cfg.catch_all_limit
+    made = make or _as_article
     sections = tuple(
-        Section(name, tuple(sorted(group, key=arranged)[: limits[name]]))
+        Section(name, tuple(made(a) for a in sorted(group, key=arranged)[: limits[name]]))
         for name, group in assign_sections(in_window, settings).items()
         if group
     )
@@ -119,6 +142,12 @@ def build_issue(
         warnings=warnings,
         ranked=ranked,
     )
+
+
+def _as_article(article: Rankable) -> Article:
+    """An article given as such: the default of ``build_issue``'s ``make``."""
+    assert isinstance(article, Article), "build_issue needs make= for anything but Articles"
+    return article
 
 
 def _nothing_new(window: Window, settings: Settings, *, left_out: int) -> EmptyIssueError:
