@@ -368,7 +368,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
     again.close()
 
 
@@ -408,8 +408,35 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
     upgrade(engine, "0004")
     engine.dispose()
     store = Store.open(database_url)
-    assert version_of(store) == ["0006"]
+    assert version_of(store) == ["0007"]
     store.close()
+
+
+def test_pending_deliveries_from_before_0007_are_still_sent(database_url):
+    # Before 0007 a retried delivery kept its old error while pending; the claim now takes only
+    # pending rows without one, so the upgrade clears it: nobody queued then is left behind.
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store.open(database_url)
+    store.subscribers.merge(people(3))
+    record(store)
+    queue(store)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+        conn.execute(deliveries.update().values(error="failed: mailbox full (an earlier attempt)"))
+    store.close()
+
+    again = Store.open(database_url)
+    assert version_of(again) == ["0007"]
+    assert sorted(drain(again)) == [f"Reader{i}@Example.org" for i in range(3)]
+    assert again.ledger.counts(KEY) == {"submitted": 3}
+    again.close()
 
 
 def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):

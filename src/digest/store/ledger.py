@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
 from digest.store.engine import Repository, alive, chunks, claimer_id, utcnow
-from digest.store.schema import batches, deliveries, subscribers
+from digest.store.schema import CLAIMABLE, batches, deliveries, subscribers
 
 NO_ARTICLE = "no article in the chosen sections this week"
 
@@ -120,7 +120,7 @@ class Ledger(Repository):
             # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
             sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
             .join(s, s.c.id == d.c.subscriber_id)
-            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING)
+            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING, CLAIMABLE)
             .order_by(d.c.variant, d.c.id)
             .limit(size)
         )
@@ -312,7 +312,7 @@ class Ledger(Repository):
             count = conn.execute(
                 deliveries.update()
                 .where(unknown)
-                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+                .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=utcnow())
             ).rowcount
             for chunk in chunks([b for b in batch_ids if b is not None]):
                 conn.execute(
@@ -332,7 +332,7 @@ class Ledger(Repository):
             count = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.issue_key == key, deliveries.c.status == DeliveryStatus.FAILED)
-                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+                .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=utcnow())
             ).rowcount
             conn.execute(
                 batches.update()
@@ -465,7 +465,7 @@ def _put_back(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     conn.execute(
         deliveries.update()
         .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
-        .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=now)
+        .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=now)
     )
     conn.execute(batches.delete().where(batches.c.id.in_(ids)))
 
