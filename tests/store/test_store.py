@@ -516,6 +516,34 @@ def test_handing_over_starts_the_lease_and_then_a_dead_claim_is_unknown(store):
     assert store.ledger.counts(KEY) == {"unknown": 2, "pending": 2}
 
 
+def test_a_finish_hands_over_the_batch_after_it_in_the_same_transaction(store):
+    store.subscribers.merge(people(6))
+    record(store)
+    queue(store)
+    first = store.ledger.claim(KEY, 2, "outbox")
+    second = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    third = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    assert first is not None and second is not None and third is not None
+    done = {d: ("submitted", "") for d, *_ in first.recipients}
+    assert store.ledger.finish_and_hand_over(first, done, "", second) == ("submitted", True)
+    # The process dies: the batch handed over may have gone out (unknown); the one only
+    # claimed ahead did not (pending again); the finished one stays finished.
+    with store.engine.begin() as conn:
+        conn.execute(
+            batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.counts(KEY) == {"submitted": 2, "unknown": 2, "pending": 2}
+    # A batch taken back meanwhile is not handed over by a finish either.
+    fourth = store.ledger.claim(KEY, 2, "outbox")
+    fifth = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    assert fourth is not None and fifth is None  # nothing left to claim ahead
+    assert not store.ledger.finish_and_hand_over(
+        fourth, {d: ("submitted", "") for d, *_ in fourth.recipients}, "", third
+    )[1]
+    assert store.ledger.counts(KEY) == {"submitted": 4, "unknown": 2}
+
+
 def test_workers_queueing_one_issue_at_once_queue_each_subscriber_once_and_say_so(database_url):
     setup = Store.open(database_url)
     setup.subscribers.merge(people(3000))
