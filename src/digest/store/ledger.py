@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
@@ -135,21 +136,19 @@ class Ledger(Repository):
                 active = SubscriberStatus.ACTIVE.value  # a plain str: compared for every row
                 rows = [r for r in rows if r.variant == variant]
                 gone = [r.id for r in rows if r.status != active]
-                for chunk in chunks(gone):
+                for among in _id_in(conn, d.c.id, gone):
                     conn.execute(
                         d.update()
-                        .where(d.c.id.in_(chunk))
+                        .where(among)
                         .values(status=DeliveryStatus.SKIPPED, error="unsubscribed before sending", updated_at=now)
                     )
                 live = [r for r in rows if r.status == active]
                 if live:
                     break
             batch_id = _open_batch(conn, key, variant, transport, len(live), now, handed_over=handed_over)
-            for chunk in chunks([r.id for r in live]):
+            for among in _id_in(conn, d.c.id, [r.id for r in live]):
                 conn.execute(
-                    d.update()
-                    .where(d.c.id.in_(chunk))
-                    .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
+                    d.update().where(among).values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
                 )
         return Claimed(batch_id, key, variant, tuple(tuple(r[:4]) for r in live))
 
@@ -416,6 +415,19 @@ def _worst(statuses: set[str]) -> BatchStatus:
     return BatchStatus.SUBMITTED
 
 
+def _id_in(conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions that together pick the rows whose ``column`` is one of ``ids``: one array
+    parameter on PostgreSQL (a claim's 1,000 bound values cost about 12 ms of Python to render
+    and parse), lists of at most ``chunks`` values on SQLite, which bounds a statement's."""
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
+        return
+    for chunk in chunks(ids):
+        yield column.in_(chunk)
+
+
 def _finish(conn: Connection, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str) -> BatchStatus:
     """Each delivery's outcome, one UPDATE per distinct (status, error), and the batch's own."""
     now = utcnow()
@@ -433,11 +445,9 @@ def _finish(conn: Connection, batch: Claimed, outcomes: Mapping[int, tuple[str, 
         )
     else:
         for (status, error), ids in by_status.items():
-            for chunk in chunks(ids):
+            for among in _id_in(conn, deliveries.c.id, ids):
                 conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id.in_(chunk))
-                    .values(status=status, error=error or None, updated_at=now)
+                    deliveries.update().where(among).values(status=status, error=error or None, updated_at=now)
                 )
     conn.execute(
         batches.update()
