@@ -368,7 +368,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
     again.close()
 
 
@@ -408,8 +408,35 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
     upgrade(engine, "0004")
     engine.dispose()
     store = Store.open(database_url)
-    assert version_of(store) == ["0006"]
+    assert version_of(store) == ["0007"]
     store.close()
+
+
+def test_pending_deliveries_from_before_0007_are_still_sent(database_url):
+    # Before 0007 a retried delivery kept its old error while pending; the claim now takes only
+    # pending rows without one, so the upgrade clears it: nobody queued then is left behind.
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store.open(database_url)
+    store.subscribers.merge(people(3))
+    record(store)
+    queue(store)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+        conn.execute(deliveries.update().values(error="failed: mailbox full (an earlier attempt)"))
+    store.close()
+
+    again = Store.open(database_url)
+    assert version_of(again) == ["0007"]
+    assert sorted(drain(again)) == [f"Reader{i}@Example.org" for i in range(3)]
+    assert again.ledger.counts(KEY) == {"submitted": 3}
+    again.close()
 
 
 def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path):
@@ -487,6 +514,34 @@ def test_handing_over_starts_the_lease_and_then_a_dead_claim_is_unknown(store):
         conn.execute(batches.update().values(claimed_at=long_ago))
     assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
     assert store.ledger.counts(KEY) == {"unknown": 2, "pending": 2}
+
+
+def test_a_finish_hands_over_the_batch_after_it_in_the_same_transaction(store):
+    store.subscribers.merge(people(6))
+    record(store)
+    queue(store)
+    first = store.ledger.claim(KEY, 2, "outbox")
+    second = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    third = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    assert first is not None and second is not None and third is not None
+    done = {d: ("submitted", "") for d, *_ in first.recipients}
+    assert store.ledger.finish_and_hand_over(first, done, "", second) == ("submitted", True)
+    # The process dies: the batch handed over may have gone out (unknown); the one only
+    # claimed ahead did not (pending again); the finished one stays finished.
+    with store.engine.begin() as conn:
+        conn.execute(
+            batches.update().values(claimed_by="elsewhere:1", claimed_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+    assert store.ledger.reap_orphans(KEY, lease=timedelta(minutes=30)) == 1
+    assert store.ledger.counts(KEY) == {"submitted": 2, "unknown": 2, "pending": 2}
+    # A batch taken back meanwhile is not handed over by a finish either.
+    fourth = store.ledger.claim(KEY, 2, "outbox")
+    fifth = store.ledger.claim(KEY, 2, "outbox", handed_over=False)
+    assert fourth is not None and fifth is None  # nothing left to claim ahead
+    assert not store.ledger.finish_and_hand_over(
+        fourth, {d: ("submitted", "") for d, *_ in fourth.recipients}, "", third
+    )[1]
+    assert store.ledger.counts(KEY) == {"submitted": 4, "unknown": 2}
 
 
 def test_workers_queueing_one_issue_at_once_queue_each_subscriber_once_and_say_so(database_url):

@@ -143,27 +143,36 @@ def send_pending(
     progress = progress or NoProgress()
     progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0))
     preparer = _Preparer(store, settings, transport, signer, key)
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    def following() -> Ready | None:
+        return None if stopped() else preparer.ready()
+
+    handed: Ready | None = None  # handed over with the last batch's finish, not yet sent
     try:
-        while not (stop and stop.is_set()):
-            prepared = preparer.next()
-            if prepared is None:
-                break
-            claimed, batch = prepared
-            if stop and stop.is_set():  # stopped while it was being built: it never goes out
-                store.ledger.release(claimed)
-                break
-            if not store.ledger.hand_over(claimed):
-                log.warning(
-                    "batch %d was taken back while it waited (its lease ran out?): not sent by this process",
-                    claimed.id,
-                    extra={"issue": key},
-                )
-                continue
-            _send_claimed(store, transport, cfg, claimed, batch, sleep)
+        while not stopped():
+            if handed is None:
+                prepared = preparer.next()
+                if prepared is None:
+                    break
+                if stopped():  # stopped while it was being built: it never goes out
+                    store.ledger.release(prepared[0])
+                    break
+                if not store.ledger.hand_over(prepared[0]):
+                    _taken_back(prepared[0])
+                    continue
+                handed = prepared
+            claimed, batch = handed
+            handed = None
+            handed = _send_claimed(store, transport, cfg, claimed, batch, sleep, following)
             report.batches += 1
             report.sent_now += len(claimed.recipients)
             progress.advance(len(claimed.recipients))
     finally:
+        if handed is not None:  # handed over, then the send stopped: nothing of it went out
+            store.ledger.release(handed[0])
         preparer.close()
         progress.close()
     report.counts = store.ledger.counts(key)
@@ -230,6 +239,7 @@ class _Preparer:
         self._room = threading.Semaphore(1)  # taken to claim a batch, given back when the loop takes it
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held: list[Ready | BaseException | None] = []  # taken by ``ready`` but not a batch
         self._switch = sys.getswitchinterval()
         if isinstance(transport, Prepares):
             # The loop's thread mostly waits (for the service, for the database) and must get the
@@ -244,11 +254,30 @@ class _Preparer:
         it over or release it. An error met while claiming or building is raised here."""
         if self._thread is None:
             return self._claim_and_build()
-        item = self._ready.get()
-        self._room.release()
+        if self._held:
+            item = self._held.pop()
+        else:
+            item = self._ready.get()
+            self._room.release()
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def ready(self) -> Ready | None:
+        """The next batch if it is built already, never waiting (always None without a thread of
+        its own); the loop must hand it over or release it. The end of the queue or an error is
+        kept for ``next``."""
+        if self._thread is None or self._held:
+            return None
+        try:
+            item = self._ready.get_nowait()
+        except queue.Empty:
+            return None
+        self._room.release()
+        if isinstance(item, tuple):
+            return item
+        self._held.append(item)
+        return None
 
     def close(self) -> None:
         """Stop claiming, wait for the thread, and give back a batch built but never taken."""
@@ -313,9 +342,26 @@ def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Render
     return Batch(claimed.issue_key, variant, recipients, batch_id=claimed.id)
 
 
+def _taken_back(claimed: Claimed) -> None:
+    log.warning(
+        "batch %d was taken back while it waited (its lease ran out?): not sent by this process",
+        claimed.id,
+        extra={"issue": claimed.issue_key},
+    )
+
+
 def _send_claimed(
-    store: Store, transport: Transport, cfg: Delivery, claimed: Claimed, batch: Batch, sleep: Callable[[float], None]
-) -> None:
+    store: Store,
+    transport: Transport,
+    cfg: Delivery,
+    claimed: Claimed,
+    batch: Batch,
+    sleep: Callable[[float], None],
+    following: Callable[[], Ready | None] | None = None,
+) -> Ready | None:
+    """Send a batch handed over and record its outcome. ``following`` gives the next batch when
+    it is already built: it is then handed over in the same transaction as this one's finish,
+    and returned for the caller to send next (None: the caller takes and hands over the next)."""
     try:
         result = deliver_batch(transport, batch, cfg, sleep)
     except AuthError:
@@ -326,7 +372,18 @@ def _send_claimed(
             claimed, {r.delivery_id: (DeliveryStatus.UNKNOWN, f"interrupted: {exc!r}") for r in batch.recipients}
         )
         raise
-    status = store.ledger.finish(claimed, result.outcomes, result.provider_id)
+    after = following() if following and not result.fatal else None
+    if after is None:
+        status = store.ledger.finish(claimed, result.outcomes, result.provider_id)
+    else:
+        try:
+            status, ours = store.ledger.finish_and_hand_over(claimed, result.outcomes, result.provider_id, after[0])
+        except BaseException:
+            store.ledger.release(after[0])  # taken from the preparer: nobody else gives it back
+            raise
+        if not ours:
+            _taken_back(after[0])
+            after = None
     log.info(
         "batch %d (%d recipient(s)): %s",
         claimed.id,
@@ -336,6 +393,7 @@ def _send_claimed(
     )
     if result.fatal:
         raise AuthError(result.fatal)
+    return after
 
 
 def send_test(

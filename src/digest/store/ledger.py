@@ -24,11 +24,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
 from digest.store.engine import Repository, alive, chunks, claimer_id, utcnow
-from digest.store.schema import batches, deliveries, subscribers
+from digest.store.schema import CLAIMABLE, batches, deliveries, subscribers
 
 NO_ARTICLE = "no article in the chosen sections this week"
 
@@ -120,7 +121,7 @@ class Ledger(Repository):
             # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
             sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
             .join(s, s.c.id == d.c.subscriber_id)
-            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING)
+            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING, CLAIMABLE)
             .order_by(d.c.variant, d.c.id)
             .limit(size)
         )
@@ -135,21 +136,19 @@ class Ledger(Repository):
                 active = SubscriberStatus.ACTIVE.value  # a plain str: compared for every row
                 rows = [r for r in rows if r.variant == variant]
                 gone = [r.id for r in rows if r.status != active]
-                for chunk in chunks(gone):
+                for among in _id_in(conn, d.c.id, gone):
                     conn.execute(
                         d.update()
-                        .where(d.c.id.in_(chunk))
+                        .where(among)
                         .values(status=DeliveryStatus.SKIPPED, error="unsubscribed before sending", updated_at=now)
                     )
                 live = [r for r in rows if r.status == active]
                 if live:
                     break
             batch_id = _open_batch(conn, key, variant, transport, len(live), now, handed_over=handed_over)
-            for chunk in chunks([r.id for r in live]):
+            for among in _id_in(conn, d.c.id, [r.id for r in live]):
                 conn.execute(
-                    d.update()
-                    .where(d.c.id.in_(chunk))
-                    .values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
+                    d.update().where(among).values(status=DeliveryStatus.SUBMITTING, batch_id=batch_id, updated_at=now)
                 )
         return Claimed(batch_id, key, variant, tuple(tuple(r[:4]) for r in live))
 
@@ -186,56 +185,24 @@ class Ledger(Repository):
     def finish(self, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str = "") -> BatchStatus:
         """Record what the transport said for each delivery id: (status, error). Returns the
         batch's status: the worst of its recipients' (unknown, then failed, then submitted)."""
-        now = utcnow()
-        by_status: dict[tuple[str, str], list[int]] = {}
-        for delivery_id, (status, error) in outcomes.items():
-            by_status.setdefault((status, error), []).append(delivery_id)
-        overall = _worst({status for status, _ in by_status})
-        errors = sorted({e for (_, e) in by_status if e})
         with self._write() as conn:
-            if len(by_status) == 1:
-                ((status, error),) = by_status
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.batch_id == batch.id)
-                    .values(status=status, error=error or None, updated_at=now)
-                )
-            else:
-                for (status, error), ids in by_status.items():
-                    for chunk in chunks(ids):
-                        conn.execute(
-                            deliveries.update()
-                            .where(deliveries.c.id.in_(chunk))
-                            .values(status=status, error=error or None, updated_at=now)
-                        )
-            conn.execute(
-                batches.update()
-                .where(batches.c.id == batch.id)
-                .values(
-                    status=overall,
-                    finished_at=now,
-                    provider_id=provider_id or None,
-                    error="; ".join(errors)[:2000] or None,
-                )
-            )
-        return overall
+            return _finish(conn, batch, outcomes, provider_id)
+
+    def finish_and_hand_over(
+        self, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str, following: Claimed
+    ) -> tuple[BatchStatus, bool]:
+        """``finish`` one batch and ``hand_over`` the one claimed ahead after it, in one
+        transaction: one commit per batch sent instead of two. Returns the finished batch's status
+        and whether the following one is this process's to send."""
+        with self._write() as conn:
+            return _finish(conn, batch, outcomes, provider_id), _hand_over(conn, following)
 
     def hand_over(self, batch: Claimed) -> bool:
         """Commit that a batch claimed ahead is now going to the transport: from here on a crash
         leaves it ``unknown``. Its lease starts again now. False when it is no longer this
         process's to send (reaped or released meanwhile): then it must not go out."""
         with self._write() as conn:
-            changed = conn.execute(
-                batches.update()
-                .where(
-                    batches.c.id == batch.id,
-                    batches.c.status == BatchStatus.SUBMITTING,
-                    batches.c.handed_over.is_(False),
-                    batches.c.claimed_by == claimer_id(),
-                )
-                .values(handed_over=True, claimed_at=utcnow())
-            ).rowcount
-        return changed == 1
+            return _hand_over(conn, batch)
 
     def release(self, batch: Claimed) -> None:
         """Give a claimed batch back untouched (nothing of it went out: the send was refused, or
@@ -312,7 +279,7 @@ class Ledger(Repository):
             count = conn.execute(
                 deliveries.update()
                 .where(unknown)
-                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+                .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=utcnow())
             ).rowcount
             for chunk in chunks([b for b in batch_ids if b is not None]):
                 conn.execute(
@@ -332,7 +299,7 @@ class Ledger(Repository):
             count = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.issue_key == key, deliveries.c.status == DeliveryStatus.FAILED)
-                .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=utcnow())
+                .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=utcnow())
             ).rowcount
             conn.execute(
                 batches.update()
@@ -448,6 +415,65 @@ def _worst(statuses: set[str]) -> BatchStatus:
     return BatchStatus.SUBMITTED
 
 
+def _id_in(conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions that together pick the rows whose ``column`` is one of ``ids``: one array
+    parameter on PostgreSQL (a claim's 1,000 bound values cost about 12 ms of Python to render
+    and parse), lists of at most ``chunks`` values on SQLite, which bounds a statement's."""
+    if not ids:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
+        return
+    for chunk in chunks(ids):
+        yield column.in_(chunk)
+
+
+def _finish(conn: Connection, batch: Claimed, outcomes: Mapping[int, tuple[str, str]], provider_id: str) -> BatchStatus:
+    """Each delivery's outcome, one UPDATE per distinct (status, error), and the batch's own."""
+    now = utcnow()
+    by_status: dict[tuple[str, str], list[int]] = {}
+    for delivery_id, (status, error) in outcomes.items():
+        by_status.setdefault((status, error), []).append(delivery_id)
+    overall = _worst({status for status, _ in by_status})
+    errors = sorted({e for (_, e) in by_status if e})
+    if len(by_status) == 1:
+        ((status, error),) = by_status
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.batch_id == batch.id)
+            .values(status=status, error=error or None, updated_at=now)
+        )
+    else:
+        for (status, error), ids in by_status.items():
+            for among in _id_in(conn, deliveries.c.id, ids):
+                conn.execute(
+                    deliveries.update().where(among).values(status=status, error=error or None, updated_at=now)
+                )
+    conn.execute(
+        batches.update()
+        .where(batches.c.id == batch.id)
+        .values(
+            status=overall, finished_at=now, provider_id=provider_id or None, error="; ".join(errors)[:2000] or None
+        )
+    )
+    return overall
+
+
+def _hand_over(conn: Connection, batch: Claimed) -> bool:
+    """Mark a batch claimed ahead by this process as handed over; False when it no longer is."""
+    changed = conn.execute(
+        batches.update()
+        .where(
+            batches.c.id == batch.id,
+            batches.c.status == BatchStatus.SUBMITTING,
+            batches.c.handed_over.is_(False),
+            batches.c.claimed_by == claimer_id(),
+        )
+        .values(handed_over=True, claimed_at=utcnow())
+    ).rowcount
+    return changed == 1
+
+
 def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetime) -> None:
     """Batches (and their deliveries still in flight) whose outcome nobody can tell any more."""
     conn.execute(
@@ -465,7 +491,7 @@ def _put_back(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     conn.execute(
         deliveries.update()
         .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
-        .values(status=DeliveryStatus.PENDING, batch_id=None, updated_at=now)
+        .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=now)
     )
     conn.execute(batches.delete().where(batches.c.id.in_(ids)))
 
