@@ -827,8 +827,20 @@ def test_a_connection_lost_after_the_data_leaves_that_message_unknown_and_the_re
 
 
 def test_a_slot_that_cannot_reconnect_leaves_its_share_to_the_others(smtp_server, connect):
+    class DropsOnceAllAreConnected(DropsAfterDataOf):
+        """Holds r2's data until all three connections are open (one slot may otherwise send r1
+        and r2 before the others have connected, and then nobody is left to take the rest)."""
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            if envelope.rcpt_tos == [self.victim]:
+                for _ in range(500):
+                    if len(self.peers) >= 3:
+                        break
+                    await asyncio.sleep(0.01)
+            return await super().handle_DATA(server, session, envelope)
+
     holder: list[_Controller] = []
-    handler = DropsAfterDataOf("r2@example.net", then=lambda: holder[0].server.close())  # no new connections
+    handler = DropsOnceAllAreConnected("r2@example.net", then=lambda: holder[0].server.close())  # no new connections
     server = smtp_server(handler)
     holder.append(server)
     transport = connect(server, connections=3)
