@@ -165,7 +165,7 @@ def send_pending(
                     continue
                 handed = prepared
             claimed, batch = handed
-            handed = None
+            handed = None  # from here _send_claimed finishes or releases it, even if it raises
             handed = _send_claimed(store, transport, cfg, claimed, batch, sleep, following)
             report.batches += 1
             report.sent_now += len(claimed.recipients)

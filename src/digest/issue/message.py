@@ -23,7 +23,6 @@ message needs no SMTP dot-stuffing.
 
 from __future__ import annotations
 
-import html as html_lib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
 from digest.config import Settings
-from digest.issue.render import RECIPIENT_FIELDS, Part, Rendered, fill, placeholder
+from digest.issue.render import RECIPIENT_FIELDS, Part, Rendered, fill, part_value, placeholder
 from digest.text import header_text
 
 UNDISCLOSED = "undisclosed-recipients:;"
@@ -224,7 +223,7 @@ class MessageTemplate:
                 out.append(piece)
             elif isinstance(piece, _Value):
                 value = values.get(piece.field, "")
-                out.append(_quoted(html_lib.escape(value) if piece.html else value))
+                out.append(_quoted(part_value(value, "html" if piece.html else "text")))
             elif headers[piece.name]:
                 out.append(_header_line(piece.name, headers[piece.name]))
         return b"".join(out)

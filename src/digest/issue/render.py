@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html as html_lib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,12 +46,24 @@ def placeholder(field: str, part: Part) -> str:
     return f"%%{field}%%" if part == "html" else f"%%{field}:text%%"
 
 
+# What html.escape changes: most values (a name, an address, a link without a query) have none
+# of it, and a search is cheaper than its five replacements.
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
+def part_value(value: str, part: Part) -> str:
+    """A recipient's value as it stands in ``part``: HTML-escaped in the HTML part, as it is in
+    the text part. The one rule for ``fill``, the SMTP template and SendGrid's substitutions."""
+    if part == "html" and _HTML_SPECIAL.search(value):
+        return html_lib.escape(value)
+    return value
+
+
 def fill(rendered_part: str, values: Mapping[str, str], part: Part) -> str:
     """Put one recipient's values into a rendered part (escaping them for HTML)."""
     out = rendered_part
     for field in RECIPIENT_FIELDS:
-        value = values.get(field, "")
-        out = out.replace(placeholder(field, part), html_lib.escape(value) if part == "html" else value)
+        out = out.replace(placeholder(field, part), part_value(values.get(field, ""), part))
     return out
 
 

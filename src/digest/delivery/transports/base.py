@@ -114,9 +114,9 @@ def messages(
     """Each recipient's message with its place in the batch, built one at a time as the transport
     asks for it (SMTP sends each before the next is built).
 
-    With ``message_bytes`` (SMTP's way, from the variant's template), the one place transports
-    build messages: a recipient whose message cannot be built is recorded in ``outcomes``
-    (``not_built``) and skipped, so it fails alone.
+    One of the two places transports build messages, beside ``message_bytes`` (SMTP's way, from
+    the variant's template): in both, a recipient whose message cannot be built is recorded in
+    ``outcomes`` (``not_built``) and skipped, so it fails alone.
     """
     now = datetime.now(UTC)
     for index, r in enumerate(batch.recipients):

@@ -12,10 +12,8 @@ See ../shared/sendgrid/README.md for the service's rules this follows.
 
 from __future__ import annotations
 
-import html
 import http.client
 import json
-import re
 import urllib.error
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -41,7 +39,7 @@ from digest.delivery.transports.base import (
 )
 from digest.errors import ConfigError
 from digest.issue.message import list_id
-from digest.issue.render import RECIPIENT_FIELDS, placeholder
+from digest.issue.render import RECIPIENT_FIELDS, part_value, placeholder
 from digest.text import header_text, one_line
 
 API_KEY_ENV = "SENDGRID_API_KEY"
@@ -50,9 +48,6 @@ DEFAULT_RATE_WAIT = 60.0  # when a 429 carries no usable X-RateLimit-Reset
 # Each recipient field with its placeholders in the HTML and the text part, worked out once
 # rather than twice per field per recipient.
 _FIELDS = tuple((field, placeholder(field, "html"), placeholder(field, "text")) for field in RECIPIENT_FIELDS)
-# What html.escape changes: most values (a name, an address, a link without a query) have none
-# of it, and a search is cheaper than its five replacements.
-_HTML_SPECIAL = re.compile(r"[&<>\"']")
 # python_http_client encodes a dict body with the json module, but sends a str body as it is when
 # the Content-Type is not exactly "application/json": this one lets the body be encoded by orjson.
 _JSON_TEXT = {"Content-Type": "application/json; charset=utf-8"}
@@ -148,7 +143,7 @@ class SendGridTransport:
         substitutions = {}
         for field, in_html, in_text in _FIELDS:
             value = values.get(field, "")
-            substitutions[in_html] = html.escape(value) if _HTML_SPECIAL.search(value) else value
+            substitutions[in_html] = part_value(value, "html")
             substitutions[in_text] = value
         personalization: dict[str, Any] = {
             "to": [{"email": recipient.email, **({"name": name} if name else {})}],
