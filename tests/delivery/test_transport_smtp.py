@@ -399,6 +399,18 @@ def test_content_refused_for_one_message_fails_only_that_one(smtp_server, connec
 # --- lost connections -------------------------------------------------------------------------------
 
 
+def interrupt_at_rcpt(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """The sending process stops (KeyboardInterrupt) while the server answers ``address``'s RCPT."""
+    rcpt = smtplib.SMTP.rcpt
+
+    def interrupted(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
+        if recip == address:
+            raise KeyboardInterrupt
+        return rcpt(self, recip, options)
+
+    monkeypatch.setattr(_Connection, "rcpt", interrupted)
+
+
 class DropsAfterDataOf(Recorder):
     """Takes the data of one recipient's message, then hangs up before answering (maybe delivered)."""
 
@@ -672,14 +684,7 @@ def test_a_batch_cut_off_at_rcpt_settles_as_sent_up_to_there_and_unsent_after(
 ):
     handler = Recorder()
     server = smtp_server(handler)
-    rcpt = smtplib.SMTP.rcpt
-
-    def interrupted_at_r3(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
-        if recip == "r3@example.net":
-            raise KeyboardInterrupt  # the process stops while the server answers RCPT
-        return rcpt(self, recip, options)
-
-    monkeypatch.setattr(_Connection, "rcpt", interrupted_at_r3)
+    interrupt_at_rcpt(monkeypatch, "r3@example.net")
     with pytest.raises(KeyboardInterrupt):
         connect(server).send(batch(1, 2, 3, 4))
     assert handler.to() == ["r1@example.net", "r2@example.net"]
@@ -888,14 +893,7 @@ def test_a_batch_interrupted_on_several_connections_settles_from_the_shared_jour
 ):
     handler = SlowToQueue(0.05)
     server = smtp_server(handler)
-    rcpt = smtplib.SMTP.rcpt
-
-    def interrupted_at_r7(self: smtplib.SMTP, recip: str, options: Any = ()) -> Any:
-        if recip == "r7@example.net":
-            raise KeyboardInterrupt  # the process stops while the server answers RCPT
-        return rcpt(self, recip, options)
-
-    monkeypatch.setattr(_Connection, "rcpt", interrupted_at_r7)
+    interrupt_at_rcpt(monkeypatch, "r7@example.net")
     with pytest.raises(KeyboardInterrupt):
         connect(server, connections=3).send(batch(*range(1, 13)))
     assert journals(tmp_path) == ["2026-W48-1.log"]
