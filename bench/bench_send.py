@@ -13,6 +13,7 @@ Goal (issue 3): 100,000 recipients in under 10 s on 2 cores, peak memory under 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -23,8 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-11-27T09:00"
@@ -51,6 +55,29 @@ def stop_standin(proc: subprocess.Popen[str]) -> dict[str, int]:
     out, _ = proc.communicate(timeout=30)
     found = re.search(r"\{.*\}", out, re.S)
     return json.loads(found.group(0)) if found else {}
+
+
+@contextlib.contextmanager
+def own_schema(database: str, prefix: str) -> Iterator[str]:
+    """On PostgreSQL, a schema of the benchmark's own, dropped afterwards, and the URL that works
+    in it: a run never finds an earlier run's subscribers and deliveries (which would leave it
+    nothing to send). Any other URL (SQLite: a new file each run) is given back as it is."""
+    if not database.startswith("postgresql"):
+        yield database
+        return
+    import sqlalchemy as sa
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(database)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in database else "?"
+    try:
+        yield f"{database}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
 
 
 def choices(variants: int) -> list[tuple[str, ...]]:
@@ -148,23 +175,11 @@ def measured_send(config: str) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--database", default="", help="SQLAlchemy URL (default: a SQLite file)")
-    parser.add_argument("--variants", type=int, default=1, help="distinct choices of sections among subscribers")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--setup", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.measure:
-        measured_send(args.measure)
-        return
-    if args.setup:
-        work, url = args.setup.split("|", 1)
-        print(setup(Path(work), url, args.subscribers, args.database, args.variants))
-        return
-    if args.database:  # both children (setup and the measured send) use it
-        os.environ["DIGEST_DATABASE_URL"] = args.database
+def run(args: argparse.Namespace, database: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Set up the subscribers and time the send, each in a process of its own; the measured
+    process's figures and what the stand-in received."""
+    if database:  # both children (setup and the measured send) use it
+        os.environ["DIGEST_DATABASE_URL"] = database
     standin, url = start_standin()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +196,7 @@ def main() -> None:
                     "--variants",
                     str(args.variants),
                     "--database",
-                    args.database,
+                    database,
                 ],
                 capture_output=True,
                 text=True,
@@ -198,6 +213,26 @@ def main() -> None:
             stats = json.loads(child.stdout.strip().splitlines()[-1])
     finally:
         received = stop_standin(standin)
+    return stats, received
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--database", default="", help="SQLAlchemy URL (default: a SQLite file)")
+    parser.add_argument("--variants", type=int, default=1, help="distinct choices of sections among subscribers")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measured_send(args.measure)
+        return
+    if args.setup:
+        work, url = args.setup.split("|", 1)
+        print(setup(Path(work), url, args.subscribers, args.database, args.variants))
+        return
+    with own_schema(args.database, "bench_send") as database:
+        stats, received = run(args, database)
     rate = stats["sent"] / stats["wall"]
     print("| recipients | wall (s) | recipients/s | peak RSS (MB) | SQL statements/batch | inliner runs | received |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -205,6 +240,8 @@ def main() -> None:
         f"| {stats['sent']:,} | {stats['wall']:.2f} | {rate:,.0f} | {stats['peak_mb']:.0f} | "
         f"{stats['statements_per_batch']:.1f} | {stats['inlined']} | {received.get('recipients', '?'):,} |"
     )
+    if not stats["sent"] == received.get("recipients") == args.subscribers:
+        sys.exit(f"expected {args.subscribers:,} sent and received, once each: the figures above do not count")
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-from bench_send import NOW, setup, start_standin, stop_standin
+from bench_send import NOW, own_schema, setup, start_standin, stop_standin
 
 SECRET = "bench-secret-long-enough-to-sign-links"
 KEY = "2026-W48"
@@ -155,30 +154,17 @@ def main() -> None:
         return
     if not args.database.startswith("postgresql"):
         sys.exit("several workers on one issue need PostgreSQL (SQLite is for one host)")
-    import sqlalchemy as sa
-
-    schema = f"bench_workers_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(args.database)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in args.database else "?"
-    database = f"{args.database}{sep}options=-csearch_path%3D{schema}"
     rounds = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            config = str(setup(Path(tmp), "http://127.0.0.1:1", args.subscribers, database))
-            _set_batch_size(config, args.batch_size)
-            subprocess.run(
-                [sys.executable, __file__, "--record", config],
-                check=True,
-                env={**os.environ, "DIGEST_DATABASE_URL": database},
-            )
-            for count in ROUNDS:
-                rounds.append(one_round(count, config, database, args.latency))
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with own_schema(args.database, "bench_workers") as database, tempfile.TemporaryDirectory() as tmp:
+        config = str(setup(Path(tmp), "http://127.0.0.1:1", args.subscribers, database))
+        _set_batch_size(config, args.batch_size)
+        subprocess.run(
+            [sys.executable, __file__, "--record", config],
+            check=True,
+            env={**os.environ, "DIGEST_DATABASE_URL": database},
+        )
+        for count in ROUNDS:
+            rounds.append(one_round(count, config, database, args.latency))
     _print(rounds, args)
     wrong = [r for r in rounds if not (r["sent"] == r["received"] == r["distinct"] == args.subscribers)]
     if wrong:

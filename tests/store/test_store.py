@@ -155,7 +155,7 @@ def test_only_the_choices_of_subscribers_not_yet_queued_are_asked_for(store):
 
 
 def test_no_variant_is_rendered_for_a_subscriber_already_queued(store, tmp_path):
-    from digest.delivery import runner
+    from digest.delivery import queueing
     from digest.models import Issue, Section, Window, issue_record
     from factories import article, settings
 
@@ -171,13 +171,13 @@ def test_no_variant_is_rendered_for_a_subscriber_already_queued(store, tmp_path)
         summary=issue_record(issue, ()),
         rendered={"all": ("Subject", "<p>html</p>", "text")},
     )
-    assert runner.enqueue(store, config, KEY) == 1
+    assert queueing.enqueue(store, config, KEY) == 1
     ann = store.subscribers.by_email("ann@example.org")
     store.subscribers.set_sections(ann.id, ["Asia-Pacific"])  # after she was queued with the whole issue
-    assert runner.enqueue(store, config, KEY) == 0
+    assert queueing.enqueue(store, config, KEY) == 0
     assert store.issues.variant_names(KEY) == {"all"}  # nothing rendered for a choice nobody is sent
     store.subscribers.merge([NewSubscriber("bo@example.org", sections=("Asia-Pacific",))])
-    assert runner.enqueue(store, config, KEY) == 1
+    assert queueing.enqueue(store, config, KEY) == 1
     assert store.issues.variant_names(KEY) == {"all", "1"}
 
 

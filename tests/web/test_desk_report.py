@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from desking import KEY, SEND_AT, Desk, open_desk
-from digest.delivery import runner, weekly
+from digest.delivery import queueing, weekly
 from digest.delivery.send import send_issue
 from digest.delivery.transports.sendgrid_events import Event
 from digest.store import email_key
@@ -52,7 +52,7 @@ def test_the_counts_move_from_waiting_to_delivered_and_the_page_reads_them_live(
     script = desk.client.get("/desk/desk.js")
     assert script.headers["content-type"].startswith("text/javascript") and "/progress" not in script.text
     weekly.ready_to_send(desk.settings, desk.store, SEND_AT)  # as `digest send` starts: recorded, queued
-    runner.enqueue(desk.store, desk.settings, KEY)
+    queueing.enqueue(desk.store, desk.settings, KEY)
     assert progress(desk) == {"status": "sending", "counts": {"pending": 5}, "total": 5, "done": False}
     send_issue(desk.settings, desk.store, SEND_AT)
     assert progress(desk) == {"status": "sent", "counts": {"submitted": 5}, "total": 5, "done": True}

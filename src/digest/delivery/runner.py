@@ -26,6 +26,7 @@ from typing import Protocol
 
 from digest.config import Delivery, Settings
 from digest.delivery.outcomes import deliver_batch
+from digest.delivery.queueing import Queuer
 from digest.delivery.tokens import Signer
 from digest.delivery.transports.base import (
     AuthError,
@@ -39,7 +40,7 @@ from digest.delivery.transports.base import (
     Transport,
     TransportError,
 )
-from digest.delivery.variants import Variants, stored_variant
+from digest.delivery.variants import stored_variant
 from digest.issue.build import preview_values
 from digest.issue.render import Rendered
 from digest.models import DeliveryStatus, IssueStatus
@@ -91,18 +92,6 @@ def recipient_values(
     }
 
 
-def enqueue(store: Store, settings: Settings, key: str) -> int:
-    """Queue every active subscriber not yet queued for the issue, with the variant their choice
-    of sections calls for (rendered and stored now if it is new); returns how many were queued.
-
-    Data flows one way: the ledger names the choices still to queue, this layer decides their
-    variants, and the ledger inserts the deliveries from that plain mapping.
-    """
-    variant_of = Variants(store, settings, key)
-    choices = store.ledger.choices_to_queue(key)
-    return store.ledger.enqueue(key, {choice: variant_of(choice) for choice in sorted(choices)})
-
-
 def send_pending(
     store: Store,
     settings: Settings,
@@ -115,8 +104,8 @@ def send_pending(
     sleep: Callable[[float], None] = time.sleep,
     resend_unknown: bool = False,
 ) -> SendReport:
-    """Queue newcomers, mark orphaned batches unknown and settle what the transport can, then
-    send every pending delivery.
+    """Mark orphaned batches unknown and settle what the transport can, then send every pending
+    delivery, queueing the newcomers while the first batches go out.
 
     ``resend_unknown`` (the operator's decision) queues the unknown deliveries left after that
     again. ``stop`` is checked between batches: set it (on SIGTERM) to finish the batch in
@@ -124,7 +113,6 @@ def send_pending(
     """
     cfg = settings.delivery
     report = SendReport(key)
-    report.enqueued = enqueue(store, settings, key)
     report.orphaned = store.ledger.reap_orphans(key, lease=timedelta(minutes=cfg.lease_minutes))
     if report.orphaned:
         log.warning(
@@ -140,9 +128,10 @@ def send_pending(
                 report.resent,
                 extra={"issue": key},
             )
+    queuer = Queuer(store, settings, key)  # queues the newcomers while the first batches go out
     progress = progress or NoProgress()
-    progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0))
-    preparer = _Preparer(store, settings, transport, signer, key)
+    progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0) + queuer.waiting)
+    preparer = _Preparer(store, settings, transport, signer, key, queuer)
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -173,7 +162,7 @@ def send_pending(
     finally:
         if handed is not None:  # handed over, then the send stopped: nothing of it went out
             store.ledger.release(handed[0])
-        preparer.close()
+        report.enqueued = preparer.close()
         progress.close()
     report.counts = store.ledger.counts(key)
     if not report.counts.get(DeliveryStatus.PENDING) and not report.counts.get(DeliveryStatus.SUBMITTING):
@@ -231,8 +220,11 @@ class _Preparer:
     one built but never taken by the loop, are released here.
     """
 
-    def __init__(self, store: Store, settings: Settings, transport: Transport, signer: Signer, key: str) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, transport: Transport, signer: Signer, key: str, queuer: Queuer
+    ) -> None:
         self._store, self._settings, self._transport, self._signer, self._key = store, settings, transport, signer, key
+        self._queuer = queuer
         self._size = min(settings.delivery.batch_size, transport.max_batch)
         self._variants: dict[str, Rendered] = {}
         self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue(maxsize=1)
@@ -279,9 +271,11 @@ class _Preparer:
         self._held.append(item)
         return None
 
-    def close(self) -> None:
-        """Stop claiming, wait for the thread, and give back a batch built but never taken."""
+    def close(self) -> int:
+        """Stop claiming and queueing, wait for both threads, and give back a batch built but
+        never taken; returns how many subscribers were queued."""
         self._closing.set()
+        queued = self._queuer.close()
         if self._thread is not None:
             self._thread.join()
             sys.setswitchinterval(self._switch)
@@ -289,9 +283,19 @@ class _Preparer:
             item = self._ready.get_nowait()
             if isinstance(item, tuple):
                 self._store.ledger.release(item[0])
+        return queued
+
+    def _claim(self) -> Claimed | None:
+        """Claim the next batch, waiting for the queuer when nothing is pending yet; None once
+        everything is queued and nothing is pending."""
+        while True:
+            pieces = self._queuer.pieces
+            claimed = self._store.ledger.claim(self._key, self._size, self._transport.name, handed_over=False)
+            if claimed is not None or not self._queuer.more_since(pieces):
+                return claimed
 
     def _claim_and_build(self) -> Ready | None:
-        claimed = self._store.ledger.claim(self._key, self._size, self._transport.name, handed_over=False)
+        claimed = self._claim()
         if claimed is None:
             return None
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,9 +72,37 @@ class Ledger(Repository):
     def choices_to_queue(self, key: str) -> set[tuple[str, ...]]:
         """The distinct choices of sections (``()``: none chosen) among active subscribers who
         have no delivery for this issue yet: what ``enqueue`` needs a variant for."""
-        return {_choice(text) for text in self._waiting_choices(key)}
+        return {_choice(text) for text in self.waiting(key)}
 
-    def enqueue(self, key: str, variants: Mapping[tuple[str, ...], str | None]) -> int:
+    def waiting(self, key: str) -> dict[str, int]:
+        """How many active subscribers have no delivery for the issue yet, by their choice of
+        sections as the database's JSON text (what ``enqueue`` takes as ``waiting``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_SECTIONS, sa.func.count()).where(_waiting(key)).group_by(_SECTIONS))
+            return {text: int(n) for text, n in rows}
+
+    @staticmethod
+    def choice(text: str) -> tuple[str, ...]:
+        """A choice of sections from the database's JSON text of it (a key of ``waiting``)."""
+        return _choice(text)
+
+    def id_ranges(self, span: int) -> list[tuple[int, int]]:
+        """Subscriber ids from the lowest to the highest now, as ranges (first, last) of ``span``
+        ids each: the pieces ``enqueue`` can queue one transaction at a time."""
+        with self.engine.connect() as conn:
+            low, high = conn.execute(sa.select(sa.func.min(subscribers.c.id), sa.func.max(subscribers.c.id))).one()
+        if low is None:
+            return []
+        return [(first, min(first + span - 1, high)) for first in range(low, high + 1, span)]
+
+    def enqueue(
+        self,
+        key: str,
+        variants: Mapping[tuple[str, ...], str | None],
+        *,
+        ids: tuple[int, int] | None = None,
+        waiting: Iterable[str] | None = None,
+    ) -> int:
         """A delivery for every active subscriber who has none for this issue yet (returns how many).
 
         ``variants`` maps each choice of sections (from ``choices_to_queue``) to the variant that
@@ -84,19 +112,24 @@ class Ledger(Repository):
         queued by one INSERT .. SELECT whose variant, status and error follow the subscriber's
         choice: no subscriber passes through Python, so memory stays flat at a million readers
         however many variants there are.
+
+        ``ids`` (first, last) queues only the subscribers in that range of ids, so a large list
+        can be queued in pieces while its first batches go out; ``waiting`` is the choices as
+        ``waiting`` gave them, read once for all the pieces instead of once a piece.
         """
         now = utcnow()
         # The choices as the database writes them, read before the write transaction: on SQLite
         # that transaction holds the database's only write lock.
-        by_text = {text: variants[_choice(text)] for text in self._waiting_choices(key) if _choice(text) in variants}
+        texts = self._waiting_choices(key) if waiting is None else waiting
+        by_text = {text: variants[_choice(text)] for text in texts if _choice(text) in variants}
         if not by_text:
             return 0
         # The rows this INSERT added, as both drivers report them (sqlite3's changes, psycopg's
         # command tag; SQLAlchemy keeps an INSERT's only when asked), not counted before and
         # after: on PostgreSQL another worker's rows, committed in between, would count as this
         # one's. RETURNING would bring every new id into memory.
-        insert = _queue_by_choice(self.insert(deliveries), key, by_text, now)
-        with self.engine.begin() as conn:
+        insert = _queue_by_choice(self.insert(deliveries), key, by_text, now, ids)
+        with self._write() as conn:
             return int(conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount)
 
     def _waiting_choices(self, key: str) -> set[str]:
@@ -376,9 +409,12 @@ def _delivery(key: str, variant: str | None, now: datetime) -> dict[str, Any]:
     }
 
 
-def _queue_by_choice(insert: Any, key: str, variant_of: Mapping[str, str | None], now: datetime) -> Any:
+def _queue_by_choice(
+    insert: Any, key: str, variant_of: Mapping[str, str | None], now: datetime, ids: tuple[int, int] | None
+) -> Any:
     """One INSERT .. SELECT of a delivery for every active subscriber whose choice of sections
-    (as JSON text) is in ``variant_of``: variant, status and error are a CASE on that text."""
+    (as JSON text) is in ``variant_of`` (and whose id is in ``ids``, first to last, when given):
+    variant, status and error are a CASE on that text."""
     rows = {text: _delivery(key, variant, now) for text, variant in variant_of.items()}
 
     def by_choice(column: str) -> Any:
@@ -399,6 +435,8 @@ def _queue_by_choice(insert: Any, key: str, variant_of: Mapping[str, str | None]
         sa.literal(now),
         by_choice("error"),
     ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS.in_(sorted(rows)))
+    if ids is not None:
+        everyone = everyone.where(subscribers.c.id.between(*ids))
     return insert.from_select(columns, everyone).on_conflict_do_nothing()
 
 
