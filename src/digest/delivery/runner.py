@@ -128,10 +128,9 @@ def send_pending(
                 report.resent,
                 extra={"issue": key},
             )
-    queuer = Queuer(store, settings, key)  # queues the newcomers while the first batches go out
     progress = progress or NoProgress()
-    progress.start(store.ledger.counts(key).get(DeliveryStatus.PENDING, 0) + queuer.waiting)
-    preparer = _Preparer(store, settings, transport, signer, key, queuer)
+    pending = store.ledger.counts(key).get(DeliveryStatus.PENDING, 0)
+    preparer = _Preparer(store, settings, transport, signer, key)  # queues the newcomers meanwhile
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -141,6 +140,7 @@ def send_pending(
 
     handed: Ready | None = None  # handed over with the last batch's finish, not yet sent
     try:
+        progress.start(pending + preparer.waiting)
         while not stopped():
             if handed is None:
                 prepared = preparer.next()
@@ -218,13 +218,15 @@ class _Preparer:
     Every batch is claimed ahead (``handed_over=False``): until the loop hands it over, a crash
     puts it back to pending instead of leaving it ``unknown``. A batch whose building failed, and
     one built but never taken by the loop, are released here.
+
+    The issue's newcomers are queued meanwhile by a ``Queuer`` of its own; a claim that finds
+    nothing pending waits for its next range.
     """
 
-    def __init__(
-        self, store: Store, settings: Settings, transport: Transport, signer: Signer, key: str, queuer: Queuer
-    ) -> None:
+    def __init__(self, store: Store, settings: Settings, transport: Transport, signer: Signer, key: str) -> None:
         self._store, self._settings, self._transport, self._signer, self._key = store, settings, transport, signer, key
-        self._queuer = queuer
+        self._queuer = Queuer(store, settings, key)
+        self.waiting = self._queuer.waiting  # subscribers not yet queued when the send started
         self._size = min(settings.delivery.batch_size, transport.max_batch)
         self._variants: dict[str, Rendered] = {}
         self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue(maxsize=1)
