@@ -286,3 +286,47 @@ def test_every_issue_and_its_archive_copy_say_forwarded_this_subscribe(renderer,
         assert [p.text_content() for p in footer] == ["Forwarded this? Subscribe"]
         assert footer[0].find("a").get("href") == "https://news.example.org/subscribe"
     assert "Forwarded this? Subscribe: https://news.example.org/subscribe" in rendered.text
+
+
+# --- compiled templates kept between runs (jinja2's bytecode cache) ----------------------------
+
+
+def _render_text(tmp_path):
+    s = settings(tmp_path, render={"templates": "mine"})
+    return Renderer(s).render(rank.build_issue([article("a"), article("b")], s, NOW)).text
+
+
+def test_an_edited_template_is_compiled_anew_by_the_next_run(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    custom = tmp_path / "mine"
+    custom.mkdir()
+    (custom / "issue.txt.j2").write_text("First {{ issue.key }}\n")
+    assert _render_text(tmp_path) == "First 2026-W48\n"
+    cached = list(tmp_path.glob("_jinja2-cache-*/*.cache"))
+    assert cached  # the compiled templates were kept for the next run
+
+    (custom / "issue.txt.j2").write_text("Second {{ issue.key }}\n")  # as an editor changes it between runs
+    assert _render_text(tmp_path) == "Second 2026-W48\n"
+
+
+def test_a_cache_that_cannot_be_kept_never_fails_a_build(tmp_path, monkeypatch):
+    import tempfile
+
+    import jinja2
+
+    custom = tmp_path / "mine"
+    custom.mkdir()
+    (custom / "issue.txt.j2").write_text("Kept {{ issue.key }}\n")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_directory))  # no cache directory can be made
+    assert _render_text(tmp_path) == "Kept 2026-W48\n"
+
+    def disk_full(self, bucket):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(jinja2.FileSystemBytecodeCache, "dump_bytecode", disk_full)
+    assert _render_text(tmp_path) == "Kept 2026-W48\n"
