@@ -23,7 +23,9 @@ expected number of connections.
 Wall time covers connecting, the sends and the QUIT, not the rendering. The machine's load
 average is printed with the figures (other work on the machine slows both sides alike).
 Prints a markdown table: one row per case and round, rates, and each case's ratio to the
-reference (and to 1 connection) measured in the same round.
+reference (and to 1 connection) measured in the same round; the CPU this process and the sink
+spent per message, and how busy the machine's cores were meanwhile (anyone's work, from
+``/proc/stat``: when that is near 100% the cores, not the connections, set the rate).
 """
 
 from __future__ import annotations
@@ -147,12 +149,10 @@ class Postfix:
     """A running Postfix set to discard everything, as the sink: what it saw is read from its log.
 
     Postfix is C and queues each message to disk (with an fsync) before it answers, as a real
-    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian):
-    ``apt-get install postfix``, then ``postconf -e 'inet_interfaces = 127.0.0.1'
-    'mydestination =' 'mynetworks = 127.0.0.0/8' 'smtpd_relay_restrictions = permit_mynetworks,
-    reject' 'default_transport = discard:bench' 'in_flow_delay = 0' 'maillog_file =
-    /var/log/postfix-bench.log'``, the ``smtpd`` line of master.cf on ``127.0.0.1:2525``, and
-    ``postfix start``.
+    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian, as root):
+    ``apt-get install postfix`` ("No configuration"), then ``bench/postfix_sink.sh``, which
+    configures it to listen on 127.0.0.1:2525 only, discard everything and log to
+    /var/log/postfix-bench.log (``bench/postfix_sink.sh stop`` stops it).
     """
 
     def __init__(self, port: int, log: Path) -> None:
@@ -184,14 +184,33 @@ class Postfix:
 
 
 class Cpu:
-    """CPU seconds spent from now on by this process and by the sink (``since``)."""
+    """CPU seconds spent from now on by this process, by the sink, and by the whole machine (``since``).
+
+    The sink's processes are listed again at the end: a Postfix process started during the case
+    counts in full, one that exited counts through its master's reaped-children times.
+    """
 
     def __init__(self, sinks: Sinks | Postfix) -> None:
-        self.pids = [p.pid for p in sinks.procs] if isinstance(sinks, Sinks) else postfix_pids()
-        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids))
+        self.sinks = sinks
+        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids()), machine())
 
-    def since(self) -> tuple[float, float]:
-        return time.process_time() - self.start[0], sum(cpu_of(pid) for pid in self.pids) - self.start[1]
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.sinks.procs] if isinstance(self.sinks, Sinks) else postfix_pids()
+
+    def since(self) -> tuple[float, float, float]:
+        """Seconds of CPU of this process and of the sink, and the machine's busy share of all its cores."""
+        busy, total = (b - a for a, b in zip(self.start[2], machine(), strict=True))
+        return (
+            time.process_time() - self.start[0],
+            sum(cpu_of(pid) for pid in self.pids()) - self.start[1],
+            busy / total if total else 0.0,
+        )
+
+
+def machine() -> tuple[int, int]:
+    """All cores' busy and total clock ticks so far (``/proc/stat``); idle and iowait are not busy."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def cpu_of(pid: int) -> float:
@@ -204,14 +223,15 @@ def cpu_of(pid: int) -> float:
 
 
 def postfix_pids() -> list[int]:
-    """Postfix's master: its children's CPU shows in its own once they exit and are reaped; the
-    ones still running (smtpd waits for more connections) are counted at the end by ``Cpu``."""
-    pids = []
+    """Postfix's master and every process it started (smtpd, cleanup, qmgr, discard, postlogd,
+    trivial-rewrite...); the ones that exited show in the master's reaped-children times."""
+    stats: dict[int, list[str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            if stat.read_text().split(" (", 1)[1].startswith(("master)", "smtpd)", "cleanup)", "qmgr)", "discard)")):
-                pids.append(int(stat.parent.name))
-    return pids
+            name, _, rest = stat.read_text().partition(" (")[2].rpartition(")")
+            stats[int(stat.parent.name)] = [name, *rest.split()]
+    masters = {pid for pid, fields in stats.items() if fields[0] == "master"}
+    return [pid for pid, fields in stats.items() if pid in masters or int(fields[2]) in masters]
 
 
 # --- the cases -------------------------------------------------------------------------------------
@@ -226,6 +246,7 @@ class Row:
     connections: int
     client_cpu: float  # seconds of CPU this process spent on the case
     sink_cpu: float  # seconds of CPU the sink spent on it (its processes, and their reaped children)
+    machine_busy: float  # share of all the machine's cores busy meanwhile (anyone's work, not idle or iowait)
 
     @property
     def rate(self) -> float:
@@ -369,9 +390,9 @@ def report(rows: list[Row]) -> None:
     by_round = {(r.round, r.case): r for r in rows}
     print(
         "| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection "
-        "| sender CPU ms/msg | sink CPU ms/msg |"
+        "| sender CPU ms/msg | sink CPU ms/msg | machine busy |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     to_ref: dict[str, list[float]] = {}
     to_one: dict[str, list[float]] = {}
     for r in rows:
@@ -382,7 +403,8 @@ def report(rows: list[Row]) -> None:
         print(
             f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
             f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} | "
-            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} |"
+            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} | "
+            f"{r.machine_busy:.0%} of {os.cpu_count()} cores |"
         )
     for case in to_ref:
         if case != REFERENCE:
