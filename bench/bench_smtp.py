@@ -13,6 +13,10 @@ inlined HTML), as ``digest send`` does. Then, in each round and in this order, t
   one SMTP transaction each, ``SmtpTransport.max_batch`` recipients a batch.
 - **digest, N connections** (``--connections N`` above 1): the same with
   ``[delivery.smtp] connections = N``.
+- **raw smtplib, N connections**: the reference's bytes from N processes at once, each over its
+  own connection, timed from when all have said EHLO: the most N connections can get from this
+  sink on this machine with next to no work per message, the ceiling digest's N connections are
+  measured against.
 
 The sink is aiosmtpd in ``--sinks`` separate processes (this file with ``--serve``) listening on
 one port with SO_REUSEPORT, so the kernel spreads the connections over them and the sink is not
@@ -34,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -192,7 +197,7 @@ class Cpu:
 
     def __init__(self, sinks: Sinks | Postfix) -> None:
         self.sinks = sinks
-        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids()), machine())
+        self.start = (own_cpu(), sum(cpu_of(pid) for pid in self.pids()), machine())
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.sinks.procs] if isinstance(self.sinks, Sinks) else postfix_pids()
@@ -201,10 +206,16 @@ class Cpu:
         """Seconds of CPU of this process and of the sink, and the machine's busy share of all its cores."""
         busy, total = (b - a for a, b in zip(self.start[2], machine(), strict=True))
         return (
-            time.process_time() - self.start[0],
+            own_cpu() - self.start[0],
             sum(cpu_of(pid) for pid in self.pids()) - self.start[1],
             busy / total if total else 0.0,
         )
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its children that have exited (the raw smtplib senders)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def machine() -> tuple[int, int]:
@@ -276,15 +287,41 @@ def check(sinks: Sinks | Postfix, case: str, recipients: int, connections: int) 
     return seen
 
 
-def raw_smtplib(port: int, message: bytes, sender: str, recipients: int) -> float:
-    """The reference: the same bytes to every recipient with ``sendmail``, one connection."""
-    helo = socket.getfqdn()
+def raw_smtplib(port: int, message: bytes, sender: str, recipients: int, connections: int = 1) -> float:
+    """The reference: the same bytes to every recipient with ``sendmail``, one connection; with
+    ``connections`` above 1, that many processes at once, each over its own connection taking
+    every n-th recipient: the most that many connections can get from this sink and machine."""
+    if connections == 1:
+        start = time.perf_counter()
+        raw_share(port, message, sender, range(1, recipients + 1), None)
+        return time.perf_counter() - start
+    fork = multiprocessing.get_context("fork")
+    ready = fork.Barrier(connections + 1)
+    workers = [
+        fork.Process(target=raw_share, args=(port, message, sender, range(k, recipients + 1, connections), ready))
+        for k in range(1, connections + 1)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()  # every worker has connected and said EHLO
     start = time.perf_counter()
-    conn = smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=30)
-    for i in range(1, recipients + 1):
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - start
+    if any(worker.exitcode for worker in workers):
+        sys.exit("raw smtplib: a sending process failed")
+    return wall
+
+
+def raw_share(port: int, message: bytes, sender: str, numbers: range, ready: Any) -> None:
+    """Send ``message`` to each numbered recipient over one connection (after ``ready``, if any)."""
+    conn = smtplib.SMTP("127.0.0.1", port, local_hostname=socket.getfqdn(), timeout=30)
+    conn.ehlo_or_helo_if_needed()
+    if ready is not None:
+        ready.wait()
+    for i in numbers:
         conn.sendmail(sender, [address(i)], message)
     conn.quit()
-    return time.perf_counter() - start
 
 
 def digest(settings: Any, variant: Any, recipients: int) -> tuple[float, int]:
@@ -367,6 +404,12 @@ def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, 
                     wall, opened = digest(many, variant, recipients)
                     check(sinks, f"digest, {connections} connections", recipients, connections)
                     rows.append(Row(f"digest, {connections} connections", n, wall, recipients, opened, *cpu.since()))
+                    cpu = Cpu(sinks)
+                    wall = raw_smtplib(sinks.port, message, sender, recipients, connections)
+                    check(sinks, f"raw smtplib, {connections} connections", recipients, connections)
+                    rows.append(
+                        Row(f"raw smtplib, {connections} connections", n, wall, recipients, connections, *cpu.since())
+                    )
     finally:
         sinks.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -402,15 +445,21 @@ def report(rows: list[Row]) -> None:
         to_one.setdefault(r.case, []).append(r.rate / one.rate)
         print(
             f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
-            f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} | "
+            f"{f'{r.rate / one.rate:.2f}' if many(r.case) else ''} | "
             f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} | "
             f"{r.machine_busy:.0%} of {os.cpu_count()} cores |"
         )
     for case in to_ref:
         if case != REFERENCE:
             print(f"median over rounds, {case}: {statistics.median(to_ref[case]):.2f}x raw smtplib", file=sys.stderr)
-        if case not in (REFERENCE, ONE):
-            print(f"median over rounds, {case}: {statistics.median(to_one[case]):.2f}x 1 connection", file=sys.stderr)
+        if many(case):
+            median = statistics.median(to_one[case])
+            print(f"median over rounds, {case}: {median:.2f}x digest 1 connection", file=sys.stderr)
+
+
+def many(case: str) -> bool:
+    """digest over several connections: the rows compared with digest over one."""
+    return case.startswith("digest") and case != ONE
 
 
 def main() -> None:
