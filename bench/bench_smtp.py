@@ -29,7 +29,8 @@ average is printed with the figures (other work on the machine slows both sides 
 Prints a markdown table: one row per case and round, rates, and each case's ratio to the
 reference (and to 1 connection) measured in the same round; the CPU this process and the sink
 spent per message, and how busy the machine's cores were meanwhile (anyone's work, from
-``/proc/stat``: when that is near 100% the cores, not the connections, set the rate).
+``/proc/stat``: when that is near 100% the cores, not the connections, set the rate), and how
+many cores' worth of that was neither the sender nor the sink (other jobs sharing the machine).
 """
 
 from __future__ import annotations
@@ -263,6 +264,11 @@ class Row:
     def rate(self) -> float:
         return self.recipients / self.wall
 
+    def others(self, cores: int) -> float:
+        """Cores' worth of work by anything but the sender and the sink meanwhile (other jobs on the
+        machine; also the kernel's loopback and disk work, which no process's times include)."""
+        return max(0.0, self.machine_busy * cores - (self.client_cpu + self.sink_cpu) / self.wall)
+
 
 def address(i: int) -> str:
     return f"reader{i}@bench.example"
@@ -433,9 +439,10 @@ def report(rows: list[Row]) -> None:
     by_round = {(r.round, r.case): r for r in rows}
     print(
         "| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection "
-        "| sender CPU ms/msg | sink CPU ms/msg | machine busy |"
+        "| sender CPU ms/msg | sink CPU ms/msg | machine busy | other work (cores) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    cores = os.cpu_count() or 1
     to_ref: dict[str, list[float]] = {}
     to_one: dict[str, list[float]] = {}
     for r in rows:
@@ -447,7 +454,7 @@ def report(rows: list[Row]) -> None:
             f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
             f"{f'{r.rate / one.rate:.2f}' if many(r.case) else ''} | "
             f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} | "
-            f"{r.machine_busy:.0%} of {os.cpu_count()} cores |"
+            f"{r.machine_busy:.0%} of {cores} cores | {r.others(cores):.2f} |"
         )
     for case in to_ref:
         if case != REFERENCE:
