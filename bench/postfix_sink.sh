@@ -1,8 +1,11 @@
 #!/bin/sh
 # Configure this machine's Postfix as a discarding SMTP sink for bench/bench_smtp.py --postfix 2525.
 #
-#   bench/postfix_sink.sh         write the config, then start Postfix (or reload it if running)
-#   bench/postfix_sink.sh stop    stop Postfix
+#   bench/postfix_sink.sh         write the config, then start Postfix (or reload it if running),
+#                                 its queue on disk (the benchmark's headline setting)
+#   bench/postfix_sink.sh tmpfs   the same with the queue on a tmpfs mounted over /var/spool/postfix
+#                                 (no disk, no fsync wait: a comparison row only, never the headline)
+#   bench/postfix_sink.sh stop    stop Postfix (and unmount that tmpfs if it is mounted)
 #
 # Run as root on Debian (tested on Debian 12, Postfix 3.7), after
 #   DEBIAN_FRONTEND=noninteractive apt-get install -y postfix    ("No configuration")
@@ -16,7 +19,9 @@
 #   - It logs to /var/log/postfix-bench.log (through its own postlogd), the file bench_smtp.py's
 #     --postfix-log reads by default. The file is appended to, never rotated.
 #   - Its queue stays where Debian puts it, /var/spool/postfix, on disk: every message is written
-#     and fsynced there before the 250 reply, as a real relay does.
+#     and fsynced there before the 250 reply, as a real relay does. Only with `tmpfs`: a 512 MB
+#     tmpfs is mounted over /var/spool/postfix (its contents copied in first; Postfix stopped
+#     meanwhile); `stop` or a run without `tmpfs` unmounts it again, back to the disk queue.
 #
 # It never delivers anywhere. Every transport (default, local, relay, virtual) is discard:, which
 # logs "status=sent" and drops the message. Beyond that, master.cf has no smtp, relay, lmtp, local,
@@ -49,14 +54,40 @@ command -v postfix >/dev/null || {
 
 running() { postfix status >/dev/null 2>&1; }
 
-if [ "${1:-}" = stop ]; then
+SPOOL=/var/spool/postfix
+on_tmpfs() { [ "$(findmnt -n -o FSTYPE --mountpoint "$SPOOL" 2>/dev/null)" = tmpfs ]; }
+disk_queue() {
+    if on_tmpfs; then
+        if running; then postfix stop; fi
+        umount "$SPOOL"
+        echo "postfix_sink.sh: queue back on disk"
+    fi
+}
+tmpfs_queue() {
+    if ! on_tmpfs; then
+        if running; then postfix stop; fi
+        copy=$(mktemp -d)
+        cp -a "$SPOOL/." "$copy/"
+        mount -t tmpfs -o size=512m,mode=0755 tmpfs "$SPOOL"
+        cp -a "$copy/." "$SPOOL/"
+        rm -rf "$copy"
+        echo "postfix_sink.sh: queue on tmpfs"
+    fi
+}
+
+case "${1:-}" in
+stop)
     if running; then postfix stop; else echo "postfix_sink.sh: Postfix is not running"; fi
+    disk_queue
     exit 0
-fi
-if [ -n "${1:-}" ]; then
-    echo "usage: $0 [stop]" >&2
+    ;;
+tmpfs) tmpfs_queue ;;
+"") disk_queue ;;
+*)
+    echo "usage: $0 [tmpfs|stop]" >&2
     exit 2
-fi
+    ;;
+esac
 
 for f in main.cf master.cf; do
     if [ -e "$ETC/$f" ] && [ ! -e "$ETC/$f.pre-bench" ]; then cp -p "$ETC/$f" "$ETC/$f.pre-bench"; fi
@@ -141,4 +172,5 @@ elif [ "$before" != "$after" ]; then
 else
     postfix reload
 fi
-echo "postfix_sink.sh: Postfix discarding on 127.0.0.1:2525, logging to $LOG"
+if on_tmpfs; then where="tmpfs"; else where="disk"; fi
+echo "postfix_sink.sh: Postfix discarding on 127.0.0.1:2525, queue on $where, logging to $LOG"
