@@ -13,6 +13,10 @@ inlined HTML), as ``digest send`` does. Then, in each round and in this order, t
   one SMTP transaction each, ``SmtpTransport.max_batch`` recipients a batch.
 - **digest, N connections** (``--connections N`` above 1): the same with
   ``[delivery.smtp] connections = N``.
+- **raw smtplib, N connections**: the reference's bytes from N processes at once, each over its
+  own connection, timed from when all have said EHLO: the most N connections can get from this
+  sink on this machine with next to no work per message, the ceiling digest's N connections are
+  measured against.
 
 The sink is aiosmtpd in ``--sinks`` separate processes (this file with ``--serve``) listening on
 one port with SO_REUSEPORT, so the kernel spreads the connections over them and the sink is not
@@ -23,7 +27,10 @@ expected number of connections.
 Wall time covers connecting, the sends and the QUIT, not the rendering. The machine's load
 average is printed with the figures (other work on the machine slows both sides alike).
 Prints a markdown table: one row per case and round, rates, and each case's ratio to the
-reference (and to 1 connection) measured in the same round.
+reference (and to 1 connection) measured in the same round; the CPU this process and the sink
+spent per message, and how busy the machine's cores were meanwhile (anyone's work, from
+``/proc/stat``: when that is near 100% the cores, not the connections, set the rate), and how
+many cores' worth of that was neither the sender nor the sink (other jobs sharing the machine).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -147,12 +155,10 @@ class Postfix:
     """A running Postfix set to discard everything, as the sink: what it saw is read from its log.
 
     Postfix is C and queues each message to disk (with an fsync) before it answers, as a real
-    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian):
-    ``apt-get install postfix``, then ``postconf -e 'inet_interfaces = 127.0.0.1'
-    'mydestination =' 'mynetworks = 127.0.0.0/8' 'smtpd_relay_restrictions = permit_mynetworks,
-    reject' 'default_transport = discard:bench' 'in_flow_delay = 0' 'maillog_file =
-    /var/log/postfix-bench.log'``, the ``smtpd`` line of master.cf on ``127.0.0.1:2525``, and
-    ``postfix start``.
+    relay does: a server that waits, where aiosmtpd is one that computes. Set up (Debian, as root):
+    ``apt-get install postfix`` ("No configuration"), then ``bench/postfix_sink.sh``, which
+    configures it to listen on 127.0.0.1:2525 only, discard everything and log to
+    /var/log/postfix-bench.log (``bench/postfix_sink.sh stop`` stops it).
     """
 
     def __init__(self, port: int, log: Path) -> None:
@@ -184,14 +190,39 @@ class Postfix:
 
 
 class Cpu:
-    """CPU seconds spent from now on by this process and by the sink (``since``)."""
+    """CPU seconds spent from now on by this process, by the sink, and by the whole machine (``since``).
+
+    The sink's processes are listed again at the end: a Postfix process started during the case
+    counts in full, one that exited counts through its master's reaped-children times.
+    """
 
     def __init__(self, sinks: Sinks | Postfix) -> None:
-        self.pids = [p.pid for p in sinks.procs] if isinstance(sinks, Sinks) else postfix_pids()
-        self.start = (time.process_time(), sum(cpu_of(pid) for pid in self.pids))
+        self.sinks = sinks
+        self.start = (own_cpu(), sum(cpu_of(pid) for pid in self.pids()), machine())
 
-    def since(self) -> tuple[float, float]:
-        return time.process_time() - self.start[0], sum(cpu_of(pid) for pid in self.pids) - self.start[1]
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.sinks.procs] if isinstance(self.sinks, Sinks) else postfix_pids()
+
+    def since(self) -> tuple[float, float, float]:
+        """Seconds of CPU of this process and of the sink, and the machine's busy share of all its cores."""
+        busy, total = (b - a for a, b in zip(self.start[2], machine(), strict=True))
+        return (
+            own_cpu() - self.start[0],
+            sum(cpu_of(pid) for pid in self.pids()) - self.start[1],
+            busy / total if total else 0.0,
+        )
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its children that have exited (the raw smtplib senders)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def machine() -> tuple[int, int]:
+    """All cores' busy and total clock ticks so far (``/proc/stat``); idle and iowait are not busy."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def cpu_of(pid: int) -> float:
@@ -204,14 +235,15 @@ def cpu_of(pid: int) -> float:
 
 
 def postfix_pids() -> list[int]:
-    """Postfix's master: its children's CPU shows in its own once they exit and are reaped; the
-    ones still running (smtpd waits for more connections) are counted at the end by ``Cpu``."""
-    pids = []
+    """Postfix's master and every process it started (smtpd, cleanup, qmgr, discard, postlogd,
+    trivial-rewrite...); the ones that exited show in the master's reaped-children times."""
+    stats: dict[int, list[str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            if stat.read_text().split(" (", 1)[1].startswith(("master)", "smtpd)", "cleanup)", "qmgr)", "discard)")):
-                pids.append(int(stat.parent.name))
-    return pids
+            name, _, rest = stat.read_text().partition(" (")[2].rpartition(")")
+            stats[int(stat.parent.name)] = [name, *rest.split()]
+    masters = {pid for pid, fields in stats.items() if fields[0] == "master"}
+    return [pid for pid, fields in stats.items() if pid in masters or int(fields[2]) in masters]
 
 
 # --- the cases -------------------------------------------------------------------------------------
@@ -226,10 +258,16 @@ class Row:
     connections: int
     client_cpu: float  # seconds of CPU this process spent on the case
     sink_cpu: float  # seconds of CPU the sink spent on it (its processes, and their reaped children)
+    machine_busy: float  # share of all the machine's cores busy meanwhile (anyone's work, not idle or iowait)
 
     @property
     def rate(self) -> float:
         return self.recipients / self.wall
+
+    def others(self, cores: int) -> float:
+        """Cores' worth of work by anything but the sender and the sink meanwhile (other jobs on the
+        machine; also the kernel's loopback and disk work, which no process's times include)."""
+        return max(0.0, self.machine_busy * cores - (self.client_cpu + self.sink_cpu) / self.wall)
 
 
 def address(i: int) -> str:
@@ -255,15 +293,41 @@ def check(sinks: Sinks | Postfix, case: str, recipients: int, connections: int) 
     return seen
 
 
-def raw_smtplib(port: int, message: bytes, sender: str, recipients: int) -> float:
-    """The reference: the same bytes to every recipient with ``sendmail``, one connection."""
-    helo = socket.getfqdn()
+def raw_smtplib(port: int, message: bytes, sender: str, recipients: int, connections: int = 1) -> float:
+    """The reference: the same bytes to every recipient with ``sendmail``, one connection; with
+    ``connections`` above 1, that many processes at once, each over its own connection taking
+    every n-th recipient: the most that many connections can get from this sink and machine."""
+    if connections == 1:
+        start = time.perf_counter()
+        raw_share(port, message, sender, range(1, recipients + 1), None)
+        return time.perf_counter() - start
+    fork = multiprocessing.get_context("fork")
+    ready = fork.Barrier(connections + 1)
+    workers = [
+        fork.Process(target=raw_share, args=(port, message, sender, range(k, recipients + 1, connections), ready))
+        for k in range(1, connections + 1)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()  # every worker has connected and said EHLO
     start = time.perf_counter()
-    conn = smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=30)
-    for i in range(1, recipients + 1):
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - start
+    if any(worker.exitcode for worker in workers):
+        sys.exit("raw smtplib: a sending process failed")
+    return wall
+
+
+def raw_share(port: int, message: bytes, sender: str, numbers: range, ready: Any) -> None:
+    """Send ``message`` to each numbered recipient over one connection (after ``ready``, if any)."""
+    conn = smtplib.SMTP("127.0.0.1", port, local_hostname=socket.getfqdn(), timeout=30)
+    conn.ehlo_or_helo_if_needed()
+    if ready is not None:
+        ready.wait()
+    for i in numbers:
         conn.sendmail(sender, [address(i)], message)
     conn.quit()
-    return time.perf_counter() - start
 
 
 def digest(settings: Any, variant: Any, recipients: int) -> tuple[float, int]:
@@ -346,6 +410,12 @@ def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, 
                     wall, opened = digest(many, variant, recipients)
                     check(sinks, f"digest, {connections} connections", recipients, connections)
                     rows.append(Row(f"digest, {connections} connections", n, wall, recipients, opened, *cpu.since()))
+                    cpu = Cpu(sinks)
+                    wall = raw_smtplib(sinks.port, message, sender, recipients, connections)
+                    check(sinks, f"raw smtplib, {connections} connections", recipients, connections)
+                    rows.append(
+                        Row(f"raw smtplib, {connections} connections", n, wall, recipients, connections, *cpu.since())
+                    )
     finally:
         sinks.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -369,9 +439,10 @@ def report(rows: list[Row]) -> None:
     by_round = {(r.round, r.case): r for r in rows}
     print(
         "| case | round | recipients | wall (s) | recipients/s | / raw smtplib | / digest 1 connection "
-        "| sender CPU ms/msg | sink CPU ms/msg |"
+        "| sender CPU ms/msg | sink CPU ms/msg | machine busy | other work (cores) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    cores = os.cpu_count() or 1
     to_ref: dict[str, list[float]] = {}
     to_one: dict[str, list[float]] = {}
     for r in rows:
@@ -381,14 +452,21 @@ def report(rows: list[Row]) -> None:
         to_one.setdefault(r.case, []).append(r.rate / one.rate)
         print(
             f"| {r.case} | {r.round} | {r.recipients} | {r.wall:.2f} | {r.rate:.0f} | {r.rate / ref.rate:.2f} | "
-            f"{f'{r.rate / one.rate:.2f}' if r.case not in (REFERENCE, ONE) else ''} | "
-            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} |"
+            f"{f'{r.rate / one.rate:.2f}' if many(r.case) else ''} | "
+            f"{r.client_cpu / r.recipients * 1e3:.2f} | {r.sink_cpu / r.recipients * 1e3:.2f} | "
+            f"{r.machine_busy:.0%} of {cores} cores | {r.others(cores):.2f} |"
         )
     for case in to_ref:
         if case != REFERENCE:
             print(f"median over rounds, {case}: {statistics.median(to_ref[case]):.2f}x raw smtplib", file=sys.stderr)
-        if case not in (REFERENCE, ONE):
-            print(f"median over rounds, {case}: {statistics.median(to_one[case]):.2f}x 1 connection", file=sys.stderr)
+        if many(case):
+            median = statistics.median(to_one[case])
+            print(f"median over rounds, {case}: {median:.2f}x digest 1 connection", file=sys.stderr)
+
+
+def many(case: str) -> bool:
+    """digest over several connections: the rows compared with digest over one."""
+    return case.startswith("digest") and case != ONE
 
 
 def main() -> None:
