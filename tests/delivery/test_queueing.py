@@ -132,3 +132,14 @@ def test_a_subscriber_already_queued_by_another_worker_is_not_queued_again(tmp_p
 
     assert report.enqueued == 0
     assert received(transport) == everyone(8)
+
+
+def test_on_sqlite_everyone_is_queued_at_once_before_the_first_claim(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.sqlite3'}")  # PostgreSQL queues in pieces: above
+    prepare(store, 5)
+    queuer = queueing.Queuer(store, make_settings(tmp_path, batch_size=2), KEY)
+    assert queuer.queued == 5  # already, with no thread of its own
+    assert store.ledger.counts(KEY) == {"pending": 5}
+    assert queuer.more_since(queuer.pieces) is False
+    assert queuer.close() == 5
+    store.close()
