@@ -80,6 +80,9 @@ def test_request_carries_per_recipient_values_headers_and_tags(tmp_path, sg, sto
     assert query["i"] == [KEY]  # the issue it came from, for the desk's report
     assert p["substitutions"]["%%name%%"] == "Reader &lt;0&gt; &amp; co"  # HTML part: escaped
     assert p["substitutions"]["%%name:text%%"] == "Reader <0> & co"  # text part: as is
+    # Only the placeholders the message holds (no preferences or confirmation link in VARIANT).
+    held = ["%%name%%", "%%name:text%%", "%%unsubscribe_url%%", "%%unsubscribe_url:text%%"]
+    assert sorted(p["substitutions"]) == held
     assert p["headers"] == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     assert request.headers["authorization"] == "Bearer SG.test"
 
@@ -242,10 +245,10 @@ def unbuildable(monkeypatch):
     """reader1's part of the request cannot be built (as a bad value anywhere in it would do)."""
     real = SendGridTransport._personalization
 
-    def personalization(recipient: Recipient) -> dict[str, object]:
+    def personalization(recipient: Recipient, *fields: object) -> dict[str, object]:
         if recipient.email == "reader1@example.org":
             raise ValueError("invalid arguments; address parts cannot contain CR or LF")
-        return real(recipient)
+        return real(recipient, *fields)
 
     monkeypatch.setattr(SendGridTransport, "_personalization", staticmethod(personalization))
 
