@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     When the command is done the process ends, and everything it made (the modules of
     SQLAlchemy, pydantic, premailer and the rest: some 80,000 objects the collector tracks)
     would still be walked by the interpreter's garbage collection on the way out: measured,
-    about 0.1 s of a 0.7 s ``digest build``. Frozen, they are left to the exit itself. Files, connections and temporary
-    directories are closed by the commands (and ``atexit``), never by that collection.
+    about 0.1 s of a 0.7 s ``digest build``. Frozen, they are left to the exit itself. Files,
+    connections and temporary directories are closed by the commands (and ``atexit``), never by
+    that collection.
     """
     try:
         cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="digest")

@@ -13,10 +13,13 @@ everyone at once, first.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from digest.config import Settings
 from digest.delivery.variants import Variants
 from digest.store import Store
+
+Choice = tuple[str, ...]  # a subscriber's choice of sections; () when none was chosen
 
 # Subscriber ids queued per transaction, by database. PostgreSQL's claims do not wait for a
 # piece (they lock other rows). SQLite is left out: with one writer, pieces queued beside the
@@ -33,9 +36,15 @@ def enqueue(store: Store, settings: Settings, key: str) -> int:
     Data flows one way: the ledger names the choices still to queue, this layer decides their
     variants, and the ledger inserts the deliveries from that plain mapping.
     """
+    waiting = store.ledger.waiting(key)
+    return store.ledger.enqueue(key, _variants(store, settings, key, waiting), waiting=waiting)
+
+
+def _variants(store: Store, settings: Settings, key: str, waiting: Mapping[str, int]) -> dict[Choice, str | None]:
+    """The variant (or None: no article in it) for each choice of sections still ``waiting``."""
     variant_of = Variants(store, settings, key)
-    choices = store.ledger.choices_to_queue(key)
-    return store.ledger.enqueue(key, {choice: variant_of(choice) for choice in sorted(choices)})
+    choices = {store.ledger.choice(text) for text in waiting}
+    return {choice: variant_of(choice) for choice in sorted(choices)}
 
 
 class Queuer:
@@ -52,11 +61,9 @@ class Queuer:
 
     def __init__(self, store: Store, settings: Settings, key: str) -> None:
         self._store, self._key = store, key
-        variant_of = Variants(store, settings, key)
         self._waiting = store.ledger.waiting(key)
         self.waiting = sum(self._waiting.values())
-        choices = {store.ledger.choice(text) for text in self._waiting}
-        self._variants = {choice: variant_of(choice) for choice in sorted(choices)}
+        self._variants = _variants(store, settings, key, self._waiting)
         self.queued = 0
         self._pieces = 0  # ranges queued so far
         self._done = False

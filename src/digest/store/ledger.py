@@ -120,7 +120,7 @@ class Ledger(Repository):
         now = utcnow()
         # The choices as the database writes them, read before the write transaction: on SQLite
         # that transaction holds the database's only write lock.
-        texts = self._waiting_choices(key) if waiting is None else waiting
+        texts = self.waiting(key) if waiting is None else waiting
         by_text = {text: variants[_choice(text)] for text in texts if _choice(text) in variants}
         if not by_text:
             return 0
@@ -131,12 +131,6 @@ class Ledger(Repository):
         insert = _queue_by_choice(self.insert(deliveries), key, by_text, now, ids)
         with self._write() as conn:
             return int(conn.execute(insert, execution_options={"preserve_rowcount": True}).rowcount)
-
-    def _waiting_choices(self, key: str) -> set[str]:
-        """The distinct choices of sections, as the database's JSON text, of the active
-        subscribers with no delivery for the issue yet."""
-        with self.engine.connect() as conn:
-            return set(conn.execute(sa.select(_SECTIONS).where(_waiting(key)).distinct()).scalars())
 
     # --- claiming and finishing batches ------------------------------------------------------
 
