@@ -175,3 +175,33 @@ def test_a_secret_needs_32_bytes(monkeypatch, secret, accepted):
     else:
         with pytest.raises(ConfigError, match=r"\$DIGEST_SECRET is 31 byte\(s\) long"):
             Signer.from_env()
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("20/hour", config.Rate(20, 1, "hour")),
+        ("5 per minute", config.Rate(5, 1, "minute")),
+        ("100/2 days", config.Rate(100, 2, "day")),
+        (" 3 / Second ", config.Rate(3, 1, "second")),
+    ],
+)
+def test_a_rate_is_read_as_limits_reads_it(text, rate):
+    from limits import parse
+
+    from digest.delivery.signup import limit_item
+
+    assert config.parse_rate(text) == rate
+    counted, expected = limit_item(rate), parse(text)
+    assert (counted.amount, counted.get_expiry()) == (expected.amount, expected.get_expiry())
+
+
+@pytest.mark.parametrize("text", ["20", "20/fortnight", "0/hour", "20/0 hours", "twenty/hour", "20/hour;5/minute"])
+def test_a_bad_sign_up_rate_is_one_line_naming_the_key(tmp_path, text):
+    path = write(tmp_path, MINIMAL + f'\n[signup]\nper_ip = "{text}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(r"\[signup\] per_ip: .*is not a rate; write it like 20/hour", message), message
+    assert info.value.exit_code == 2

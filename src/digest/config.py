@@ -16,6 +16,7 @@ import os
 import re
 import string
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -459,17 +460,20 @@ class Signup(_Model):
     @field_validator("per_ip", "per_address")
     @classmethod
     def _rate(cls, value: str) -> str:
-        from limits import parse
-
-        try:
-            parse(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate; write it like 20/hour, 5/minute or 100/day") from exc
+        parse_rate(value)
         return value
 
     @property
     def confirm_ttl_seconds(self) -> float:
         return parse_duration(self.confirm_ttl)
+
+    @property
+    def per_ip_rate(self) -> Rate:
+        return parse_rate(self.per_ip)
+
+    @property
+    def per_address_rate(self) -> Rate:
+        return parse_rate(self.per_address)
 
 
 class Desk(_Model):
@@ -497,6 +501,31 @@ def parse_duration(value: str) -> float:
         raise ValueError(f"{value!r} is not a duration; write it like 90m, 2h, 1h30m, 7d or 45s")
     days, hours, minutes, seconds = (int(g or 0) for g in parts.groups())
     return days * 86400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+
+
+RATE_UNITS = ("second", "minute", "hour", "day", "month", "year")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit as the config writes it: at most ``amount`` in every ``multiples`` ``unit``s."""
+
+    amount: int
+    multiples: int
+    unit: str  # one of RATE_UNITS
+
+
+def parse_rate(value: str) -> Rate:
+    """``"20/hour"``, ``"5 per minute"``, ``"100/2 days"`` as a Rate; a ValueError says what is accepted.
+
+    The grammar is the one ``limits`` reads, checked here without importing ``limits`` (with its
+    storage back-ends, about 30 ms) into every command: only `digest serve` counts sign-ups.
+    """
+    units = "|".join(RATE_UNITS)
+    parts = re.fullmatch(rf"\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*({units})s?\s*", value, flags=re.IGNORECASE)
+    if not parts or int(parts[1]) < 1 or (parts[2] is not None and int(parts[2]) < 1):
+        raise ValueError(f"{value!r} is not a rate; write it like 20/hour, 5/minute or 100/day")
+    return Rate(int(parts[1]), int(parts[2] or 1), parts[3].lower())
 
 
 class Settings(_Model):

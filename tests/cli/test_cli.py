@@ -203,3 +203,38 @@ def test_console_script_and_module_entry_points(sample, tmp_path):
         )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["issue"] == "2026-W48"
+
+
+def test_a_build_loads_nothing_it_does_not_use(sample, tmp_path):
+    """What a build never uses stays unread: requests (premailer's, for style sheets on the web),
+    limits (the sign-up counters of `digest serve`), the PostgreSQL dialect in a SQLite build,
+    and pydantic's search of every installed package for plugins. (The first build on a new
+    database runs the migrations, and Alembic loads every dialect: this is the next one.)"""
+    probe = (
+        "import sys\n"
+        "from digest.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "from pydantic.plugin import _loader\n"
+        "loaded = {'requests': type(sys.modules['requests']).__name__}\n"
+        "loaded['plugins searched'] = _loader._plugins is not None\n"
+        "for name in ('limits', 'urllib3', 'sqlalchemy.dialects.postgresql'):\n"
+        "    loaded[name] = name in sys.modules\n"
+        "print(loaded)\n"
+    )
+    args = ["build", "--config", str(sample), "--now", NOW, "--out", str(tmp_path / "o")]
+    assert run(*args).exit_code == 0
+    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o" / "2026-W48.html").is_file()
+    assert proc.stdout.splitlines()[-1] == str(
+        {
+            "requests": "_Deferred",
+            "plugins searched": False,
+            "limits": False,
+            "urllib3": False,
+            "sqlalchemy.dialects.postgresql": False,
+        }
+    )

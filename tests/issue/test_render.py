@@ -330,3 +330,30 @@ def test_a_cache_that_cannot_be_kept_never_fails_a_build(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(jinja2.FileSystemBytecodeCache, "dump_bytecode", disk_full)
     assert _render_text(tmp_path) == "Kept 2026-W48\n"
+
+
+# --- premailer's requests, deferred until something uses it --------------------------------------
+
+
+def test_a_deferred_module_runs_only_when_first_used_and_then_is_the_module(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from digest.issue.render import _defer_import
+
+    (tmp_path / "probe_mod.py").write_text("import sys\nsys.probe_runs += 1\nVALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "probe_mod", raising=False)
+    monkeypatch.setattr(sys, "probe_runs", 0, raising=False)
+
+    _defer_import("probe_mod")
+    stand_in = importlib.import_module("probe_mod")  # as premailer's `import requests`
+    assert sys.probe_runs == 0
+    assert stand_in.VALUE == 42  # first use: the module runs, once
+    assert stand_in.VALUE == 42
+    assert sys.probe_runs == 1
+    assert importlib.import_module("probe_mod") is not stand_in  # later imports get the module itself
+    assert sys.modules["probe_mod"].VALUE == 42
+
+    _defer_import("no_such_module_anywhere")
+    assert "no_such_module_anywhere" not in sys.modules

@@ -359,6 +359,21 @@ def test_migrated_schema_matches_the_declared_tables(store):
     assert diff == []
 
 
+def test_the_claim_index_holds_only_claimable_deliveries(store):
+    """The predicate the schema module names (CLAIMABLE) is the one the database's index has:
+    Alembic's comparison above does not look at index predicates."""
+    if store.engine.dialect.name == "postgresql":
+        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_deliveries_pending'"
+        expected = "WHERE ((batch_id IS NULL) AND (error IS NULL))"
+    else:
+        query = "SELECT sql FROM sqlite_master WHERE name = 'ix_deliveries_pending'"
+        expected = "WHERE batch_id IS NULL AND error IS NULL"
+    with store.engine.connect() as conn:
+        definition = conn.exec_driver_sql(query).scalar_one()
+    assert "(issue_key, variant, id)" in definition
+    assert definition.endswith(expected), definition
+
+
 def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     first = Store.open(database_url)
     first.subscribers.merge(people(3))

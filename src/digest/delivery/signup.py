@@ -26,11 +26,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 
-from limits import RateLimitItem, parse
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerMonth,
+    RateLimitItemPerSecond,
+    RateLimitItemPerYear,
+)
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from digest.config import Settings
+from digest.config import Rate, Settings
 from digest.delivery import runner
 from digest.delivery.tokens import BadToken, Signer
 from digest.delivery.transports import open_transport
@@ -94,14 +102,29 @@ def check_form(email: str, name: str, sections: Sequence[str], source: str, conf
     return Form(address, checked_name, choice, one_line(source)[:SOURCE_MAX])
 
 
+_LIMIT_ITEMS: dict[str, type[RateLimitItem]] = {
+    "second": RateLimitItemPerSecond,
+    "minute": RateLimitItemPerMinute,
+    "hour": RateLimitItemPerHour,
+    "day": RateLimitItemPerDay,
+    "month": RateLimitItemPerMonth,
+    "year": RateLimitItemPerYear,
+}
+
+
+def limit_item(rate: Rate) -> RateLimitItem:
+    """The ``limits`` item counting a rate the config gave (parsed there, where it is checked)."""
+    return _LIMIT_ITEMS[rate.unit](rate.amount, rate.multiples)
+
+
 class RateLimits:
     """Sign-ups allowed per IP address and per email address, counted in moving windows in this
     process's memory (``limits``). A post past either limit is refused, not queued."""
 
     def __init__(self, settings: Settings) -> None:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
-        self.per_ip: RateLimitItem = parse(settings.signup.per_ip)
-        self.per_address: RateLimitItem = parse(settings.signup.per_address)
+        self.per_ip = limit_item(settings.signup.per_ip_rate)
+        self.per_address = limit_item(settings.signup.per_address_rate)
 
     def ip_allowed(self, ip: str) -> bool:
         return self.limiter.hit(self.per_ip, "ip", ip)

@@ -10,15 +10,19 @@ because a value must be HTML-escaped in one and left alone in the other.
 from __future__ import annotations
 
 import html as html_lib
+import importlib
+import importlib.util
 import logging
 import re
+import sys
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jinja2
 import markupsafe
@@ -415,6 +419,28 @@ def note_text(source: str) -> str:
     )
 
 
+class _Deferred(types.ModuleType):
+    """A stand-in in ``sys.modules`` for a module that is imported only when one of its
+    attributes is first used, and from then on forwards every attribute to it.
+
+    The standard library's ``LazyLoader`` does not do here: on Python 3.11 an ``import`` statement
+    that finds a lazy module reads its ``__spec__``, and that loads it. A plain module object
+    answers ``__spec__`` itself (None), so ``import requests`` inside premailer stays cheap.
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _defer_import(name: str) -> None:
+    """Let ``import name`` give a ``_Deferred`` stand-in until the module is used; nothing when it
+    is loaded already or not installed."""
+    if name not in sys.modules and importlib.util.find_spec(name) is not None:
+        sys.modules[name] = _Deferred(name)
+
+
 @cache
 def _premailer() -> type[Premailer]:
     """premailer's class, imported on first use (it is slow to import and only a build needs it),
@@ -425,7 +451,12 @@ def _premailer() -> type[Premailer]:
     and compiles the profiles' regular expressions to do so: about 40 ms of every build, for
     checks whose only outcome is a log line premailer silences. Without profiles nothing is
     checked; the inlined HTML is the same byte for byte (the golden files hold it).
+
+    premailer imports requests (with urllib3 and its character detectors: about 40 ms) only to
+    fetch external style sheets, which ``allow_network=False`` forbids: it is deferred, so it is
+    only read from disk if something in the process really uses it.
     """
+    _defer_import("requests")
     import cssutils
     from premailer import Premailer
 

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
@@ -454,6 +453,8 @@ def _id_in(conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]) 
     if not ids:
         return
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY  # only here: a SQLite process never loads it
+
         yield column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
         return
     for chunk in chunks(ids):
