@@ -208,6 +208,38 @@ def test_a_subscriber_who_leaves_before_their_batch_is_claimed_is_skipped(store)
     assert store.ledger.counts(KEY) == {"submitted": 4, "skipped": 1}
 
 
+def test_a_claim_takes_exactly_its_variants_active_readers_among_others_queued_between_them(store):
+    """Readers of two variants queued in turn, one of them gone: a claim takes the first
+    variant's active readers and nothing else, though the others' deliveries lie between theirs."""
+    store.subscribers.merge(NewSubscriber(f"r{i}@example.org", sections=("Europe",) if i % 2 else ()) for i in range(8))
+    store.subscribers.set_status("r2@example.org", SubscriberStatus.UNSUBSCRIBED.value)
+    record(store)
+    store.ledger.enqueue(KEY, {(): "all", ("Europe",): "europe"})
+    store.subscribers.set_status("r4@example.org", SubscriberStatus.UNSUBSCRIBED.value)  # leaves once queued
+
+    first = store.ledger.claim(KEY, 100, "outbox")
+    assert first is not None and first.variant == "all"
+    assert [email for _, _, email, _ in first.recipients] == ["r0@example.org", "r6@example.org"]
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(deliveries.c.id, deliveries.c.variant, deliveries.c.status, deliveries.c.batch_id).order_by(
+                deliveries.c.id
+            )
+        ).all()
+    ids = [d for d, *_ in first.recipients]
+    between = [r for r in rows if ids[0] < r.id < ids[-1] and r.id not in ids]
+    assert {r.variant for r in between} == {"europe", "all"}  # the other variant's, and r4's
+    assert {(r.variant, r.status, r.batch_id) for r in rows} == {
+        ("all", "submitting", first.id),
+        ("all", "skipped", None),
+        ("europe", "pending", None),
+    }
+    second = store.ledger.claim(KEY, 100, "outbox")
+    assert second is not None and second.variant == "europe"
+    assert [email for _, _, email, _ in second.recipients] == [f"r{i}@example.org" for i in (1, 3, 5, 7)]
+    assert store.ledger.claim(KEY, 100, "outbox") is None
+
+
 def test_concurrent_claims_never_share_a_recipient(database_url):
     setup = Store.open(database_url)
     setup.subscribers.merge(people(400))
