@@ -21,7 +21,8 @@ from digest.config import Settings
 from digest.delivery import runner as deliver
 from digest.delivery.transports.base import AuthError, Batch, Recipient
 from digest.delivery.transports.sendgrid import SendGridTransport
-from digest.store import NewSubscriber, Problem, Store
+from digest.issue.render import Rendered, fill
+from digest.store import Claimed, NewSubscriber, Problem, Store
 from digest.store.schema import batches
 from factories import KEY, SIGNER, VARIANT, Sleeps, ready_to_send, record_issue, sending
 
@@ -73,18 +74,65 @@ def test_request_carries_per_recipient_values_headers_and_tags(tmp_path, sg, sto
     p = by_email["reader0@example.org"]
     assert p["to"][0]["name"] == "Reader <0> & co"
     assert p["custom_args"] == {"subscriber_id": str(first.id)}
-    url = p["substitutions"]["%%unsubscribe_url:text%%"]
-    assert url.startswith("https://news.example.org/unsubscribe?t=")
-    query = parse_qs(urlsplit(url).query)
-    assert SIGNER.subscriber_id(query["t"][0]) == first.id
-    assert query["i"] == [KEY]  # the issue it came from, for the desk's report
+    # The link is written into the message once, and each recipient's token alone substituted.
+    (text, html) = (c["value"] for c in body["content"])
+    link = f"https://news.example.org/unsubscribe?t=%%token%%&i={KEY}"
+    assert text == f"%%name:text%% {link}\n"
+    assert html == f'<p>%%name%% <a href="{link.replace("&", "&amp;")}">u</a></p>\n'
+    token = p["substitutions"]["%%token%%"]
+    assert SIGNER.subscriber_id(token) == first.id
+    url = link.replace("%%token%%", token)
+    assert parse_qs(urlsplit(url).query)["i"] == [KEY]  # the issue it came from, for the desk's report
     assert p["substitutions"]["%%name%%"] == "Reader &lt;0&gt; &amp; co"  # HTML part: escaped
     assert p["substitutions"]["%%name:text%%"] == "Reader <0> & co"  # text part: as is
     # Only the placeholders the message holds (no preferences or confirmation link in VARIANT).
-    held = ["%%name%%", "%%name:text%%", "%%unsubscribe_url%%", "%%unsubscribe_url:text%%"]
-    assert sorted(p["substitutions"]) == held
+    assert sorted(p["substitutions"]) == ["%%name%%", "%%name:text%%", "%%token%%"]
     assert p["headers"] == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     assert request.headers["authorization"] == "Bearer SG.test"
+
+
+def as_sendgrid_delivers(body: dict[str, Any], personalization: dict[str, Any]) -> tuple[str, str]:
+    """The text and HTML one personalization's recipient gets: SendGrid replaces each
+    substitution tag wherever it stands in the content."""
+    text, html = (c["value"] for c in body["content"])
+    for tag, value in personalization["substitutions"].items():
+        text, html = text.replace(tag, value), html.replace(tag, value)
+    return text, html
+
+
+LINKS_VARIANT = Rendered(
+    subject="Links",
+    html='<p>%%name%% <a href="%%unsubscribe_url%%">u</a> <a href="%%preferences_url%%">p</a> %%email%%</p>\n',
+    text="%%name:text%% %%unsubscribe_url:text%% %%preferences_url:text%% %%email:text%%\n",
+    warnings=(),
+)
+
+
+@pytest.mark.parametrize("by_token", [True, False], ids=["links-once-and-tokens", "whole-values"])
+def test_each_reader_gets_what_the_outbox_would_write_for_them(tmp_path, sg, by_token):
+    """Links written once with a token's tag, or each recipient's whole values (a batch of
+    recipients without tokens: test copies, mails to editors): what SendGrid makes of the request
+    is, for every reader, the message filled with their own values."""
+    settings = make_settings(tmp_path, sg.url)
+    people = [(i + 1, 40 + i, f"r{i}@example.org", name) for i, name in enumerate(["Zoë <O'Brien>", "", "A & B"])]
+    recipients = tuple(
+        deliver.recipient(settings, SIGNER, did, sid, email, name, issue_key=KEY) for did, sid, email, name in people
+    )
+    if not by_token:
+        recipients = tuple(Recipient(r.delivery_id, r.subscriber_id, r.email, r.values) for r in recipients)
+    batch = deliver._batch(settings, SIGNER, Claimed(7, KEY, "all", ()), LINKS_VARIANT)
+    batch = Batch(KEY, LINKS_VARIANT, recipients, batch_id=7, links=batch.links)
+    result = SendGridTransport(settings, "SG.test").send(batch)
+    assert set(result.outcomes.values()) == {("submitted", "")}
+    (request,) = sg.accepted
+    assert ("%%token%%" in request.body["personalizations"][0]["substitutions"]) is by_token
+    for r, p in zip(recipients, request.body["personalizations"], strict=True):
+        assert p["to"][0]["email"] == r.email
+        assert as_sendgrid_delivers(request.body, p) == (
+            fill(LINKS_VARIANT.text, r.values, "text"),
+            fill(LINKS_VARIANT.html, r.values, "html"),
+        )
+        assert p["headers"]["List-Unsubscribe"] == f"<{r.values['unsubscribe_url']}>"
 
 
 def test_refused_key_stops_the_send_and_marks_nothing_submitted(tmp_path, sg, store):
@@ -245,10 +293,10 @@ def unbuildable(monkeypatch):
     """reader1's part of the request cannot be built (as a bad value anywhere in it would do)."""
     real = SendGridTransport._personalization
 
-    def personalization(recipient: Recipient, *fields: object) -> dict[str, object]:
+    def personalization(recipient: Recipient, *fields: Any, **how: Any) -> dict[str, object]:
         if recipient.email == "reader1@example.org":
             raise ValueError("invalid arguments; address parts cannot contain CR or LF")
-        return real(recipient, *fields)
+        return real(recipient, *fields, **how)
 
     monkeypatch.setattr(SendGridTransport, "_personalization", staticmethod(personalization))
 

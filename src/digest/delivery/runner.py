@@ -27,7 +27,7 @@ from typing import Protocol
 from digest.config import Delivery, Settings
 from digest.delivery.outcomes import deliver_batch
 from digest.delivery.queueing import Queuer
-from digest.delivery.tokens import Signer
+from digest.delivery.tokens import TOKEN_TAG, Signer, subscriber_links
 from digest.delivery.transports.base import (
     AuthError,
     Batch,
@@ -78,18 +78,25 @@ class SendReport:
 def recipient_values(
     settings: Settings, signer: Signer, subscriber_id: int, email: str, name: str, *, issue_key: str = ""
 ) -> dict[str, str]:
-    """What fills one subscriber's placeholders: their name and their signed links. The
-    unsubscribe link of an issue also names the issue (``&i=``, not signed: it only says where an
-    unsubscribe came from, and counts only for an issue that was sent to that subscriber)."""
+    """What fills one subscriber's placeholders: their name and their signed links."""
+    return dict(recipient(settings, signer, 0, subscriber_id, email, name, issue_key=issue_key).values)
+
+
+def recipient(
+    settings: Settings,
+    signer: Signer,
+    delivery_id: int,
+    subscriber_id: int,
+    email: str,
+    name: str,
+    *,
+    issue_key: str = "",
+) -> Recipient:
+    """One subscriber as a recipient of issue ``issue_key``: their name, address, signed links,
+    and the token those links carry."""
     token = signer.token(subscriber_id)
-    base = settings.newsletter.base_url
-    from_issue = f"&i={issue_key}" if issue_key else ""
-    return {
-        "name": name,
-        "email": email,
-        "unsubscribe_url": f"{base}/unsubscribe?t={token}{from_issue}",
-        "preferences_url": f"{base}/preferences?t={token}",
-    }
+    values = {"name": name, "email": email, **subscriber_links(settings.newsletter.base_url, token, issue_key)}
+    return Recipient(delivery_id, subscriber_id, email, values, token)
 
 
 def send_pending(
@@ -341,11 +348,15 @@ class _Preparer:
 
 
 def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:
+    """A claimed batch as its transport gets it: every recipient's links made from their token,
+    and the links all of them share but for it (``Batch.links``)."""
+    key = claimed.issue_key
     recipients = tuple(
-        Recipient(did, sid, email, recipient_values(settings, signer, sid, email, name, issue_key=claimed.issue_key))
+        recipient(settings, signer, did, sid, email, name, issue_key=key)
         for did, sid, email, name in claimed.recipients
     )
-    return Batch(claimed.issue_key, variant, recipients, batch_id=claimed.id)
+    links = subscriber_links(settings.newsletter.base_url, TOKEN_TAG, key)
+    return Batch(key, variant, recipients, batch_id=claimed.id, links=links)
 
 
 def _taken_back(claimed: Claimed) -> None:

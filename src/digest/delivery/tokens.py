@@ -31,6 +31,22 @@ MAX_SUBSCRIBER_ID = 2**31 - 1  # subscribers.id is an INTEGER column: 32-bit sig
 NOT_VALID = "this link is not valid (it was altered or not made by us)"
 EXPIRED = "this link has expired"
 MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Stands for a subscriber's token in links made for everyone at once (``subscriber_links``). A
+# token is URL-safe base64 and a dot: the same in a link, in HTML and in plain text.
+TOKEN_TAG = "%%token%%"
+
+
+def subscriber_links(base_url: str, token: str, issue_key: str = "") -> dict[str, str]:
+    """A subscriber's unsubscribe and preferences links, carrying ``token``: the one place their
+    form is written. The unsubscribe link of an issue also names the issue (``&i=``, not signed:
+    it only says where an unsubscribe came from, and counts only for an issue that was sent to
+    that subscriber). With ``TOKEN_TAG`` for ``token``, the links every recipient of an issue
+    gets, but for their token."""
+    from_issue = f"&i={issue_key}" if issue_key else ""
+    return {
+        "unsubscribe_url": f"{base_url}/unsubscribe?t={token}{from_issue}",
+        "preferences_url": f"{base_url}/preferences?t={token}",
+    }
 
 
 class BadToken(ValueError):

@@ -46,6 +46,7 @@ class Recipient:
     subscriber_id: int
     email: str
     values: Mapping[str, str]  # name, email, unsubscribe_url, preferences_url
+    token: str = ""  # the signed token of their links (``tokens.subscriber_links``); "" if none
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class Batch:
     # What the transport made of the batch ahead of time (``Prepares``), read only by that
     # transport's ``send``; a part of the batch (``outcomes`` splits one) has none.
     prepared: object = None
+    # The link fields as ``tokens.subscriber_links`` makes them with ``TOKEN_TAG`` for the token,
+    # when every recipient's links were made that way from their own ``token``: a transport may
+    # then write the links into the message once and send each recipient's token alone.
+    links: Mapping[str, str] | None = None
 
     @property
     def subject_prefix(self) -> str:

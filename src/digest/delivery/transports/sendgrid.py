@@ -3,7 +3,9 @@
 The variant's HTML and text go once per request; each recipient is a personalization whose
 ``substitutions`` fill the placeholders (the HTML and text parts have different placeholders,
 so a name is escaped in one and not the other) and whose ``headers`` carry their own
-``List-Unsubscribe``. ``custom_args`` tie SendGrid's events back to the issue and subscriber.
+``List-Unsubscribe``. Links that differ only by the recipient's token are written into the
+request's HTML and text once, and the token alone is substituted (see ``_content``).
+``custom_args`` tie SendGrid's events back to the issue and subscriber.
 
 The official ``sendgrid`` package makes the request. It has no timeout and no retries of its own:
 the timeout is always set here, and retries are ``deliver``'s job, driven by the typed errors.
@@ -25,6 +27,7 @@ from python_http_client.exceptions import HTTPError
 
 from digest.config import SendGrid as SendGridSettings
 from digest.config import Settings, secret
+from digest.delivery.tokens import TOKEN_TAG
 from digest.delivery.transports.base import (
     Batch,
     Outcome,
@@ -53,14 +56,39 @@ _FIELDS = tuple((field, placeholder(field, "html"), placeholder(field, "text")) 
 _JSON_TEXT = {"Content-Type": "application/json; charset=utf-8"}
 
 
-def _fields_in(batch: Batch) -> tuple[tuple[str, str, str], ...]:
-    """The recipient fields whose placeholders the batch's message holds (in its subject, text or
-    HTML): only they get substitutions. An issue has no confirmation link, so each of its
-    recipients' substitutions were a fifth longer than needed, at every request's size and in
-    SendGrid's 10,000-byte limit per personalization."""
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """The text and HTML a batch's request carries, and how its recipients fill them in."""
+
+    text: str
+    html: str
+    fields: tuple[tuple[str, str, str], ...]  # the recipient fields still to substitute
+    by_token: bool  # each recipient's token fills ``TOKEN_TAG`` in links written in already
+
+
+def _content(batch: Batch) -> _Content:
+    """What the batch's request carries.
+
+    When the batch's links are the same for everyone but for their token (``Batch.links``), they
+    are written into the text and HTML here, once, with ``TOKEN_TAG`` where the token goes, and a
+    recipient's substitutions carry the token alone: a personalization of about 420 bytes instead
+    of 860, so requests half the size to build, send and check. A token needs no escaping in HTML.
+
+    The other recipient fields get substitutions only where the message holds their placeholders
+    (in its subject, text or HTML): an issue has no confirmation link, and its substitutions
+    were a fifth longer than needed, at every request's size and in SendGrid's 10,000-byte limit
+    per personalization.
+    """
     variant = batch.variant
-    content = (variant.subject, variant.text, variant.html)
-    return tuple(f for f in _FIELDS if any(f[1] in part or f[2] in part for part in content))
+    text, html = variant.text, variant.html
+    by_token = batch.links is not None and all(r.token for r in batch.recipients)
+    if by_token and batch.links is not None:
+        for field, link in batch.links.items():
+            text = text.replace(placeholder(field, "text"), link)
+            html = html.replace(placeholder(field, "html"), part_value(link, "html"))
+    parts = (variant.subject, text, html)
+    fields = tuple(f for f in _FIELDS if any(f[1] in part or f[2] in part for part in parts))
+    return _Content(text, html, fields, by_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +144,22 @@ class SendGridTransport:
             body["asm"] = {"group_id": s.delivery.sendgrid.asm_group_id}
         return body
 
-    def payload(self, batch: Batch, personalizations: list[dict[str, Any]]) -> dict[str, Any]:
+    def payload(self, batch: Batch, personalizations: list[dict[str, Any]], content: _Content) -> dict[str, Any]:
         """The Mail Send request body for one batch, given its recipients' personalizations."""
         return {
             **self._static,
             "personalizations": personalizations,
             "subject": header_text(batch.subject_prefix + batch.variant.subject),
             "content": [
-                {"type": "text/plain", "value": batch.variant.text},
-                {"type": "text/html", "value": batch.variant.html},
+                {"type": "text/plain", "value": content.text},
+                {"type": "text/html", "value": content.html},
             ],
             "custom_args": {"issue": batch.issue_key, **({"test": "1"} if batch.test else {})},
         }
 
-    def personalizations(self, batch: Batch) -> tuple[list[dict[str, Any]], dict[int, tuple[Outcome, str]]]:
+    def personalizations(
+        self, batch: Batch, content: _Content
+    ) -> tuple[list[dict[str, Any]], dict[int, tuple[Outcome, str]]]:
         """Each recipient's personalization, and the outcomes of those whose could not be built.
 
         SendGrid refuses a whole request for one bad personalization, so a recipient whose part
@@ -139,19 +169,20 @@ class SendGridTransport:
             raise TooLargeError(f"{len(batch.recipients)} recipients in one request; SendGrid takes {MAX_RECIPIENTS}")
         built: list[dict[str, Any]] = []
         failed: dict[int, tuple[Outcome, str]] = {}
-        fields = _fields_in(batch)
         for r in batch.recipients:
             try:
-                built.append(self._personalization(r, fields))
+                built.append(self._personalization(r, content.fields, by_token=content.by_token))
             except Exception as exc:  # any build error is this recipient's alone; see not_built
                 failed[r.delivery_id] = not_built(r, exc)
         return built, failed
 
     @staticmethod
-    def _personalization(recipient: Recipient, fields: tuple[tuple[str, str, str], ...] = _FIELDS) -> dict[str, Any]:
+    def _personalization(
+        recipient: Recipient, fields: tuple[tuple[str, str, str], ...] = _FIELDS, *, by_token: bool = False
+    ) -> dict[str, Any]:
         values = recipient.values
         name = header_text(values.get("name", ""))
-        substitutions = {}
+        substitutions = {TOKEN_TAG: recipient.token} if by_token else {}
         for field, in_html, in_text in fields:
             value = values.get(field, "")
             substitutions[in_html] = part_value(value, "html")
@@ -175,10 +206,11 @@ class SendGridTransport:
         return replace(batch, prepared=self._request(batch))
 
     def _request(self, batch: Batch) -> _Request:
-        personalizations, failed = self.personalizations(batch)
+        content = _content(batch)
+        personalizations, failed = self.personalizations(batch, content)
         if not personalizations:  # nobody left to send to: no request at all
             return _Request("", failed)
-        return _Request(orjson.dumps(self.payload(batch, personalizations)).decode(), failed)
+        return _Request(orjson.dumps(self.payload(batch, personalizations, content)).decode(), failed)
 
     def send(self, batch: Batch) -> Result:
         request = batch.prepared if isinstance(batch.prepared, _Request) else self._request(batch)
