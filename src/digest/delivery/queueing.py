@@ -51,12 +51,12 @@ class Queuer:
     """Queues an issue's waiting subscribers: a range of ids at a time in a thread of its own
     where ``SPAN`` gives a size for the database, else all at once as it starts.
 
-        The choices of sections still waiting, and their variants, are read and decided once, when
-        it starts (``waiting`` says how many subscribers that is). The ranges cover the subscriber
-        ids as they are at the start: someone who subscribes during the send is queued by the next
-        send, as they would have been when the whole issue was queued at once.
+    The choices of sections still waiting, and their variants, are read and decided once, when
+    it starts (``waiting`` says how many subscribers that is). The ranges cover the subscriber
+    ids as they are at the start: someone who subscribes during the send is queued by the next
+    send, as they would have been when the whole issue was queued at once.
 
-        ``claimable_since`` tells a claimer that found nothing pending whether waiting can help.
+    ``more_since`` tells a claimer that found nothing pending whether waiting can help.
     """
 
     def __init__(self, store: Store, settings: Settings, key: str) -> None:
