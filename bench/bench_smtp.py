@@ -1,6 +1,7 @@
 """SMTP sending benchmark: digest's ``SmtpTransport`` beside raw smtplib, to the same sink on loopback.
 
 Run:  .venv/bin/python bench/bench_smtp.py --recipients 10000 [--connections 4] [--sinks 2] [--rounds 3]
+      [--reply-delay MS]
 
 The bundled sample is rendered once (``digest.build.build`` at 2026-11-27T14:00Z, about 42 KB of
 inlined HTML), as ``digest send`` does. Then, in each round and in this order, to the same sink:
@@ -23,6 +24,14 @@ one port with SO_REUSEPORT, so the kernel spreads the connections over them and 
 one Python process's single core. They count the messages, bytes, recipients and connections
 they saw; each run fails unless the sinks received every recipient exactly once, over the
 expected number of connections.
+
+On loopback a reply comes back as soon as the sink has computed it, so on a small machine the
+sender and the sink share its cores and several connections can only divide them up. A real
+relay (SES, Postmark, the publication's Postfix) is a network away, and each command then
+waits a round trip for its reply: the wait several connections overlap. ``--reply-delay MS``
+makes each aiosmtpd sink hold every reply back that long (a message costs smtplib four round
+trips: MAIL, RCPT, DATA and the end of the data), the nearest this machine, which has no
+``netem`` queueing discipline, comes to a relay across a network.
 
 Wall time covers connecting, the sends and the QUIT, not the rendering. The machine's load
 average is printed with the figures (other work on the machine slows both sides alike).
@@ -90,17 +99,32 @@ class Tally:
         return json.dumps(counts)
 
 
-def serve(port: int) -> None:
+def serve(port: int, reply_delay: float) -> None:
     """One sink process: listen on ``port`` (0: any) with SO_REUSEPORT, print the port, answer
-    each ``count`` line on stdin with the counts as JSON, stop at the end of stdin."""
+    each ``count`` line on stdin with the counts as JSON, stop at the end of stdin. With a
+    ``reply_delay`` (seconds) every reply is held back that long, as if it crossed a network."""
     from aiosmtpd.smtp import SMTP
 
+    class Distant(SMTP):
+        """aiosmtpd answering each command ``reply_delay`` late: a round trip to a relay elsewhere.
+
+        Only a reply's last line waits (``250-`` lines of EHLO go at once): the sender waits for
+        a reply as a whole, once per command, so that is where a network's latency is felt.
+        """
+
+        async def push(self, status: Any) -> None:
+            text = status if isinstance(status, str) else status.decode("ascii")
+            if text[3:4] != "-":
+                await asyncio.sleep(reply_delay)
+            await super().push(status)
+
     counter = Tally()
+    server_class = Distant if reply_delay > 0 else SMTP
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: SMTP(counter, hostname="sink.bench.example"), host="127.0.0.1", port=port, reuse_port=True
+            lambda: server_class(counter, hostname="sink.bench.example"), host="127.0.0.1", port=port, reuse_port=True
         )
         print(server.sockets[0].getsockname()[1], flush=True)
         while await loop.run_in_executor(None, sys.stdin.readline):
@@ -113,12 +137,13 @@ def serve(port: int) -> None:
 class Sinks:
     """``count`` aiosmtpd processes sharing one port; ``seen()`` sums what they received."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, reply_delay_ms: float = 0.0) -> None:
         self.procs: list[subprocess.Popen[str]] = []
         self.port = 0
+        self.reply_delay_ms = reply_delay_ms
         for _ in range(count):
             proc = subprocess.Popen(
-                [sys.executable, __file__, "--serve", str(self.port)],
+                [sys.executable, __file__, "--serve", str(self.port), "--reply-delay", str(reply_delay_ms)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -431,7 +456,8 @@ def run(recipients: int, connections: int, sinks: Sinks | Postfix, rounds: int, 
 def describe(sinks: Sinks | Postfix) -> str:
     if isinstance(sinks, Postfix):
         return f"Postfix on port {sinks.port}, discarding"
-    return f"{len(sinks.procs)} aiosmtpd process(es)"
+    delay = f", each reply {sinks.reply_delay_ms:g} ms late" if sinks.reply_delay_ms else ""
+    return f"{len(sinks.procs)} aiosmtpd process(es){delay}"
 
 
 def report(rows: list[Row]) -> None:
@@ -474,6 +500,12 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=1, help="also run digest with this many connections")
     parser.add_argument("--sinks", type=int, default=1, help="aiosmtpd processes sharing the port")
+    parser.add_argument(
+        "--reply-delay",
+        type=float,
+        default=0.0,
+        help="milliseconds each aiosmtpd sink holds back every reply: a relay a network away (default 0)",
+    )
     parser.add_argument("--postfix", type=int, default=0, help="send to a discarding Postfix on this port instead")
     parser.add_argument("--postfix-log", type=Path, default=Path("/var/log/postfix-bench.log"))
     parser.add_argument("--rounds", type=int, default=1, help="times to run every case, in turn")
@@ -481,9 +513,11 @@ def main() -> None:
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.reply_delay / 1000)
     else:
-        sinks = Postfix(args.postfix, args.postfix_log) if args.postfix else Sinks(args.sinks)
+        if args.postfix and args.reply_delay:
+            parser.error("--reply-delay applies to the aiosmtpd sinks, not to Postfix")
+        sinks = Postfix(args.postfix, args.postfix_log) if args.postfix else Sinks(args.sinks, args.reply_delay)
         run(args.recipients, args.connections, sinks, args.rounds, args.config)
 
 
