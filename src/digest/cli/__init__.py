@@ -22,6 +22,16 @@ import click
 from digest import __version__
 from digest.cli import build, editors, review, schedule, send, serve, subscribers
 
+# How many new container objects the youngest generation of the garbage collector takes before
+# it is collected, and how many collections of each generation before the next one is (CPython's
+# default: 700, 10, 10). Imports, a feed's entries and a send's batches make objects by the
+# hundred thousand, very few of them in reference cycles, so most collections find nothing to
+# free, and each older one walks every module object again. Measured on bench/bench_build.py's
+# 2,000-item feed: 1.6% fewer instructions (callgrind: 3,989 M -> 3,926 M), 1% to 3% less CPU
+# in runs in turn with the default, the same peak memory (also with 100,000 items). Cycles are
+# still collected, in every command, long-running ones included.
+GC_THRESHOLDS = (50_000, 20, 20)
+
 
 class DigestGroup(click.Group):
     """A click group that turns the package's typed errors into one line and an exit code."""
@@ -92,8 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     installed distribution when the first model is made: about 40 ms of every command, for
     plugins digest never asks for. They are off unless the operator sets
     ``PYDANTIC_DISABLE_PLUGINS`` (pydantic's own switch) to something else, empty included.
+
+    The collector itself runs less often (``GC_THRESHOLDS``): see there why.
     """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="digest")
     finally:
