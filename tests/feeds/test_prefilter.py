@@ -413,3 +413,55 @@ def test_overlapping_parses_turn_the_collector_back_on_only_at_the_last_end() ->
             assert not gc.isenabled()
         assert not gc.isenabled()  # the first is still parsing
     assert gc.isenabled()
+
+
+def _dates() -> list[str]:
+    """Item dates as feeds write them: thousands in the plain RFC 822 form (any day, time,
+    offset and weekday name, right or wrong), and its neighbours that are no real time or
+    not quite that form."""
+    rng = random.Random(822)
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    texts = []
+    for _ in range(3000):
+        when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 3_000_000_000))
+        offset = f"{rng.choice('+-')}{rng.randrange(15):02}{rng.choice([0, 30, 45]):02}"
+        zone = rng.choice(["+0000", "-0000", "GMT", "UTC", offset])
+        day = f"{when.day:02}" if rng.random() < 0.7 else str(when.day)
+        texts.append(f"{rng.choice(days)}, {day} {when:%b %Y %H:%M:%S} {zone}")
+    texts += [
+        "Wed, 02 Dec 2026 10:00:00 +0000",
+        format_datetime(datetime(2026, 12, 2, 10, tzinfo=UTC)),
+        format_datetime(datetime(2026, 12, 2, 10, tzinfo=UTC), usegmt=True),
+        "Sat, 30 Feb 2026 10:00:00 +0000",  # no such day
+        "Thu, 29 Feb 2024 23:59:59 -1400",
+        "Fri, 01 Jan 2027 24:00:00 +0000",
+        "Fri, 01 Jan 2027 23:59:60 +0000",
+        "Fri, 31 Dec 9999 23:30:00 -0100",  # past the last year there is
+        "Mon, 01 Jan 0001 00:30:00 +0100",  # before the first
+        "Mon, 01 Jan 0000 00:00:00 +0000",
+        "Wed, 02 Dec 2026 10:00:00 EST",  # a zone name: feedparser's own table
+        "wed, 02 dec 2026 10:00:00 +0000",
+        "Wed, 02 Dec 26 10:00:00 +0000",  # two-digit year
+        "Wed,  02 Dec 2026 10:00:00 +0000",
+        "Wed, 02 Dec 2026 10:00 +0000",
+        "02 Dec 2026 10:00:00 +0000",
+        "2026-12-02T10:00:00Z",
+        "Wed, 02 Dec 2026 10:00:00 +05:30",
+        "Wed, 02 Dec 2026",
+        "Mié, 02 Dic 2026 10:00:00 +0000",
+        "",
+    ]
+    return texts
+
+
+def test_an_items_date_is_read_as_feedparser_reads_it() -> None:
+    """The pre-filter reads the plain RFC 822 form itself; every date it reads must be the
+    instant feedparser's own reader gives (None where that gives nothing)."""
+    from feedparser.datetimes import _parse_date
+
+    dates = _dates()
+    for text in dates:
+        expected = prefilter.parsed_time(_parse_date(text)) if text.isascii() and text else None
+        assert prefilter.item_time(text) == expected, text
+    direct = sum(1 for text in dates if prefilter._RFC822.fullmatch(text))
+    assert direct >= 3000  # the generated ones all took the direct path; the rest were compared too

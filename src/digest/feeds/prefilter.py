@@ -32,7 +32,7 @@ from feedparser.urls import _urljoin, make_safe_absolute_uri
 from digest.feeds.urls import is_plain
 from digest.models import Window
 
-__all__ = ["Dropped", "Filtered", "drop_outside", "parsed_time"]
+__all__ = ["Dropped", "Filtered", "drop_outside", "item_time", "parsed_time"]
 
 # Items dated this close to the window are left to the usual path, whatever their date says.
 MARGIN = timedelta(hours=1)
@@ -63,6 +63,14 @@ _PLAIN = frozenset(
 )
 # How feedparser stores a link: "&amp;" and anything like an entity lose their escaping.
 _ENTITY_LIKE = re.compile("&([A-Za-z0-9_]+);")
+# The form nearly every RSS 2.0 feed dates its items in: RFC 822 as ``email.utils`` writes it,
+# with a numeric offset, GMT or UTC (feedparser reads both names as UTC).
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
+_RFC822 = re.compile(
+    rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{{1,2}}) ({'|'.join(_MONTHS)}) "
+    r"([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:([+-])([0-9]{2})([0-9]{2})|GMT|UTC)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,30 @@ def parsed_time(parsed: Any) -> datetime | None:
         return datetime(*parsed[:6]).replace(tzinfo=UTC)
     except (TypeError, ValueError):
         return None
+
+
+def item_time(text: str) -> datetime | None:
+    """The instant feedparser reads an item's date ``text`` as (``parsed_time(_parse_date(text))``).
+
+    Every item's dates are read here, a hundred thousand in a long feed, and feedparser's
+    reader tries W3C dates first and then lowercases and splits the text: a date in the
+    plain RFC 822 form is read directly instead, in about a third of the time. Anything else,
+    or a date that is no real time (February 30th, 24:00:00, beyond year 9999), goes to
+    feedparser itself, so both readings always agree (a test compares them).
+    """
+    plain = _RFC822.fullmatch(text)
+    if plain is not None:
+        day, month, year, hour, minute, second, sign, hours, minutes = plain.groups()
+        try:
+            when = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC)
+            if sign is not None:
+                offset = timedelta(hours=int(hours), minutes=int(minutes))
+                when = when - offset if sign == "+" else when + offset
+        except (ValueError, OverflowError):
+            pass
+        else:
+            return when
+    return parsed_time(_parse_date(text)) if text.isascii() else None
 
 
 def drop_outside(body: bytes | BinaryIO, window: Window, base_url: str) -> Filtered | None:
@@ -272,7 +304,7 @@ class _Reader:
         if not item.link or not item.link.isascii() or not item.dates:
             return None
         for text in item.dates:
-            when = parsed_time(_parse_date(text)) if text.isascii() else None
+            when = item_time(text)
             if when is None or self.span[0] < when <= self.span[1]:
                 return None
         if item.guid is not None and not item.guid.isascii():
