@@ -113,9 +113,13 @@ def setup(work: Path, url: str, count: int, database: str, variants: int = 1) ->
 
 
 def measured_send(config: str) -> None:
-    """The timed part, run in its own process so its peak memory is its own."""
+    """The timed part, run in its own process so its peak memory is its own, with the garbage
+    collector set as the `digest` command sets it."""
+    import gc
+
     import sqlalchemy as sa
 
+    from digest.cli import GC_THRESHOLDS
     from digest.config import load
     from digest.delivery import runner as deliver
     from digest.delivery.tokens import Signer
@@ -134,6 +138,7 @@ def measured_send(config: str) -> None:
         return real_inline(html)
 
     render.inline_css = counting
+    gc.set_threshold(*GC_THRESHOLDS)
     started = time.perf_counter()
     settings = load(config)
     now = datetime.fromisoformat(NOW).replace(tzinfo=settings.newsletter.zone)
@@ -203,13 +208,13 @@ def run(args: argparse.Namespace, database: str) -> tuple[dict[str, Any], dict[s
                 check=False,
             )
             if prepared.returncode != 0:
-                sys.exit(prepared.stderr)
+                sys.exit(f"setting up the subscribers failed (exit status {prepared.returncode}): {prepared.stderr}")
             config = prepared.stdout.strip().splitlines()[-1]
             child = subprocess.run(
                 [sys.executable, __file__, "--measure", config], capture_output=True, text=True, check=False
             )
             if child.returncode != 0:
-                sys.exit(child.stderr)
+                sys.exit(f"the measured send failed (exit status {child.returncode}): {child.stderr}")
             stats = json.loads(child.stdout.strip().splitlines()[-1])
     finally:
         received = stop_standin(standin)
