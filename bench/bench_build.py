@@ -6,7 +6,9 @@ Each build runs in a fresh process (so import costs and caches count as a user w
 and reports the best and median wall time, the median CPU time and the peak resident memory of
 that process; the cases take turns, run by run, so a burst of load on a shared machine falls
 on all of them alike. digest's modules are compiled to bytecode first, as they are in an
-installed digest (``compile_bytecode``).
+installed digest (``compile_bytecode``). The first build of a run also creates its database
+(Alembic's migrations, once per install); every later one, like every weekly build, opens it:
+a median of three or more runs is of those, one run (``--repeat 1``) is the first alone.
 Beside the generated feed's build it runs, on the same file and in the same way, the floor (a
 bare ``feedparser.parse`` of it) and, when it is installed, rss2email 3.14 (``r2e run --no-send``:
 it fetches, parses and makes every item's email, but sends nothing), and prints the ratios.
@@ -151,9 +153,9 @@ def main() -> None:
         "its build of the same feed runs beside this one's, in the same turns",
     )
     args = parser.parse_args()
-    import digest
+    import digest as package
 
-    compile_bytecode(Path(digest.__file__).parent, *([args.before / "digest"] if args.before else []))
+    compile_bytecode(Path(package.__file__).parent, *([args.before / "digest"] if args.before else []))
     digest = str(Path(sys.executable).with_name("digest"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

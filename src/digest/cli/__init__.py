@@ -24,12 +24,13 @@ from digest.cli import build, editors, review, schedule, send, serve, subscriber
 
 # How many new container objects the youngest generation of the garbage collector takes before
 # it is collected, and how many collections of each generation before the next one is (CPython's
-# default: 700, 10, 10). Imports, a feed's entries and a send's batches make objects by the
-# hundred thousand, very few of them in reference cycles, so most collections find nothing to
-# free, and each older one walks every module object again. Measured on bench/bench_build.py's
-# 2,000-item feed: 1.6% fewer instructions (callgrind: 3,989 M -> 3,926 M), 1% to 3% less CPU
-# in runs in turn with the default, the same peak memory (also with 100,000 items). Cycles are
-# still collected, in every command, long-running ones included.
+# default: 700, 10, 10). Imports and a send's batches make objects by the hundred thousand, very
+# few of them in reference cycles (a feed's parse runs with the collector off already), so most
+# collections find nothing to free, and each older one walks every module object again.
+# Measured on bench/bench_build.py's 2,000-item feed: 1.6% fewer instructions (callgrind:
+# 3,989 M -> 3,926 M), 1% to 3% less CPU in runs in turn with the default, the same peak memory
+# (also with 100,000 items). Cycles are still collected, in every command, long-running ones
+# included.
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
