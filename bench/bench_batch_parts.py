@@ -9,9 +9,10 @@ times each part of a batch alone, without the stand-in and without the other thr
 (``prepare``: personalizations and JSON) and the finish (``Ledger.finish``), as medians over
 ``--batches`` batches of 1,000 on a SQLite store with ``--subscribers`` queued. The machine's
 speed moves from minute to minute, so ``--before`` runs another version's code (``git archive
-COMMIT src templates | tar -x -C OLD``) on a fresh copy of the same store, in turns with this
-one, and each run also prints its claim as a share of its build and request: parts both
-versions may share, as the yardstick of the machine's speed at that moment.
+COMMIT src templates | tar -x -C OLD``) in turns with this one, each on a fresh copy of a store
+made by its own code (an older version cannot open a database a newer one has migrated), and
+each run also prints its claim as a share of its build and request: parts both versions may
+share, as the yardstick of the machine's speed at that moment.
 """
 
 from __future__ import annotations
@@ -89,22 +90,27 @@ def measure(config: str, batches: int) -> dict[str, float]:
     return {part: statistics.median(spent) for part, spent in times.items()}
 
 
+def in_process(src: str, *options: str) -> str:
+    """This script run with ``options`` in a process of its own, with the code in ``src``; the
+    last line it printed."""
+    out = subprocess.run(
+        [sys.executable, __file__, *options],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+        check=False,
+    )
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return out.stdout.strip().splitlines()[-1]
+
+
 def run(work: Path, config: Path, src: str, batches: int) -> dict[str, float]:
     """One measurement on a fresh copy of the queued store, with the code in ``src``."""
     copy = work / "run"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(config.parent, copy)
-    env = {**os.environ, "PYTHONPATH": src}
-    out = subprocess.run(
-        [sys.executable, __file__, "--measure", str(copy / config.name), "--batches", str(batches)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode != 0:
-        sys.exit(out.stderr)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(in_process(src, "--measure", str(copy / config.name), "--batches", str(batches))))
 
 
 def main() -> None:
@@ -114,9 +120,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another version's src/, run in turns with this one")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.batches)))
+        return
+    if args.prepare:
+        print(prepare_store(args.prepare, args.subscribers))
         return
     if args.batches * 1000 > args.subscribers:
         sys.exit("--batches of 1,000 must fit in --subscribers")
@@ -125,13 +135,18 @@ def main() -> None:
         versions[f"{args.before}"] = str(args.before.resolve())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        config = prepare_store(work / "queued", args.subscribers)
+        # A store for each version, made by its own code: an older one cannot open a database
+        # that a newer one has migrated further.
+        configs = {
+            label: Path(in_process(src, "--prepare", str(work / f"queued{i}"), "--subscribers", str(args.subscribers)))
+            for i, (label, src) in enumerate(versions.items())
+        }
         print(f"{args.subscribers:,} queued, medians over {args.batches} batches of 1,000; load {os.getloadavg()}")
         print("| round | code | claim (ms) | build (ms) | request (ms) | finish (ms) | claim / (build + request) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for round_ in range(1, args.rounds + 1):
             for label, src in versions.items():
-                ms = run(work, config, src, args.batches)
+                ms = run(work, configs[label], src, args.batches)
                 share = ms["claim"] / (ms["build"] + ms["request"])
                 print(
                     f"| {round_} | {label} | {ms['claim']:.2f} | {ms['build']:.2f} | {ms['request']:.2f} | "

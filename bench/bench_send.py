@@ -5,8 +5,9 @@ Run:  .venv/bin/python bench/bench_send.py [--subscribers 100000] [--database UR
 The SendGrid stand-in (tests/sendgrid_standin.py) runs as a separate process on 127.0.0.1 and
 checks every request against the contract, as in the tests. The subscribers are inserted first
 (not timed); then a fresh process builds the bundled sample issue, records it and sends it, and
-reports wall time, recipients per second, its peak RSS, SQL statements per batch, and how many
-times the CSS inliner ran (it must be once per variant, never per recipient).
+reports wall time, recipients per second, its CPU time and the stand-in's during the send (the
+two share the machine's cores), its peak RSS, SQL statements per batch, and how many times the
+CSS inliner ran (it must be once per variant, never per recipient).
 Goal (issue 3): 100,000 recipients in under 10 s on 2 cores, peak memory under 200 MB.
 """
 
@@ -48,6 +49,13 @@ def start_standin(*options: str) -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         sys.exit(f"the stand-in did not start: {line!r}")
     return proc, match.group(0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A running process's CPU time so far (user and system), from /proc: the stand-in's share
+    of a send, read before and after it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_standin(proc: subprocess.Popen[str]) -> dict[str, int]:
@@ -165,6 +173,7 @@ def measured_send(config: str) -> None:
         profile.disable()
         profile.dump_stats(os.environ["BENCH_PROFILE"])
     wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(
             {
@@ -173,7 +182,8 @@ def measured_send(config: str) -> None:
                 "batches": report.batches,
                 "statements_per_batch": (statements - before_send) / max(report.batches, 1),
                 "inlined": inlined,
-                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "peak_mb": usage.ru_maxrss / 1024,
                 "counts": report.counts,
             }
         )
@@ -210,12 +220,15 @@ def run(args: argparse.Namespace, database: str) -> tuple[dict[str, Any], dict[s
             if prepared.returncode != 0:
                 sys.exit(f"setting up the subscribers failed (exit status {prepared.returncode}): {prepared.stderr}")
             config = prepared.stdout.strip().splitlines()[-1]
+            standin_before = cpu_seconds(standin.pid)
             child = subprocess.run(
                 [sys.executable, __file__, "--measure", config], capture_output=True, text=True, check=False
             )
+            standin_cpu = cpu_seconds(standin.pid) - standin_before
             if child.returncode != 0:
                 sys.exit(f"the measured send failed (exit status {child.returncode}): {child.stderr}")
             stats = json.loads(child.stdout.strip().splitlines()[-1])
+            stats["standin_cpu"] = standin_cpu
     finally:
         received = stop_standin(standin)
     return stats, received
@@ -239,10 +252,14 @@ def main() -> None:
     with own_schema(args.database, "bench_send") as database:
         stats, received = run(args, database)
     rate = stats["sent"] / stats["wall"]
-    print("| recipients | wall (s) | recipients/s | peak RSS (MB) | SQL statements/batch | inliner runs | received |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
     print(
-        f"| {stats['sent']:,} | {stats['wall']:.2f} | {rate:,.0f} | {stats['peak_mb']:.0f} | "
+        "| recipients | wall (s) | recipients/s | digest CPU (s) | stand-in CPU (s) | peak RSS (MB) "
+        "| SQL statements/batch | inliner runs | received |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {stats['sent']:,} | {stats['wall']:.2f} | {rate:,.0f} | {stats['cpu']:.1f} | {stats['standin_cpu']:.1f} "
+        f"| {stats['peak_mb']:.0f} | "
         f"{stats['statements_per_batch']:.1f} | {stats['inlined']} | {received.get('recipients', '?'):,} |"
     )
     if not stats["sent"] == received.get("recipients") == args.subscribers:

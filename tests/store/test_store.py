@@ -406,6 +406,81 @@ def test_the_claim_index_holds_only_claimable_deliveries(store):
     assert definition.endswith(expected), definition
 
 
+STATUS_CHECKS = [  # (table, column, a word its check allows)
+    ("subscribers", "status", "bounced"),
+    ("issues", "status", "approved"),
+    ("batches", "status", "retried"),
+    ("deliveries", "status", "skipped"),
+    ("issue_edits", "action", "move"),
+]
+
+
+def test_every_status_check_takes_its_words_and_refuses_any_other(store):
+    """After 0008 (word-by-word checks on SQLite) each check still refuses what it always did."""
+    store.subscribers.merge(people(1))
+    record(store)
+    queue(store)
+    claimed = store.ledger.claim(KEY, 1, "outbox")
+    assert claimed is not None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.insert(metadata.tables["issue_edits"]).values(
+                issue_key=KEY, url="https://x", action="pin", created_at=NOW
+            )
+        )
+    for table, column, allowed in STATUS_CHECKS:
+        with store.engine.begin() as conn:
+            assert conn.exec_driver_sql(f"UPDATE {table} SET {column} = '{allowed}'").rowcount == 1
+        for refused in ("Skipped", "bogus", ""):
+            with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+                conn.exec_driver_sql(f"UPDATE {table} SET {column} = '{refused}'")
+
+
+def test_sqlite_checks_build_no_table_for_each_row_written(tmp_path):
+    """An IN list in a SQLite CHECK is built into a temporary table for every row (0008's
+    docstring): writing a status, as every claim and finish does, must not open one. (A SQLite
+    query plan: PostgreSQL plans IN as one comparison with an array.)"""
+    store = Store.open(f"sqlite:///{tmp_path / 'digest.sqlite3'}")
+    with store.engine.connect() as conn:
+        definitions = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all())
+        for table, column, allowed in STATUS_CHECKS:
+            assert f"{column} IN (" not in definitions[table]
+            assert f"{column} = '{allowed}'" in definitions[table]
+            plan = [row[1] for row in conn.exec_driver_sql(f"EXPLAIN UPDATE {table} SET {column} = '{allowed}'")]
+            assert "OpenEphemeral" not in plan, table
+    store.close()
+
+
+def test_the_word_by_word_checks_go_back_to_in_lists_and_forth(database_url):
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store.open(database_url)
+    store.subscribers.merge(people(2))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    sqlite = store.engine.dialect.name == "sqlite"
+    if sqlite:
+        with store.engine.connect() as conn:
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").scalar_one()
+        assert "CHECK (status IN ('pending', 'submitting', 'submitted', 'failed', 'unknown', 'skipped'))" in sql
+    store.close()
+    again = Store.open(database_url)
+    assert version_of(again) == ["0008"]
+    assert again.subscribers.counts() == {"active": 2}
+    with pytest.raises(sa.exc.IntegrityError), again.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE subscribers SET status = 'bogus'")
+    if sqlite:
+        with again.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+    again.close()
+
+
 def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     first = Store.open(database_url)
     first.subscribers.merge(people(3))
@@ -415,7 +490,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0007"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
     again.close()
 
 
@@ -455,7 +530,7 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
     upgrade(engine, "0004")
     engine.dispose()
     store = Store.open(database_url)
-    assert version_of(store) == ["0007"]
+    assert version_of(store) == ["0008"]
     store.close()
 
 
@@ -480,7 +555,7 @@ def test_pending_deliveries_from_before_0007_are_still_sent(database_url):
     store.close()
 
     again = Store.open(database_url)
-    assert version_of(again) == ["0007"]
+    assert version_of(again) == ["0008"]
     assert sorted(drain(again)) == [f"Reader{i}@Example.org" for i in range(3)]
     assert again.ledger.counts(KEY) == {"submitted": 3}
     again.close()

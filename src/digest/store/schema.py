@@ -49,8 +49,11 @@ metadata = MetaData(
 )
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A check that ``column`` holds one of ``values``: comparisons joined by OR, because SQLite
+    builds a temporary table of an IN list in a constraint for every row written (migration
+    0008, which is how SQLite databases get it; PostgreSQL's keep the IN list of 0001)."""
+    return " OR ".join(f"{column} = {value!r}" for value in values)
 
 
 subscribers = Table(
@@ -71,7 +74,7 @@ subscribers = Table(
     Column("confirmed_at", DateTime(timezone=True)),
     Column("signup_ip_hash", String(64)),
     Column("signup_user_agent", String(200)),
-    CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="status"),
+    CheckConstraint(_one_of("status", SUBSCRIBER_STATUSES), name="status"),
     Index("ix_subscribers_status", "status"),
 )
 
@@ -113,7 +116,7 @@ issues = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("note", Text),
     Column("approved_by", String(320)),  # the editor (or `digest approve`'s user) who approved it
-    CheckConstraint(_in("status", ISSUE_STATUSES), name="status"),
+    CheckConstraint(_one_of("status", ISSUE_STATUSES), name="status"),
 )
 
 # Editors' choices for one issue, kept apart from the snapshot so a rebuild applies them: a pin,
@@ -126,7 +129,7 @@ issue_edits = Table(
     Column("action", String(8), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("position", Integer),
-    CheckConstraint(_in("action", EDIT_ACTIONS), name="action"),
+    CheckConstraint(_one_of("action", EDIT_ACTIONS), name="action"),
 )
 
 # What opens an issue, as its editors wrote it (``models.Front``); every (re)build applies it.
@@ -208,7 +211,7 @@ batches = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("provider_id", String(200)),
     Column("error", Text),
-    CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
+    CheckConstraint(_one_of("status", BATCH_STATUSES), name="status"),
     Index("ix_batches_issue_status", "issue_key", "status"),
 )
 
@@ -224,7 +227,7 @@ deliveries = Table(
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("issue_key", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-    CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+    CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
     Index("ix_deliveries_batch", "batch_id"),
 )
 
