@@ -461,6 +461,10 @@ class _Server(ThreadingHTTPServer):
 
     standin: SendGridStandIn
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.standin._note_connection()  # every connection accepted, kept alive or not
+        return True
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, ConnectionError | TimeoutError):
@@ -568,6 +572,7 @@ class SendGridStandIn:
         self._sandboxed: list[Accepted] = []
         self._recipients: list[str] = []
         self._requests = 0
+        self._connections = 0
         self._all_recipients = 0
         self._personalizations = 0
         self._server_seconds = 0.0
@@ -702,6 +707,12 @@ class SendGridStandIn:
             return self._requests
 
     @property
+    def connections(self) -> int:
+        """Every connection accepted: a client that keeps its connection alive opens one."""
+        with self._lock:
+            return self._connections
+
+    @property
     def server_errors(self) -> list[str]:
         """Tracebacks of bugs in the stand-in itself (should stay empty)."""
         with self._lock:
@@ -716,6 +727,7 @@ class SendGridStandIn:
         with self._lock:
             return {
                 "requests": self._requests,
+                "connections": self._connections,
                 "accepted": len(self._accepted),
                 "rejected": len(self._rejected),
                 "sandboxed": len(self._sandboxed),
@@ -728,6 +740,10 @@ class SendGridStandIn:
             }
 
     # request handling
+
+    def _note_connection(self) -> None:
+        with self._lock:
+            self._connections += 1
 
     def _note_server_error(self, text: str) -> None:
         with self._lock:
