@@ -11,9 +11,9 @@ other) and a timestamp, so it expires (``[signup] confirm_ttl``).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
-from base64 import urlsafe_b64encode
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,6 +34,7 @@ MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 # Stands for a subscriber's token in links made for everyone at once (``subscriber_links``). A
 # token is URL-safe base64 and a dot: the same in a link, in HTML and in plain text.
 TOKEN_TAG = "%%token%%"
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64's two symbols as URL-safe base64 writes them
 
 
 def subscriber_links(base_url: str, token: str, issue_key: str = "") -> dict[str, str]:
@@ -99,11 +100,14 @@ class Signer:
         that payload after the separator."""
         if type(subscriber_id) is not int:  # type(): a bool is an int, and its JSON is not its digits
             raise TypeError(f"a subscriber id is an int, not {subscriber_id!r}")
-        # itsdangerous's base64_encode, without its checks of what it is given: bytes here.
-        payload = urlsafe_b64encode(str(subscriber_id).encode("ascii")).rstrip(b"=")
+        # itsdangerous's base64_encode (URL-safe, unpadded), without its checks of what it is
+        # given, nor base64.urlsafe_b64encode's two calls around binascii: bytes here.
+        payload = binascii.b2a_base64(str(subscriber_id).encode("ascii"), newline=False).translate(_URL_SAFE)
+        payload = payload.rstrip(b"=")
         mac = self._token_mac.copy()
         mac.update(payload)
-        return (payload + b"." + urlsafe_b64encode(mac.digest()).rstrip(b"=")).decode("ascii")
+        signature = binascii.b2a_base64(mac.digest(), newline=False).translate(_URL_SAFE).rstrip(b"=")
+        return (payload + b"." + signature).decode("ascii")
 
     def subscriber_id(self, token: str) -> int:
         """The subscriber id a token carries; BadToken, the same for all, when it was not signed by

@@ -65,6 +65,9 @@ class _Content:
     html: str
     fields: tuple[tuple[str, str, str], ...]  # the recipient fields still to substitute
     by_token: bool  # each recipient's token fills ``TOKEN_TAG`` in links written in already
+    # With ``by_token``: the List-Unsubscribe header's text before and after the token, cleaned
+    # once (a token is URL-safe base64 and a dot: nothing in it or beside it changes).
+    unsubscribe: tuple[str, str] = ("", "")
 
 
 def _content(batch: Batch) -> _Content:
@@ -83,13 +86,16 @@ def _content(batch: Batch) -> _Content:
     variant = batch.variant
     text, html = variant.text, variant.html
     links = batch.links if all(r.token for r in batch.recipients) else None
+    unsubscribe = ("", "")
     if links is not None:
         for field, link in links.items():
             text = text.replace(placeholder(field, "text"), link)
             html = html.replace(placeholder(field, "html"), part_value(link, "html"))
+        before, tag, after = header_text(links.get("unsubscribe_url", "")).partition(TOKEN_TAG)
+        unsubscribe = (f"<{before}", f"{after}>") if tag else ("", "")
     parts = (variant.subject, text, html)
     fields = tuple(f for f in _FIELDS if any(f[1] in part or f[2] in part for part in parts))
-    return _Content(text, html, fields, links is not None)
+    return _Content(text, html, fields, links is not None, unsubscribe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,31 +184,34 @@ class SendGridTransport:
         failed: dict[int, tuple[Outcome, str]] = {}
         for r in batch.recipients:
             try:
-                built.append(self._personalization(r, content.fields, by_token=content.by_token))
+                built.append(self._personalization(r, content))
             except Exception as exc:  # any build error is this recipient's alone; see not_built
                 failed[r.delivery_id] = not_built(r, exc)
         return built, failed
 
     @staticmethod
-    def _personalization(
-        recipient: Recipient, fields: tuple[tuple[str, str, str], ...] = _FIELDS, *, by_token: bool = False
-    ) -> dict[str, Any]:
+    def _personalization(recipient: Recipient, content: _Content) -> dict[str, Any]:
         values = recipient.values
         name = header_text(values.get("name", ""))
-        substitutions = {TOKEN_TAG: recipient.token} if by_token else {}
-        for field, in_html, in_text in fields:
+        substitutions = {TOKEN_TAG: recipient.token} if content.by_token else {}
+        for field, in_html, in_text in content.fields:
             value = values.get(field, "")
             substitutions[in_html] = part_value(value, "html")
             substitutions[in_text] = value
         personalization: dict[str, Any] = {
-            "to": [{"email": recipient.email, **({"name": name} if name else {})}],
+            "to": [{"email": recipient.email, "name": name} if name else {"email": recipient.email}],
             "substitutions": substitutions,
             "custom_args": {"subscriber_id": str(recipient.subscriber_id)},
         }
-        unsubscribe = header_text(values.get("unsubscribe_url", ""))
+        before, after = content.unsubscribe
+        if before:
+            unsubscribe = f"{before}{recipient.token}{after}"
+        else:
+            url = header_text(values.get("unsubscribe_url", ""))
+            unsubscribe = f"<{url}>" if url else ""
         if unsubscribe:
             personalization["headers"] = {
-                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe": unsubscribe,
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
         return personalization
