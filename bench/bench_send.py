@@ -100,10 +100,14 @@ def choices(variants: int) -> list[tuple[str, ...]]:
     return [(), *subsets[: variants - 1]]
 
 
-def setup(work: Path, url: str, count: int, database: str, variants: int = 1) -> Path:
+def setup(work: Path, url: str, count: int, database: str, variants: int = 1, connections: int = 0) -> Path:
+    """The sample's config sending to the stand-in at ``url`` (with ``connections`` requests in
+    flight, or the default), and ``count`` subscribers in the store."""
     shutil.copytree(ROOT / "examples", work / "examples")
     config = (ROOT / "config.toml").read_text(encoding="utf-8")
     config += f'\n[delivery]\ntransport = "sendgrid"\n[delivery.sendgrid]\napi_host = "{url}"\ntimeout = 30\n'
+    if connections:
+        config += f"connections = {connections}\n"
     path = work / "config.toml"
     path.write_text(config, encoding="utf-8")
     from digest.config import load
@@ -210,6 +214,8 @@ def run(args: argparse.Namespace, database: str) -> tuple[dict[str, Any], dict[s
                     str(args.subscribers),
                     "--variants",
                     str(args.variants),
+                    "--connections",
+                    str(args.connections),
                     "--database",
                     database,
                 ],
@@ -239,6 +245,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--database", default="", help="SQLAlchemy URL (default: a SQLite file)")
     parser.add_argument("--variants", type=int, default=1, help="distinct choices of sections among subscribers")
+    parser.add_argument(
+        "--connections", type=int, default=0, help="[delivery.sendgrid] connections (default: the config's default)"
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -247,7 +256,7 @@ def main() -> None:
         return
     if args.setup:
         work, url = args.setup.split("|", 1)
-        print(setup(Path(work), url, args.subscribers, args.database, args.variants))
+        print(setup(Path(work), url, args.subscribers, args.database, args.variants, args.connections))
         return
     with own_schema(args.database, "bench_send") as database:
         stats, received = run(args, database)

@@ -315,6 +315,9 @@ class SendGrid(TransportSettings):
     asm_group_id: int = Field(
         default=0, ge=0, description="SendGrid unsubscribe group added to every message (asm.group_id); 0 for none."
     )
+    connections: int = Field(
+        default=2, ge=1, le=8, description="Requests in flight at once, each on a connection kept for the whole send."
+    )
 
     @field_validator("api_host")
     @classmethod

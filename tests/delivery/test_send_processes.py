@@ -29,14 +29,20 @@ NOW = "2026-11-27T09:00"
 DIGEST = str(Path(sys.executable).with_name("digest"))
 
 
-@pytest.fixture
-def job(tmp_path, sg, database_url):
-    """The bundled sample set up to send through the stand-in, with 3,500 subscribers."""
+def sendgrid_job(tmp_path: Path, sg, database_url: str, connections: int) -> tuple[Path, dict[str, str], str]:
+    """The bundled sample set up to send through the stand-in, with 3,500 subscribers, with up
+    to ``connections`` requests in flight."""
     delivery = (
         f'[delivery]\ntransport = "sendgrid"\nbatch_size = 1000\nretries = 1\nbackoff = 0.01\n'
-        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\n'
+        f'[delivery.sendgrid]\napi_host = "{sg.url}"\ntimeout = 10\nconnections = {connections}\n'
     )
     return prepare(tmp_path, database_url, delivery, 3500)
+
+
+@pytest.fixture
+def job(tmp_path, sg, database_url):
+    """One request in flight at a time: each state of the pipeline is exact."""
+    return sendgrid_job(tmp_path, sg, database_url, 1)
 
 
 def prepare(tmp_path: Path, database_url: str, delivery: str, readers: int) -> tuple[Path, dict[str, str], str]:
@@ -115,6 +121,29 @@ def test_killed_mid_send_then_run_again_completes_without_duplicates(job, sg):
     assert again.returncode == 1
     assert "1000 recipient(s) failed or unknown" in again.stderr
     assert counts(url) == {"submitted": 2500, "unknown": 1000}
+    received = Counter(sg.recipients())
+    assert len(received) == 3500 and max(received.values()) == 1
+
+
+def test_killed_with_two_requests_in_flight_then_run_again_sends_the_rest_once(tmp_path, sg, database_url):
+    config, env, url = sendgrid_job(tmp_path, sg, database_url, 2)
+    sg.stall_next(30, times=2)  # both lanes' requests hang: the process is killed while they wait
+    proc = start_send(config, env)
+    wait_for(lambda: sg.requests >= 2)
+    wait_for(lambda: counts(url).get("submitting") == 3000)  # and the third batch is claimed ahead
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert counts(url) == {"submitting": 3000, "pending": 500}
+    assert handed_over(url) == {True: 2, False: 1}
+
+    again = subprocess.run(
+        [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
+    )
+    # Both batches in flight did reach the service: unknown, reported, not re-sent. The one
+    # claimed ahead went back to pending and out in this run, with the rest.
+    assert again.returncode == 1
+    assert "2000 recipient(s) failed or unknown" in again.stderr
+    assert counts(url) == {"submitted": 1500, "unknown": 2000}
     received = Counter(sg.recipients())
     assert len(received) == 3500 and max(received.values()) == 1
 

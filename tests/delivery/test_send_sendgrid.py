@@ -141,9 +141,8 @@ def test_each_reader_gets_what_the_outbox_would_write_for_them(tmp_path, sg, by_
 def test_refused_key_stops_the_send_and_marks_nothing_submitted(tmp_path, sg, store):
     prepare(store, 1500)
     settings = make_settings(tmp_path, sg.url)
-    sg.fail_next(401)
     with pytest.raises(AuthError, match="SendGrid answered 401"):
-        send(store, settings)
+        send(store, settings, key="not-a-sendgrid-key")  # refused for every request, in every lane
     assert store.ledger.counts(KEY) == {"pending": 1500}
     assert sg.accepted == []
     assert send(store, settings).counts == {"submitted": 1500}  # a working key later: all go out once
@@ -248,12 +247,41 @@ def test_a_connection_closed_before_the_answer_is_unknown_and_never_resent(tmp_p
     assert len(received) == len(set(received)) == 1500
 
 
-def test_the_batches_of_a_send_share_one_connection(tmp_path, sg, store):
+@pytest.mark.parametrize("connections", [1, 2])
+def test_the_batches_of_a_send_share_its_kept_alive_connections(tmp_path, sg, store, connections):
     # Against the real service each new connection is a TLS handshake away, for every request.
-    prepare(store, 3500)
-    assert send(store, make_settings(tmp_path, sg.url, batch_size=1000)).counts == {"submitted": 3500}
-    assert sg.requests == 4
-    assert sg.connections == 1
+    prepare(store, 4500)
+    settings = make_settings(tmp_path, sg.url, {"connections": connections}, batch_size=1000)
+    assert send(store, settings).counts == {"submitted": 4500}
+    assert sg.requests == 5
+    assert 1 <= sg.connections <= connections
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 4500
+
+
+def test_a_stop_with_two_requests_in_flight_lets_both_finish_and_sends_the_rest_next_time(tmp_path, sg, store):
+    prepare(store, 6500)
+    settings = make_settings(tmp_path, sg.url, {"connections": 2})
+    stop = threading.Event()
+    sg.stall_next(0.5, times=2)  # the first two requests are in flight together when the stop comes
+
+    class StopAtTheFirst:
+        def start(self, total: int) -> None: ...
+        def advance(self, count: int) -> None:
+            stop.set()  # as SIGTERM does
+
+        def close(self) -> None: ...
+
+    transport = SendGridTransport(settings, "SG.test")
+    try:
+        report = deliver.send_pending(store, settings, transport, SIGNER, KEY, stop=stop, progress=StopAtTheFirst())
+    finally:
+        transport.close()
+    assert report.counts == {"submitted": 2000, "pending": 4500}  # both finished, nobody unknown
+    assert built_ahead(store) == 0
+    assert send(store, settings).counts == {"submitted": 6500}
+    received = sg.recipients()
+    assert len(received) == len(set(received)) == 6500
 
 
 def test_an_answered_request_is_freed_without_the_cycle_collector(tmp_path, sg, store):
@@ -408,7 +436,7 @@ def built_ahead(store: Store) -> int:
 
 def test_a_stop_gives_back_the_batch_built_ahead_and_it_goes_out_next_time(tmp_path, sg, store):
     prepare(store, 2500)
-    settings = make_settings(tmp_path, sg.url)
+    settings = make_settings(tmp_path, sg.url, {"connections": 1})
     stop = threading.Event()
 
     class StopAfterOne:

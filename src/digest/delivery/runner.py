@@ -138,43 +138,106 @@ def send_pending(
     progress = progress or NoProgress()
     pending = store.ledger.counts(key).get(DeliveryStatus.PENDING, 0)
     preparer = _Preparer(store, settings, transport, signer, key)  # queues the newcomers meanwhile
-
-    def stopped() -> bool:
-        return stop is not None and stop.is_set()
-
-    def following() -> Ready | None:
-        return None if stopped() else preparer.ready()
-
-    handed: Ready | None = None  # handed over with the last batch's finish, not yet sent
+    lanes = _Lanes(store, transport, cfg, preparer, report, progress, stop, sleep)
     try:
         progress.start(pending + preparer.waiting)
-        while not stopped():
-            if handed is None:
-                prepared = preparer.next()
-                if prepared is None:
-                    break
-                if stopped():  # stopped while it was being built: it never goes out
-                    store.ledger.release(prepared[0])
-                    break
-                if not store.ledger.hand_over(prepared[0]):
-                    _taken_back(prepared[0])
-                    continue
-                handed = prepared
-            claimed, batch = handed
-            handed = None  # from here _send_claimed finishes or releases it, even if it raises
-            handed = _send_claimed(store, transport, cfg, claimed, batch, sleep, following)
-            report.batches += 1
-            report.sent_now += len(claimed.recipients)
-            progress.advance(len(claimed.recipients))
+        lanes.run(transport.in_flight if isinstance(transport, Prepares) else 1)
     finally:
-        if handed is not None:  # handed over, then the send stopped: nothing of it went out
-            store.ledger.release(handed[0])
         report.enqueued = preparer.close()
         progress.close()
     report.counts = store.ledger.counts(key)
     if not report.counts.get(DeliveryStatus.PENDING) and not report.counts.get(DeliveryStatus.SUBMITTING):
         store.issues.set_status(key, IssueStatus.SENT, expect=(IssueStatus.SENDING,))
     return report
+
+
+class _Lanes:
+    """The send loop, run by as many threads as the transport may have requests in flight.
+
+    Each lane takes the next batch built ahead, hands it over (committed: from here a crash
+    leaves it ``unknown``), sends it and records its outcome, handing over the following batch
+    in the same transaction when it is already built. With several lanes, one request's upload
+    and the service's answer overlap the others': against SendGrid, where an answer takes longer
+    than building the next request, that wait was most of a send. A crash then leaves at most
+    one ``unknown`` batch per lane. The first error met in any lane stops them all (each
+    finishes the batch it has in flight) and is raised here.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        cfg: Delivery,
+        preparer: _Preparer,
+        report: SendReport,
+        progress: Progress,
+        stop: threading.Event | None,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self._store, self._transport, self._cfg, self._preparer = store, transport, cfg, preparer
+        self._report, self._progress, self._stop, self._sleep = report, progress, stop, sleep
+        self._halt = threading.Event()  # set by a lane that met an error
+        self._lock = threading.Lock()  # the report and the progress, shared by the lanes
+        self._errors: list[BaseException] = []
+
+    def run(self, count: int) -> None:
+        if count <= 1:
+            self._lane()
+            return
+        threads = [threading.Thread(target=self._lane, name=f"digest-send-{i}", daemon=True) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C while waiting: the lanes finish what they have in flight
+            self._halt.set()
+            for thread in threads:
+                thread.join()
+            raise
+        if self._errors:
+            raise self._errors[0]
+
+    def _stopped(self) -> bool:
+        return self._halt.is_set() or (self._stop is not None and self._stop.is_set())
+
+    def _following(self) -> Ready | None:
+        return None if self._stopped() else self._preparer.ready()
+
+    def _lane(self) -> None:
+        ledger = self._store.ledger
+        handed: Ready | None = None  # handed over with the last batch's finish, not yet sent
+        try:
+            while not self._stopped():
+                if handed is None:
+                    prepared = self._preparer.next()
+                    if prepared is None:
+                        break
+                    if self._stopped():  # stopped while it was being built: it never goes out
+                        ledger.release(prepared[0])
+                        break
+                    if not ledger.hand_over(prepared[0]):
+                        _taken_back(prepared[0])
+                        continue
+                    handed = prepared
+                claimed, batch = handed
+                handed = None  # from here _send_claimed finishes or releases it, even if it raises
+                handed = _send_claimed(
+                    self._store, self._transport, self._cfg, claimed, batch, self._sleep, self._following
+                )
+                with self._lock:
+                    self._report.batches += 1
+                    self._report.sent_now += len(claimed.recipients)
+                    self._progress.advance(len(claimed.recipients))
+        except BaseException as exc:
+            self._halt.set()
+            if threading.current_thread() is threading.main_thread():
+                raise
+            with self._lock:
+                self._errors.append(exc)
+        finally:
+            if handed is not None:  # handed over, then the send stopped: nothing of it went out
+                ledger.release(handed[0])
 
 
 def send_claimed(store: Store, settings: Settings, transport: Transport, signer: Signer, claimed: Claimed) -> None:
@@ -240,7 +303,6 @@ class _Preparer:
         self._room = threading.Semaphore(1)  # taken to claim a batch, given back when the loop takes it
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
-        self._held: list[Ready | BaseException | None] = []  # taken by ``ready`` but not a batch
         self._switch = sys.getswitchinterval()
         if isinstance(transport, Prepares):
             # The loop's thread mostly waits (for the service, for the database) and must get the
@@ -252,32 +314,36 @@ class _Preparer:
 
     def next(self) -> Ready | None:
         """The next claimed and built batch, or None when nothing is pending; the loop must hand
-        it over or release it. An error met while claiming or building is raised here."""
+        it over or release it. An error met while claiming or building is raised here. Safe to
+        call from several lanes at once: each batch goes to one, the end to all of them."""
         if self._thread is None:
             return self._claim_and_build()
-        if self._held:
-            item = self._held.pop()
-        else:
-            item = self._ready.get()
-            self._room.release()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        return self._taken(self._ready.get())
 
     def ready(self) -> Ready | None:
         """The next batch if it is built already, never waiting (always None without a thread of
         its own); the loop must hand it over or release it. The end of the queue or an error is
-        kept for ``next``."""
-        if self._thread is None or self._held:
+        left for ``next``."""
+        if self._thread is None:
             return None
         try:
             item = self._ready.get_nowait()
         except queue.Empty:
             return None
-        self._room.release()
         if isinstance(item, tuple):
+            return self._taken(item)
+        self._ready.put_nowait(item)
+        return None
+
+    def _taken(self, item: Ready | BaseException | None) -> Ready | None:
+        """A batch taken from the thread: room for the next one. The end (None) or an error is
+        the thread's last item: it goes back for every other lane to meet too."""
+        if isinstance(item, tuple):
+            self._room.release()
             return item
-        self._held.append(item)
+        self._ready.put_nowait(item)  # the thread has stopped: nothing else fills the queue
+        if isinstance(item, BaseException):
+            raise item
         return None
 
     def close(self) -> int:

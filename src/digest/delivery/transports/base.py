@@ -219,7 +219,11 @@ class Prepares(Protocol):
 
     The runner calls it in a thread of its own while the batch before is in flight, so building
     and encoding the next request overlaps waiting for the service. It must not reach the service.
+    ``in_flight`` says how many batches ``send`` may be given at once, from as many threads: up
+    to that many requests then wait for the service together.
     """
+
+    in_flight: int
 
     def prepare(self, batch: Batch) -> Batch:
         """The batch carrying its request in ``prepared``, for this transport's ``send``."""

@@ -129,6 +129,7 @@ class SendGridTransport:
         )
         self._clock = clock or time.time
         self._static = self._static_fields()
+        self.in_flight = cfg.connections  # httpx's client is shared by the threads that send
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridTransport:
