@@ -1,6 +1,7 @@
 """Send benchmark: one issue to N generated subscribers through the SendGrid transport.
 
-Run:  .venv/bin/python bench/bench_send.py [--subscribers 100000] [--database URL]
+Run:  .venv/bin/python bench/bench_send.py [--subscribers 100000] [--database URL] [--variants N]
+      [--connections N] [--latency SECONDS]
 
 The SendGrid stand-in (tests/sendgrid_standin.py) runs as a separate process on 127.0.0.1 and
 checks every request against the contract, as in the tests. The subscribers are inserted first
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace, database: str) -> tuple[dict[str, Any], dict[s
     process's figures and what the stand-in received."""
     if database:  # both children (setup and the measured send) use it
         os.environ["DIGEST_DATABASE_URL"] = database
-    standin, url = start_standin()
+    standin, url = start_standin(*(["--latency", str(args.latency)] if args.latency else []))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             # Setup and measurement each run in a process of their own: on Linux a child starts
@@ -247,6 +248,9 @@ def main() -> None:
     parser.add_argument("--variants", type=int, default=1, help="distinct choices of sections among subscribers")
     parser.add_argument(
         "--connections", type=int, default=0, help="[delivery.sendgrid] connections (default: the config's default)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds the stand-in waits before each answer, as across a network"
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)

@@ -1,7 +1,10 @@
 """Workers benchmark: 1, 2 and 4 `send` worker processes sharing one issue on PostgreSQL.
 
 Run:  .venv/bin/python bench/bench_workers.py [--subscribers 60000] [--latency 0.05]
-          [--batch-size 1000] [--database postgresql+psycopg://postgres@127.0.0.1:5432/test]
+          [--batch-size 1000] [--connections 1] [--database postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+Each worker has ``--connections`` requests in flight (1 by default, so that the ratio to one
+worker measures the workers alone; a send's default is 2, ``[delivery.sendgrid] connections``).
 
 As several hosts would, each worker opens the same database and runs the one send path
 (``runner.send_pending``: queue, reap, claim batches with SKIP LOCKED, hand over, finish) on the
@@ -139,6 +142,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the stand-in takes per request")
     parser.add_argument("--batch-size", type=int, default=1000, help="[delivery] batch_size")
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="[delivery.sendgrid] connections of each worker (1: the ratio measures the workers alone)",
+    )
+    parser.add_argument(
         "--database",
         default=os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
         help="a PostgreSQL URL; the benchmark works in a schema of its own there and drops it after",
@@ -156,7 +165,7 @@ def main() -> None:
         sys.exit("several workers on one issue need PostgreSQL (SQLite is for one host)")
     rounds = []
     with own_schema(args.database, "bench_workers") as database, tempfile.TemporaryDirectory() as tmp:
-        config = str(setup(Path(tmp), "http://127.0.0.1:1", args.subscribers, database))
+        config = str(setup(Path(tmp), "http://127.0.0.1:1", args.subscribers, database, 1, args.connections))
         _set_batch_size(config, args.batch_size)
         subprocess.run(
             [sys.executable, __file__, "--record", config],
@@ -180,8 +189,8 @@ def _set_batch_size(config: str, size: int) -> None:
 def _print(rounds: list[dict[str, float]], args: argparse.Namespace) -> None:
     base = rounds[0]["sent"] / rounds[0]["wall"]
     print(
-        f"{args.subscribers:,} subscribers, batches of {args.batch_size}, the stand-in taking "
-        f"{args.latency * 1000:.0f} ms per request"
+        f"{args.subscribers:,} subscribers, batches of {args.batch_size}, {args.connections} request(s) in flight "
+        f"per worker, the stand-in taking {args.latency * 1000:.0f} ms per request"
     )
     print("| workers | wall (s) | recipients/s | claims/s | ratio to one worker | sent by each | received (distinct) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
