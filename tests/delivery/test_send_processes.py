@@ -73,6 +73,29 @@ def start_send(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def killed_once_claimed(config: Path, env: dict[str, str], url: str, sg, *, submitting: int) -> None:
+    """Start a send and SIGKILL it once two requests reached the stand-in and ``submitting``
+    deliveries are claimed (in flight, or ahead)."""
+    proc = start_send(config, env)
+    wait_for(lambda: sg.requests >= 2)
+    wait_for(lambda: counts(url).get("submitting") == submitting)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def settled_on_the_next_run(config: Path, env: dict[str, str], url: str, sg, *, unknown: int) -> None:
+    """Run the send of the 3,500 again after a kill: ``unknown`` recipients (the batches that were
+    in flight) are reported and not re-sent, everyone else is sent, and nobody twice."""
+    again = subprocess.run(
+        [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 1
+    assert f"{unknown} recipient(s) failed or unknown" in again.stderr
+    assert counts(url) == {"submitted": 3500 - unknown, "unknown": unknown}
+    received = Counter(sg.recipients())
+    assert len(received) == 3500 and max(received.values()) == 1
+
+
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -104,48 +127,26 @@ def test_killed_mid_send_then_run_again_completes_without_duplicates(job, sg):
     config, env, url = job
     sg.pass_next(times=1)
     sg.stall_next(30)  # the second request hangs: the process is killed while it waits
-    proc = start_send(config, env)
-    wait_for(lambda: sg.requests >= 2)
-    # The send builds the next batch while one is in flight: wait until it is claimed ahead.
-    wait_for(lambda: counts(url).get("submitting") == 2000)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    # The send builds the next batch while one is in flight: killed once it is claimed ahead.
+    killed_once_claimed(config, env, url, sg, submitting=2000)
     assert counts(url) == {"submitted": 1000, "submitting": 2000, "pending": 500}
     assert handed_over(url) == {True: 2, False: 1}
 
-    again = subprocess.run(
-        [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
-    )
     # The batch in flight at the kill is unknown (it did reach the service): reported, not re-sent.
     # The one claimed ahead never reached it: it went back to pending and out in this run.
-    assert again.returncode == 1
-    assert "1000 recipient(s) failed or unknown" in again.stderr
-    assert counts(url) == {"submitted": 2500, "unknown": 1000}
-    received = Counter(sg.recipients())
-    assert len(received) == 3500 and max(received.values()) == 1
+    settled_on_the_next_run(config, env, url, sg, unknown=1000)
 
 
 def test_killed_with_two_requests_in_flight_then_run_again_sends_the_rest_once(tmp_path, sg, database_url):
     config, env, url = sendgrid_job(tmp_path, sg, database_url, 2)
     sg.stall_next(30, times=2)  # both lanes' requests hang: the process is killed while they wait
-    proc = start_send(config, env)
-    wait_for(lambda: sg.requests >= 2)
-    wait_for(lambda: counts(url).get("submitting") == 3000)  # and the third batch is claimed ahead
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    killed_once_claimed(config, env, url, sg, submitting=3000)  # and the third batch claimed ahead
     assert counts(url) == {"submitting": 3000, "pending": 500}
     assert handed_over(url) == {True: 2, False: 1}
 
-    again = subprocess.run(
-        [DIGEST, "send", "--config", str(config), "--now", NOW], env=env, capture_output=True, text=True, timeout=120
-    )
     # Both batches in flight did reach the service: unknown, reported, not re-sent. The one
     # claimed ahead went back to pending and out in this run, with the rest.
-    assert again.returncode == 1
-    assert "2000 recipient(s) failed or unknown" in again.stderr
-    assert counts(url) == {"submitted": 1500, "unknown": 2000}
-    received = Counter(sg.recipients())
-    assert len(received) == 3500 and max(received.values()) == 1
+    settled_on_the_next_run(config, env, url, sg, unknown=2000)
 
 
 def test_two_senders_at_once_submit_each_recipient_once(job, sg):

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
-from digest.store import NewSubscriber, Store
+from digest.store import Claimed, NewSubscriber, Store
 from digest.store.schema import batches, deliveries, metadata
 from factories import KEY, NOW, VARIANT
 from factories import record_issue as record
@@ -27,6 +27,16 @@ def queue(store: Store, key: str = KEY) -> int:
 
 def people(n: int, start: int = 0) -> list[NewSubscriber]:
     return [NewSubscriber(f"Reader{i}@Example.org", f"Reader {i}") for i in range(start, start + n)]
+
+
+def queued_and_claimed(store: Store, readers: int, size: int) -> Claimed:
+    """``readers`` subscribers queued for the recorded issue, and a first batch of ``size`` claimed."""
+    store.subscribers.merge(people(readers))
+    record(store)
+    queue(store)
+    claimed = store.ledger.claim(KEY, size, "outbox")
+    assert claimed is not None
+    return claimed
 
 
 def drain(store: Store, key: str = KEY, size: int = 10, sending: float = 0.0) -> list[str]:
@@ -267,11 +277,7 @@ def test_concurrent_claims_never_share_a_recipient(database_url):
 
 
 def test_a_batch_left_in_flight_by_a_dead_process_becomes_unknown(store):
-    store.subscribers.merge(people(10))
-    record(store)
-    queue(store)
-    claimed = store.ledger.claim(KEY, 4, "outbox")
-    assert claimed is not None
+    queued_and_claimed(store, readers=10, size=4)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with store.engine.begin() as conn:
         conn.execute(batches.update().values(claimed_by=f"{socket.gethostname()}:{int(dead.stdout)}"))
@@ -417,11 +423,7 @@ STATUS_CHECKS = [  # (table, column, a word its check allows)
 
 def test_every_status_check_takes_its_words_and_refuses_any_other(store):
     """After 0008 (word-by-word checks on SQLite) each check still refuses what it always did."""
-    store.subscribers.merge(people(1))
-    record(store)
-    queue(store)
-    claimed = store.ledger.claim(KEY, 1, "outbox")
-    assert claimed is not None
+    queued_and_claimed(store, readers=1, size=1)
     with store.engine.begin() as conn:
         conn.execute(
             sa.insert(metadata.tables["issue_edits"]).values(
