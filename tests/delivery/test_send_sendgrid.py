@@ -52,7 +52,8 @@ def test_every_subscriber_gets_the_issue_once_in_requests_of_at_most_1000(tmp_pa
     settings = make_settings(tmp_path, sg.url)
     report = send(store, settings)
     assert report.counts == {"submitted": 2500}
-    assert [a.personalizations for a in sg.accepted] == [1000, 1000, 500]
+    # Two requests in flight: the 500 may arrive before the second 1,000.
+    assert sorted(a.personalizations for a in sg.accepted) == [500, 1000, 1000]
     received = sg.recipients()
     assert len(received) == len(set(received)) == 2500
     # Run again: nothing more goes out.
