@@ -112,6 +112,27 @@ def test_refused_credentials_stop_the_send_and_give_the_batch_back_untouched(tmp
     assert received(transport) == Counter(emails(6))
 
 
+def test_refused_credentials_are_raised_in_a_thread_that_is_not_the_main_one(tmp_path, store):
+    # The scheduler sends from its job threads: an error there must reach the job, not vanish.
+    prepare(store, 4)
+    settings = make_settings(tmp_path, batch_size=2)
+    transport = MemoryTransport(settings)
+    transport.answer(Answer(401, "the API key was refused"))
+    raised: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            send(store, settings, transport)
+        except AuthError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join(30)
+    assert [str(e) for e in raised] == ["memory answered 401 the API key was refused"]
+    assert store.ledger.counts(KEY) == {"pending": 4}
+
+
 # --- 400: that batch fails ------------------------------------------------------------------------
 
 

@@ -181,9 +181,16 @@ class _Lanes:
         self._errors: list[BaseException] = []
 
     def run(self, count: int) -> None:
+        """Send with ``count`` lanes (one runs in the calling thread); the first error met in any
+        of them is raised here once all have stopped."""
         if count <= 1:
             self._lane()
-            return
+        else:
+            self._in_threads(count)
+        if self._errors:
+            raise self._errors[0]
+
+    def _in_threads(self, count: int) -> None:
         threads = [threading.Thread(target=self._lane, name=f"digest-send-{i}", daemon=True) for i in range(count)]
         for thread in threads:
             thread.start()
@@ -195,8 +202,6 @@ class _Lanes:
             for thread in threads:
                 thread.join()
             raise
-        if self._errors:
-            raise self._errors[0]
 
     def _stopped(self) -> bool:
         return self._halt.is_set() or (self._stop is not None and self._stop.is_set())
@@ -229,10 +234,8 @@ class _Lanes:
                     self._report.batches += 1
                     self._report.sent_now += len(claimed.recipients)
                     self._progress.advance(len(claimed.recipients))
-        except BaseException as exc:
+        except BaseException as exc:  # raised by ``run``, in whichever thread it runs
             self._halt.set()
-            if threading.current_thread() is threading.main_thread():
-                raise
             with self._lock:
                 self._errors.append(exc)
         finally:
