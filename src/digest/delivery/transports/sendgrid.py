@@ -101,9 +101,10 @@ def _content(batch: Batch) -> _Content:
 @dataclass(frozen=True, slots=True)
 class _Request:
     """A batch's Mail Send request, built ahead of handing it over (``prepare``): its JSON body
-    ("" when nobody is left to send to) and the recipients whose part could not be built."""
+    as sent (empty when nobody is left to send to) and the recipients whose part could not be
+    built."""
 
-    body: str
+    body: bytes
     not_built: Mapping[int, tuple[Outcome, str]]
 
 
@@ -226,8 +227,8 @@ class SendGridTransport:
         content = _content(batch)
         personalizations, failed = self.personalizations(batch, content)
         if not personalizations:  # nobody left to send to: no request at all
-            return _Request("", failed)
-        return _Request(orjson.dumps(self.payload(batch, personalizations, content)).decode(), failed)
+            return _Request(b"", failed)
+        return _Request(orjson.dumps(self.payload(batch, personalizations, content)), failed)
 
     def send(self, batch: Batch) -> Result:
         request = batch.prepared if isinstance(batch.prepared, _Request) else self._request(batch)
@@ -239,15 +240,15 @@ class SendGridTransport:
         except TransportError as exc:
             exc.settled = outcomes
             raise
-        provider_id = _header(response.headers, "X-Message-Id")
+        provider_id = response.headers.get("X-Message-Id", "")
         for r in batch.recipients:
             outcomes.setdefault(r.delivery_id, ("submitted", ""))
         return Result(outcomes, provider_id=provider_id)
 
-    def _post(self, body: str) -> httpx.Response:
+    def _post(self, body: bytes) -> httpx.Response:
         """Make the request; every way it can fail is a ``TransportError`` saying what may follow."""
         try:
-            response = self._http.post(MAIL_SEND, content=body.encode())
+            response = self._http.post(MAIL_SEND, content=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
             raise TemporaryError(
                 f"cannot reach SendGrid at {self.settings.delivery.sendgrid.api_host}: {one_line(str(exc)) or exc!r}"
@@ -267,7 +268,7 @@ class SendGridTransport:
     def _http_error(self, response: httpx.Response) -> TransportError:
         """SendGrid's error answer as the error ``deliver`` acts on (``base.error_for_status``)."""
         status = response.status_code
-        detail = _errors_text(response.content)
+        detail = _errors_text(response.text)
         auth = status in (401, 403)
         if status in (413, 429):
             text = "request too large" if status == 413 else "rate limited"
@@ -283,7 +284,7 @@ class SendGridTransport:
         )
 
     def _retry_after(self, headers: httpx.Headers) -> float:
-        reset = _header(headers, "X-RateLimit-Reset")
+        reset = headers.get("X-RateLimit-Reset", "")
         try:
             return max(float(reset) - self._clock(), 0.0) if reset else DEFAULT_RATE_WAIT
         except ValueError:
@@ -297,17 +298,8 @@ def _release(response: httpx.Response) -> None:
     response.stream = httpx.ByteStream(b"")
 
 
-def _header(headers: Any, name: str) -> str:
-    if headers is None:
-        return ""
-    value = headers.get(name) if hasattr(headers, "get") else None
-    return str(value) if value is not None else ""
-
-
-def _errors_text(body: Any) -> str:
+def _errors_text(body: str) -> str:
     """SendGrid's ``{"errors": [{"message", "field"}]}`` as one line."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
     try:
         errors = json.loads(body).get("errors", []) if body else []
     except (ValueError, AttributeError):
