@@ -4,17 +4,19 @@ Each test reads the same document twice, with the pre-filter and with it decline
 every feed took before it), and compares everything the parse gives: the articles with all
 their fields, the ids and URLs that decide duplicates, the warnings and the first-seen map;
 and, where a whole issue is at stake, the Issue built from them. Each also checks that the
-pre-filter did take items out (or, for documents it must leave alone, that it declined), so
-no comparison passes only because nothing was filtered.
+pre-filter did take items out, dropped or deferred (or, for documents it must leave alone, that
+it declined), so no comparison passes only because nothing was filtered.
 """
 
 from __future__ import annotations
 
 import gc
 import io
+import logging
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -61,6 +63,10 @@ class Spy:
     @property
     def dropped(self) -> int:
         return sum(len(r.dropped) for r in self.results if r is not None)
+
+    @property
+    def deferred(self) -> int:
+        return sum(len(r.deferred) for r in self.results if r is not None)
 
 
 @pytest.fixture
@@ -159,6 +165,13 @@ def mixed_feed(seed: int = 3, count: int = 400) -> bytes:
     return (HEAD + "".join(items) + "</channel></rss>").encode()
 
 
+def plain_feed(seed: int, count: int) -> bytes:
+    """Items of the plainest form over ten weeks before NOW, each dated (none first seen now)."""
+    rng = random.Random(seed)
+    items = [item(n, NOW - timedelta(minutes=rng.randrange(70 * 24 * 60))) for n in range(count)]
+    return (HEAD + "".join(items) + "</channel></rss>").encode()
+
+
 def test_a_mixed_feed_gives_the_same_items_and_issue_with_and_without_the_prefilter(
     spy: Spy, monkeypatch: pytest.MonkeyPatch, feed_settings: Any
 ) -> None:
@@ -166,6 +179,7 @@ def test_a_mixed_feed_gives_the_same_items_and_issue_with_and_without_the_prefil
     filtered, whole = parse_both(monkeypatch, body)
     assert filtered == whole
     assert spy.dropped > 200  # most of ten weeks is outside one week
+    assert spy.deferred > 20  # and most of the week's items are plain
     assert len(filtered.articles) > 20
     settings = feed_settings("mixed.xml")
     assert rank.build_issue(filtered.articles, settings, NOW) == rank.build_issue(whole.articles, settings, NOW)
@@ -177,7 +191,7 @@ def test_any_window_and_any_mix_give_the_same_items(spy: Spy, monkeypatch: pytes
     window = Window(NOW - timedelta(days=days), NOW)
     filtered, whole = parse_both(monkeypatch, mixed_feed(seed, 200), window=window)
     assert filtered == whole
-    assert spy.dropped > 0
+    assert spy.dropped > 0 and spy.deferred > 0
 
 
 def test_items_on_the_windows_edges_are_read_as_without_the_prefilter(
@@ -197,6 +211,7 @@ def test_items_on_the_windows_edges_are_read_as_without_the_prefilter(
     assert filtered == whole
     assert [a.title for a in filtered.articles]  # some are in the window
     assert spy.dropped > 0  # and the ones two hours out were taken out
+    assert spy.deferred == len(items) - spy.dropped  # every other one deferred, in the margin or not
 
 
 def test_an_old_item_still_shadows_its_duplicate_in_the_window(
@@ -312,8 +327,8 @@ def test_a_remainder_feedparser_reads_otherwise_falls_back_to_the_whole_document
         real = prefilter.drop_outside(*args, **kwargs)
         assert real is not None and real.dropped
         if fault.startswith("a count"):
-            return prefilter.Filtered(real.body, real.dropped, real.items + 1)
-        return prefilter.Filtered(real.body.replace(b"</channel>", b""), real.dropped, real.items)
+            return replace(real, items=real.items + 1)
+        return replace(real, body=real.body.replace(b"</channel>", b""))
 
     monkeypatch.setattr(parse_module, "drop_outside", faulty)
     faulted = parse_feed(body, feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
@@ -380,13 +395,105 @@ def test_an_issue_makes_only_the_articles_it_shows_and_is_the_same_issue(
     made: list[str] = []
     real = parse_module._article
     monkeypatch.setattr(parse_module, "_article", lambda candidate: made.append(candidate.id) or real(candidate))
-    chosen = rank.build_issue(feeds.candidates, settings, NOW, make=parse_module.Candidate.article, **edits)
+    chosen = rank.build_issue(feeds.candidates, settings, NOW, make=parse_module.Candidate.made, **edits)
     assert sorted(made) == sorted(a.id for a in chosen.articles)  # each shown article made once, no other
     assert len(feeds.candidates) > 2 * len(made)
     if edited:
         assert chosen.ranked[0].canonical_url == by_time[0].canonical_url
         assert by_time[-1].id not in made
     assert chosen == rank.build_issue(feeds.articles, settings, NOW, **edits)  # every article made first
+
+
+def test_feedparser_reads_only_the_deferred_items_an_issue_shows_and_in_one_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any
+) -> None:
+    path = tmp_path / "long.xml"
+    path.write_bytes(plain_feed(17, 600))  # every one of the week's items deferred
+    settings = feed_settings(str(path))
+    runs: list[int] = []
+    real = parse_module._run_feedparser
+    monkeypatch.setattr(parse_module, "_run_feedparser", lambda *a: runs.append(len((r := real(*a)).entries)) or r)
+    feeds = load_articles(settings, NOW, window=rank.issue_window(NOW, settings.issue.window_days))
+    deferred = [c for c in feeds.candidates if c._source is not None]
+    assert len(runs) == 1 and len(deferred) > 20  # the week's plain items were not read by feedparser
+    chosen = rank.build_issue(feeds.candidates, settings, NOW, make=parse_module.Candidate.made)
+    assert len(deferred) == len(feeds.candidates)
+    assert runs[1:] == [len(chosen.articles)]  # one more run, of exactly those shown
+    assert 0 < runs[1] < len(deferred) / 2
+    monkeypatch.setattr(parse_module, "drop_outside", declined)
+    assert chosen == rank.build_issue(load_articles(settings, NOW, window=WEEK).articles, settings, NOW)
+
+
+@pytest.mark.parametrize(
+    ("extra", "deferred"),
+    [
+        ("<dc:subject>Asia-Pacific</dc:subject>", True),
+        ("<category>  Spaced &amp; escaped  </category><category></category><category>asia-pacific</category>", True),
+        ("<category><![CDATA[Military Industrial Complex]]></category>", True),
+        ('<category domain="https://mixed.example/c">Asia-Pacific</category>', False),
+        ("<category>\u00c9conomie</category>", False),
+        ("<category>Caf\u00c3\u00a9</category>", False),  # UTF-8 read as Latin-1: feedparser may mend it
+        ('<media:category scheme="urn:x">Asia-Pacific</media:category>', False),
+        ("<media:group><media:keywords>Asia-Pacific, Elsewhere</media:keywords></media:group>", False),
+        ("<pubDate>Mon, 10 Nov 2025 09:00:00 GMT</pubDate>", False),  # two dates: feedparser keeps the last
+        ("<category><b>Asia-Pacific</b></category>", False),
+    ],
+)
+def test_only_items_whose_choosing_is_plain_to_read_are_deferred(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch, extra: str, deferred: bool
+) -> None:
+    old = "".join(item(n, NOW - timedelta(days=30 + n)) for n in range(3))
+    body = (HEAD + old + item(7, NOW - timedelta(days=2), extra=extra) + "</channel></rss>").encode()
+    filtered, whole = parse_both(monkeypatch, body)
+    assert filtered == whole
+    assert spy.dropped == 3
+    assert spy.deferred == int(deferred)
+    assert [e.candidate.categories for e in filtered.entries if e.candidate] == [
+        e.candidate.categories for e in whole.entries if e.candidate
+    ]
+
+
+def test_a_deferred_item_feedparser_reads_otherwise_is_a_misread(spy: Spy, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety net for deferring: what choosing read must be what feedparser reads.
+    real = prefilter.drop_outside
+
+    def misread(*args: Any, **kwargs: Any) -> prefilter.Filtered | None:
+        cut = real(*args, **kwargs)
+        assert cut is not None and cut.deferred
+        first = replace(cut.deferred[0], categories=("Elsewhere", "Invented"))
+        return replace(cut, deferred=(first, *cut.deferred[1:]))
+
+    monkeypatch.setattr(parse_module, "drop_outside", misread)
+    parsed = parse_feed(mixed_feed(18, 200), feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
+    with pytest.raises(parse_module.MisreadError, match='feed "mixed": feedparser read a deferred item otherwise'):
+        parsed.articles
+
+
+def test_a_misread_issue_is_chosen_again_from_the_whole_feeds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, feed_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "long.xml"
+    path.write_bytes(plain_feed(19, 600))
+    settings = feed_settings(str(path))
+    monkeypatch.setattr(parse_module, "drop_outside", declined)
+    whole = pipeline.build(settings, NOW)
+    monkeypatch.undo()
+    # Every deferred item read as in one section, where feedparser reads most in others.
+    real = prefilter.drop_outside
+
+    def misread(*args: Any, **kwargs: Any) -> prefilter.Filtered | None:
+        cut = real(*args, **kwargs)
+        assert cut is not None and cut.deferred
+        return replace(cut, deferred=tuple(replace(d, categories=("Asia-Pacific",)) for d in cut.deferred))
+
+    monkeypatch.setattr(parse_module, "drop_outside", misread)
+    with caplog.at_level(logging.WARNING, logger="digest.build"):
+        again = pipeline.build(settings, NOW)
+    assert again.issue == whole.issue
+    assert again.rendered.html == whole.rendered.html
+    assert [r.getMessage() for r in caplog.records] == [
+        f'feed "{path}": feedparser read a deferred item otherwise than the pre-filter; reading the feeds again in full'
+    ]
 
 
 @pytest.mark.parametrize("enabled", [True, False])

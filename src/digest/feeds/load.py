@@ -45,7 +45,7 @@ class FeedResult:
     @property
     def articles(self) -> tuple[Article, ...]:
         """Every candidate made into its article."""
-        return tuple(candidate.article() for candidate in self.candidates)
+        return tuple(Candidate.made(self.candidates))
 
 
 def load_articles(

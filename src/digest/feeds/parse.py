@@ -14,7 +14,7 @@ import io
 import re
 import threading
 import xml.sax
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,13 +25,18 @@ from feedparser.namespaces import mediarss
 
 from digest.errors import FeedError
 from digest.feeds.images import lead_image
-from digest.feeds.prefilter import Dropped, Filtered, drop_outside, parsed_time
+from digest.feeds.prefilter import TAIL, Deferred, Dropped, Filtered, drop_outside, parsed_time
 from digest.feeds.sanitize import clean_summary, plain_text
 from digest.feeds.urls import absolute_url, canonical_url, has_scheme
 from digest.models import Article, Window
 from digest.text import excerpt, one_line, without_controls
 
-__all__ = ["Candidate", "Entry", "ParsedFeed", "parse_feed"]
+__all__ = ["Candidate", "Entry", "MisreadError", "ParsedFeed", "parse_feed"]
+
+
+class MisreadError(Exception):
+    """feedparser read a deferred item otherwise than the pre-filter did, so the issue was chosen
+    on a reading that is not feedparser's: the caller reads its feeds again without deferring."""
 
 
 class Candidate:
@@ -40,12 +45,30 @@ class Candidate:
     title, the authors, choosing the image) is most of the work of making one, and an issue
     shows a few dozen of a long feed's items, so ``article()`` does it on demand, once.
 
+    A deferred item (see ``prefilter``) has not even been read by feedparser: it keeps its
+    bytes and the document they came from, and feedparser reads it when its article is made
+    (``made`` reads all those of one document in one run).
+
     Two candidates are equal when their articles are, which is what a reader could tell apart.
     """
 
-    __slots__ = ("_ctx", "_entry", "_made", "canonical_url", "categories", "id", "published", "seen", "url")
+    __slots__ = (
+        "_ctx",
+        "_entry",
+        "_made",
+        "_raw",
+        "_source",
+        "canonical_url",
+        "categories",
+        "id",
+        "published",
+        "seen",
+        "url",
+    )
     _entry: Any  # feedparser's reading of the item, until the article is made
     _made: Article | None
+    _source: _Source | None  # for a deferred item, until feedparser has read it: where it came from
+    _raw: bytes  # and its bytes
 
     def __init__(
         self,
@@ -57,12 +80,13 @@ class Candidate:
         canonical_url: str,
         published: datetime | None,
         seen: datetime,
+        categories: tuple[str, ...],
+        deferred: tuple[_Source, bytes] | None = None,
     ) -> None:
         self._entry, self._ctx, self._made = entry, ctx, None
+        self._source, self._raw = deferred or (None, b"")
         self.id, self.url, self.canonical_url = id, url, canonical_url
-        self.published, self.seen = published, seen
-        # Control characters go first, as from the whole item when the article is made.
-        self.categories = _categories({"tags": _strip_controls(entry.get("tags") or [])})
+        self.published, self.seen, self.categories = published, seen, categories
 
     @property
     def when(self) -> datetime:
@@ -70,11 +94,22 @@ class Candidate:
         return self.published or self.seen
 
     def article(self) -> Article:
-        """The item as an article: normalised, sanitised, its image chosen; made the first time."""
+        """The item as an article: normalised, sanitised, its image chosen; made the first time.
+
+        Raises MisreadError when the item was deferred and feedparser reads it otherwise.
+        """
         if self._made is None:
+            if self._source is not None:
+                _read_deferred([self])
             self._made = _article(self)
             self._entry = None  # feedparser's reading is no longer needed
         return self._made
+
+    @staticmethod
+    def made(candidates: Sequence[Candidate]) -> list[Article]:
+        """Each candidate's article, the deferred items of each document read in one feedparser run."""
+        _read_deferred([c for c in candidates if c._made is None and c._source is not None])
+        return [candidate.article() for candidate in candidates]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Candidate) and self.article() == other.article()
@@ -106,7 +141,7 @@ class ParsedFeed:
     @property
     def articles(self) -> tuple[Article, ...]:
         """The articles: every usable item's, or only the window's when one was given."""
-        return tuple(entry.candidate.article() for entry in self.entries if entry.candidate is not None)
+        return tuple(Candidate.made([entry.candidate for entry in self.entries if entry.candidate is not None]))
 
 
 # --- feedparser quirk ------------------------------------------------------------------------
@@ -217,7 +252,8 @@ def parse_feed(
     with its id and URL, so duplicates are told apart exactly as without a window.
     """
     with _COLLECTOR.paused():
-        result, dropped, warnings = _feedparse(body, feed, base_url, content_type, window)
+        read = _feedparse(body, feed, base_url, content_type, window)
+        result, cut = read.result, read.cut
         channel = _strip_controls(result.get("feed") or {})
         atom = str(result.get("version", "")).startswith("atom")
         ctx = _Context(
@@ -229,31 +265,56 @@ def parse_feed(
             atom=atom,
             feed_authors=_names(channel, atom=True) if atom else (),
         )
+        source = _Source(cut.head, read.declared, ctx) if cut is not None and cut.deferred else None
         seen = dict(first_seen or {})
         current: set[str] = set()
         entries: list[Entry] = []
-        for raw in _in_document_order(result.entries, dropped):
-            entry = _dropped_entry(raw, ctx) if isinstance(raw, Dropped) else _entry(raw, ctx, seen, current, window)
+        for raw in _in_document_order(result.entries, cut):
+            if isinstance(raw, (Dropped, Deferred)):
+                entry = _cut_entry(raw, ctx, source, window)
+            else:
+                entry = _entry(raw, ctx, seen, current, window)
             if entry is not None:
                 entries.append(entry)
         horizon = now - FIRST_SEEN_KEEP
         kept = {item: when for item, when in seen.items() if item in current or when >= horizon}
-        warnings.extend(_warnings(result, feed, len(result.entries) + len(dropped), len(entries)))
+        items = len(result.entries) + (len(cut.dropped) + len(cut.deferred) if cut is not None else 0)
+        warnings = [*read.warnings, *_warnings(result, feed, items, len(entries))]
         return ParsedFeed(entries=tuple(entries), warnings=tuple(warnings), first_seen=kept)
 
 
-def _feedparse(
-    body: bytes | BinaryIO, feed: str, base_url: str, content_type: str, window: Window | None
-) -> tuple[Any, tuple[Dropped, ...], list[str]]:
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """feedparser's reading of a document, the encoding it was told, what the pre-filter cut out
+    of the document first (None if nothing) and the warnings met on the way."""
+
+    result: Any
+    declared: str | None
+    cut: Filtered | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Source:
+    """The document deferred items were cut from, as feedparser reads them from it: its start
+    (``Filtered.head``), the encoding feedparser was told, and the context articles are made in."""
+
+    head: bytes
+    declared: str | None
+    ctx: _Context
+
+
+def _feedparse(body: bytes | BinaryIO, feed: str, base_url: str, content_type: str, window: Window | None) -> _Read:
     """feedparser on bytes (so the declared encoding is honoured), with its HTML passes off.
 
     The body goes in as a stream: given bytes, feedparser first tries them as a *file name*.
     Its sanitizer and relative-URI rewriting are off because nh3 does both, once, on just the
     parts we keep: that takes about 40% off feedparser's time on a large feed.
 
-    With a ``window``, a long UTF-8 feed first loses the items plainly outside it (``prefilter``),
-    returned apart for their ids; if feedparser then reads the rest in any way but cleanly and
-    item for item, the pre-filter's reading is not trusted and the whole body is parsed instead.
+    With a ``window``, a long UTF-8 feed first loses the items plainly outside it and the plain
+    ones it may show (``prefilter``), returned apart; if feedparser then reads the rest in any
+    way but cleanly and item for item, the pre-filter's reading is not trusted and the whole
+    body is parsed instead.
     A file (``body`` not bytes) is cut as it is read, and read whole only when that fails.
     """
     declared = _declared_encoding(body if isinstance(body, bytes) else _head(body))
@@ -265,9 +326,9 @@ def _feedparse(
         if window is not None and cut:
             # expat rejects every byte sequence Python's UTF-8 decoder does, so a document it
             # read to the end needs no _repair_utf8, and the file is never held whole.
-            kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+            kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared, ())
             if kept is not None:
-                return (*kept, [])
+                return kept
             body.seek(0)
         body = body.read()
         tried = cut  # the same bytes were already offered to the pre-filter
@@ -281,9 +342,9 @@ def _feedparse(
             "check it for garbled characters"
         )
     if window is not None and cut and (repaired or not tried):
-        kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared)
+        kept = _kept_part(drop_outside(body, window, base_url), feed, base_url, declared, tuple(warnings))
         if kept is not None:
-            return (*kept, warnings)
+            return kept
     result = _run_feedparser(body, feed, base_url, declared)
     if not result.entries and (result.bozo or not result.get("version")):
         problem = _problem(result) if body.strip() else "the document is empty"
@@ -291,12 +352,12 @@ def _feedparse(
             f'feed "{feed}": not a valid RSS or Atom feed ({problem})',
             hint="check that the URL is the feed itself, not the site's web page",
         ) from result.get("bozo_exception")
-    return result, (), warnings
+    return _Read(result, declared, None, tuple(warnings))
 
 
 def _kept_part(
-    filtered: Filtered | None, feed: str, base_url: str, declared: str | None
-) -> tuple[Any, tuple[Dropped, ...]] | None:
+    filtered: Filtered | None, feed: str, base_url: str, declared: str | None, warnings: tuple[str, ...]
+) -> _Read | None:
     """feedparser on what the pre-filter kept, with the items it cut; None unless it read cleanly.
 
     Cleanly means no complaint and exactly the items the pre-filter did not cut: anything else
@@ -305,9 +366,9 @@ def _kept_part(
     if filtered is None:
         return None
     result = _run_feedparser(filtered.body, feed, base_url, declared)
-    if result.bozo or len(result.entries) + len(filtered.dropped) != filtered.items:
+    if result.bozo or len(result.entries) + len(filtered.dropped) + len(filtered.deferred) != filtered.items:
         return None
-    return result, filtered.dropped
+    return _Read(result, declared, filtered, warnings)
 
 
 def _head(stream: BinaryIO) -> bytes:
@@ -338,11 +399,15 @@ def _is_utf8(declared: str | None) -> bool:
         return False
 
 
-def _in_document_order(entries: list[Any], dropped: tuple[Dropped, ...]) -> Iterator[Any]:
+def _in_document_order(entries: list[Any], cut: Filtered | None) -> Iterator[Any]:
     """feedparser's entries with the items the pre-filter took out put back in their places."""
+    if cut is None:
+        yield from entries
+        return
     kept = iter(entries)
-    at = {item.position: item for item in dropped}
-    for position in range(len(entries) + len(dropped)):
+    at: dict[int, Dropped | Deferred] = {item.position: item for item in cut.dropped}
+    at.update((item.position, item) for item in cut.deferred)
+    for position in range(len(entries) + len(at)):
         yield at.get(position) or next(kept)
 
 
@@ -509,7 +574,16 @@ def _entry(
     canonical = canonical_url(url)
     if window is not None and (published or seen) not in window:
         return Entry(article_id, canonical, None)
-    candidate = Candidate(entry, ctx, id=article_id, url=url, canonical_url=canonical, published=published, seen=seen)
+    candidate = Candidate(
+        entry,
+        ctx,
+        id=article_id,
+        url=url,
+        canonical_url=canonical,
+        published=published,
+        seen=seen,
+        categories=_categories(entry.get("tags") or []),
+    )
     return Entry(article_id, canonical, candidate)
 
 
@@ -536,16 +610,67 @@ def _article(candidate: Candidate) -> Article:
     )
 
 
-def _dropped_entry(item: Dropped, ctx: _Context) -> Entry | None:
-    """An item the pre-filter took out: only its id and URL, which still count for duplicates.
+def _cut_entry(item: Dropped | Deferred, ctx: _Context, source: _Source | None, window: Window | None) -> Entry | None:
+    """An item the pre-filter took out, read as ``_entry`` reads one from what the pre-filter read.
 
+    A dropped item gives only its id and URL, which still count for duplicates; a deferred one
+    in ``window`` is also a candidate, its article made from feedparser's reading of it later.
     Its base is the document's, as the pre-filter makes sure (no ``xml:base`` on its way).
     """
     located = _locate(item.link, item.id, ctx.base, ctx)
     if located is None:
         return None
     url, raw_id = located
-    return Entry(_article_id(raw_id, ctx), canonical_url(url), None)
+    article_id, canonical = _article_id(raw_id, ctx), canonical_url(url)
+    if not isinstance(item, Deferred) or (window is not None and item.published not in window):
+        return Entry(article_id, canonical, None)
+    assert source is not None  # parse_feed makes one whenever anything was deferred
+    candidate = Candidate(
+        None,
+        ctx,
+        id=article_id,
+        url=url,
+        canonical_url=canonical,
+        published=item.published,
+        seen=ctx.now,
+        categories=_categories([{"term": term} for term in item.categories]),
+        deferred=(source, item.raw),
+    )
+    return Entry(article_id, canonical, candidate)
+
+
+def _read_deferred(candidates: Sequence[Candidate]) -> None:
+    """feedparser's reading of deferred candidates, in one run for all those of one document.
+
+    That run reads the document they were cut from with only them for items (its head, their
+    bytes, the tail). What choosing read of each (its id, URL, date and categories) must be
+    what feedparser reads now, or the issue was chosen on something feedparser would not have
+    said: a MisreadError.
+    """
+    by_source: dict[_Source, list[Candidate]] = {}
+    for candidate in candidates:
+        assert candidate._source is not None
+        by_source.setdefault(candidate._source, []).append(candidate)
+    for source, group in by_source.items():
+        ctx = source.ctx
+        with _COLLECTOR.paused():
+            result = _run_feedparser(
+                b"".join([source.head, *(c._raw for c in group), TAIL]), ctx.feed, ctx.base, source.declared
+            )
+            read = [] if result.bozo else [_entry(raw, ctx, {}, set(), None) for raw in result.entries]
+        if len(read) != len(group) or not all(_same_choice(c, e) for c, e in zip(group, read, strict=True)):
+            raise MisreadError(f'feed "{ctx.feed}": feedparser read a deferred item otherwise than the pre-filter')
+        for candidate, raw in zip(group, result.entries, strict=True):
+            candidate._entry, candidate._source, candidate._raw = raw, None, b""
+
+
+def _same_choice(candidate: Candidate, entry: Entry | None) -> bool:
+    """Whether feedparser's reading of a deferred item gives what choosing read of it."""
+    other = entry.candidate if entry is not None else None
+    return other is not None and (
+        (candidate.id, candidate.url, candidate.canonical_url, candidate.published, candidate.categories)
+        == (other.id, other.url, other.canonical_url, other.published, other.categories)
+    )
 
 
 def _locate(link: str | None, item_id: str | None, base: str, ctx: _Context) -> tuple[str, str] | None:
@@ -617,9 +742,11 @@ def _name_of(value: str) -> str:
     return one_line(match.group(1)) if match else value
 
 
-def _categories(entry: Any) -> tuple[str, ...]:
-    """Category names, preferring an Atom label over its term; stripped and de-duplicated."""
-    return _unique(one_line(tag.get("label") or tag.get("term") or "") for tag in entry.get("tags") or ())
+def _categories(tags: list[Any]) -> tuple[str, ...]:
+    """Category names from feedparser's ``tags``, preferring an Atom label over its term; stripped
+    and de-duplicated. Control characters go first (in place), as from the whole item when its
+    article is made."""
+    return _unique(one_line(tag.get("label") or tag.get("term") or "") for tag in _strip_controls(tags))
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:

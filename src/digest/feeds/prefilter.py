@@ -1,20 +1,27 @@
-"""The window first: a long RSS feed's old items cut out before feedparser builds them.
+"""The window first: a long RSS feed's items cut out before feedparser builds them.
 
-On a long feed nearly all of feedparser's time goes into items an issue can never show. Here
-one pass of expat (the parser feedparser itself reads XML with) finds each RSS 2.0 item whose
-every date, read by feedparser's own date parser, lies well outside the window, and cuts its
-bytes out of the document; feedparser then reads the rest, every other byte as it was. An item
-cut out still counts for duplicates (in ``load`` the first copy of an item wins, even from
-outside the window), so its link and guid are kept exactly as feedparser would have stored
-them, for ``parse`` to make its id and canonical URL the usual way.
+On a long feed nearly all of feedparser's time goes into items an issue never shows. Here one
+pass of expat (the parser feedparser itself reads XML with) finds each RSS 2.0 item whose every
+date, read by feedparser's own date parser, lies well outside the window, and cuts its bytes
+out of the document; feedparser then reads the rest, every other byte as it was. An item cut
+out still counts for duplicates (in ``load`` the first copy of an item wins, even from outside
+the window), so its link and guid are kept exactly as feedparser would have stored them, for
+``parse`` to make its id and canonical URL the usual way.
+
+An item with one date, inside the window or near it, is cut out too when what choosing an
+issue reads of it (link, guid, date and categories) is as plain to read here as for feedparser:
+it is ``Deferred``, its bytes kept, and feedparser reads it only if the issue shows it (``parse``
+gives it the document's ``head`` to be read after, and checks that feedparser read the same).
+A week of a busy feed is hundreds of items, of which an issue shows a few dozen.
 
 Only items of a plainly simple form are cut: the elements listed below, no attributes but a
 guid's ``isPermaLink``, ASCII links and dates, no base set anywhere on their way. Any other item
 stays for feedparser. A document expat cannot read strictly (feedparser is lenient: bozo feeds,
 HTML entities), one with a DOCTYPE, or not RSS 2.0, gets ``None``: the caller reads it as it
 is, exactly as without this module. The document is read a piece at a time (a local feed
-straight from its file): nothing is held but the bytes kept, the item being read and its
-predecessors' links and guids, so a 100 MB feed never sits in memory whole.
+straight from its file): nothing is held but the bytes kept (the deferred items' included), the
+item being read and its predecessors' links and guids, so a 100 MB feed never sits in memory
+whole.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from feedparser.urls import _urljoin, make_safe_absolute_uri
 from digest.feeds.urls import is_plain
 from digest.models import Window
 
-__all__ = ["Dropped", "Filtered", "drop_outside", "item_time", "parsed_time"]
+__all__ = ["TAIL", "Deferred", "Dropped", "Filtered", "drop_outside", "item_time", "parsed_time"]
 
 # Items dated this close to the window are left to the usual path, whatever their date says.
 MARGIN = timedelta(hours=1)
@@ -41,10 +48,19 @@ MIN_BYTES = 64 * 1024
 # How much of the document expat is given at a time.
 CHUNK = 1 << 20
 
+# What closes a document of which only the start (up to its first item) was kept: the pre-filter
+# reads only <rss> documents whose items are children of <channel>.
+TAIL = b"</channel></rss>"
+
 # expat names a namespaced element or attribute "<namespace URI> <local name>".
 _DC = "http://purl.org/dc/elements/1.1/ "
 _MEDIA = "http://search.yahoo.com/mrss/ "
 _DATES = frozenset({"pubDate", f"{_DC}date"})
+# The elements feedparser makes an item's categories of (``tags``). A plain one (no attributes,
+# ASCII text) is read here as feedparser's ``pop`` reads it: its text, stripped; media:category
+# and media:keywords, which feedparser also turns into tags, make an item not deferrable.
+_CATEGORIES = frozenset({"category", f"{_DC}subject"})
+_MEDIA_TAGS = frozenset({f"{_MEDIA}category", f"{_MEDIA}keywords"})
 # The other children an item cut out may have, besides its <link>, <guid>, dates and media:*
 # elements: none gives feedparser a link, an id or a date (each is checked to set no base and
 # to hold only text).
@@ -84,12 +100,32 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """An item cut out to be read only if an issue shows it: its place, its link and guid as
+    feedparser would have stored them, its date as feedparser reads it, the text of its
+    categories as feedparser stores each one (``tags``), and its bytes, from ``<item`` to ``</item>``."""
+
+    position: int
+    link: str
+    id: str | None
+    published: datetime
+    categories: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Filtered:
-    """The document without the items cut out, those items, and how many items it had."""
+    """The document without the items cut out, those items, and how many items it had.
+
+    ``head`` is the document up to its first item: with a deferred item's bytes and ``TAIL``
+    after it, a document feedparser reads that item from as it would have in the whole one.
+    """
 
     body: bytes
     dropped: tuple[Dropped, ...]
     items: int
+    deferred: tuple[Deferred, ...] = ()
+    head: bytes = b""
 
 
 def parsed_time(parsed: Any) -> datetime | None:
@@ -140,9 +176,9 @@ def drop_outside(body: bytes | BinaryIO, window: Window, base_url: str) -> Filte
         reader.read(stream)
     except (expat.ExpatError, _NotPlain):
         return None
-    if not reader.dropped:
+    if not reader.dropped and not reader.deferred:
         return None
-    return Filtered(bytes(reader.kept), tuple(reader.dropped), reader.items)
+    return Filtered(bytes(reader.kept), tuple(reader.dropped), reader.items, tuple(reader.deferred), reader.head)
 
 
 def _remaining(stream: BinaryIO) -> int:
@@ -179,8 +215,10 @@ class _Item:
     guid: str | None = None
     guid_is_link: bool = True
     dates: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    deferrable: bool = True  # what choosing reads of it is plain, if it is simple
     child: str = ""  # the child element expat is in (at any depth below it)
-    text: list[str] | None = None  # the text of that child, when it is a link, guid or date
+    text: list[str] | None = None  # the text of that child, when it is a link, guid, date or category
 
 
 class _Reader:
@@ -194,6 +232,8 @@ class _Reader:
         self.item: _Item | None = None
         self.items = 0
         self.dropped: list[Dropped] = []
+        self.deferred: list[Deferred] = []
+        self.head = b""
         # The bytes kept so far, and those read but not yet known to be kept: ``pending`` starts
         # at the document's byte ``at``, which is the start of the item being read, if any.
         self.kept = bytearray()
@@ -227,7 +267,7 @@ class _Reader:
 
     # expat calls these for every element: 1.8 million times in a 100,000-item feed, so they
     # are split by where expat is (outside an item, or inside one), and text is collected only
-    # inside a link, guid or date, by expat calling the list's own ``append``.
+    # inside a link, guid, date or category, by expat calling the list's own ``append``.
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         """An element outside any item: the root, the channel, an item starting, the rest."""
@@ -236,6 +276,8 @@ class _Reader:
             if name == "item":
                 start = self.parser.CurrentByteIndex
                 self._keep_until(start)  # every earlier item is decided
+                if not self.items:
+                    self.head = bytes(self.kept)
                 self.item = _Item(start, self.plain_channel and not attrs)
                 self.parser.StartElementHandler = self.item_start
                 self.parser.EndElementHandler = self.item_end
@@ -256,10 +298,15 @@ class _Reader:
             return
         if depth > 4:  # below a child: only media:* inside media:* may nest
             item.simple = item.child.startswith(_MEDIA) and name.startswith(_MEDIA) and not (attrs and _has_base(attrs))
+            item.deferrable = item.deferrable and name not in _MEDIA_TAGS
             return
         item.child = name
+        if name in _CATEGORIES and not attrs:
+            self._collect_text(item)
+            return
         if name in _PLAIN or name.startswith(_MEDIA):
             item.simple = not (attrs and _has_base(attrs))
+            item.deferrable = item.deferrable and name not in _CATEGORIES and name not in _MEDIA_TAGS
             return
         if name == "link":
             item.simple = item.link is None and not attrs
@@ -269,15 +316,19 @@ class _Reader:
         elif name not in _DATES:
             item.simple = False
             return
+        self._collect_text(item)
+
+    def _collect_text(self, item: _Item) -> None:
+        """Have expat hand the text of the child just begun to the item, until the child ends."""
         item.text = []
         self.parser.CharacterDataHandler = item.text.append
 
     def item_end(self, name: str) -> None:
-        """An element inside an item ends: a link, guid or date read, or the item itself."""
+        """An element inside an item ends: a link, guid, date or category read, or the item itself."""
         self.depth -= 1
         item = self.item
         assert item is not None
-        if self.depth == 3 and item.text is not None:  # a link, guid or date ends
+        if self.depth == 3 and item.text is not None:  # a link, guid, date or category ends
             self.parser.CharacterDataHandler = None
             text = "".join(item.text).strip()
             item.text = None
@@ -285,31 +336,39 @@ class _Reader:
                 item.link = text
             elif item.child == "guid":
                 item.guid = text
+            elif item.child in _CATEGORIES:
+                item.categories.append(text)
+                item.deferrable = item.deferrable and text.isascii()
             else:
                 item.dates.append(text)
         elif self.depth == 2:  # the item ends
             self.item = None
             self.parser.StartElementHandler = self.start
             self.parser.EndElementHandler = self.end
-            dropped = self._dropped(item) if item.simple else None
-            if dropped is not None:  # cut from the item's start (``at``) to the end of "</item>"
-                end = self.pending.index(b">", self.parser.CurrentByteIndex - self.at) + 1
-                del self.pending[:end]
-                self.at += end
-                self.dropped.append(dropped)
+            if item.simple:
+                self._cut(item)
             self.items += 1
 
-    def _dropped(self, item: _Item) -> Dropped | None:
-        """The item as cut out, if every date is one feedparser reads as outside the span."""
-        if not item.link or not item.link.isascii() or not item.dates:
-            return None
-        for text in item.dates:
-            when = item_time(text)
-            if when is None or self.span[0] < when <= self.span[1]:
-                return None
-        if item.guid is not None and not item.guid.isascii():
-            return None
-        return Dropped(self.items, *_as_feedparser_reads(item.link, item.guid, item.guid_is_link, self.base))
+    def _cut(self, item: _Item) -> None:
+        """Cut a simple item out, dropped or deferred, if it is one to cut; else it stays."""
+        if not item.link or not item.link.isascii() or (item.guid is not None and not item.guid.isascii()):
+            return
+        times = [item_time(text) for text in item.dates]
+        outside = bool(times) and all(when is not None and not self.span[0] < when <= self.span[1] for when in times)
+        published = times[0] if item.deferrable and len(times) == 1 else None
+        if not outside and published is None:
+            return
+        # The item's bytes run from its start (``at``) to the end of "</item>".
+        end = self.pending.index(b">", self.parser.CurrentByteIndex - self.at) + 1
+        link, guid = _as_feedparser_reads(item.link, item.guid, item.guid_is_link, self.base)
+        if outside:
+            self.dropped.append(Dropped(self.items, link, guid))
+        else:
+            assert published is not None
+            raw = bytes(self.pending[:end])
+            self.deferred.append(Deferred(self.items, link, guid, published, tuple(item.categories), raw))
+        del self.pending[:end]
+        self.at += end
 
 
 def _as_feedparser_reads(link: str, guid: str | None, guid_is_link: bool, base: str) -> tuple[str, str | None]:

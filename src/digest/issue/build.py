@@ -5,6 +5,7 @@ feeds -> articles (feeds/load.py) -> issue (rank.py) -> rendered variant (render
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from digest.config import Settings
 from digest.errors import EmptyIssueError, FeedError
 from digest.feeds.load import FeedResult, load_articles
-from digest.feeds.parse import Candidate
+from digest.feeds.parse import Candidate, MisreadError
 from digest.files import atomic_write
 from digest.issue import rank
 from digest.issue.message import build_message
@@ -23,6 +24,8 @@ from digest.models import Article, Front, Issue
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger("digest.build")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +59,17 @@ def build(
     a thin or empty week is then a FeedError naming the missing feeds, because their absence,
     not the week, is the likely cause (and the scheduler tries feeds again within its grace).
     """
-    # Only the window's articles can be shown, and of those only the ones chosen are normalised
-    # and sanitised (Candidate.article): on a long feed that is a few dozen of thousands.
+    # Only the window's articles can be shown, and of those only the ones chosen are read by
+    # feedparser, normalised and sanitised (Candidate.made): on a long feed a few dozen of thousands.
     feeds = load_articles(settings, now, window=rank.issue_window(now, settings.issue.window_days), client=client)
     try:
-        issue = rank.build_issue(
-            feeds.candidates, settings, now, pins=pins, exclude=exclude, order=order, make=Candidate.article
-        )
-    except EmptyIssueError as exc:
-        if feeds.down:
-            raise _not_without(feeds, "the other feeds have no article for this issue") from exc
-        raise
+        issue = _choose(feeds, settings, now, pins=pins, exclude=exclude, order=order)
+    except MisreadError as exc:
+        # Not expected: the pre-filter defers only items it reads as feedparser does. Should
+        # they differ, the issue is chosen again from feedparser's reading of every item.
+        log.warning("%s; reading the feeds again in full", exc)
+        feeds = load_articles(settings, now, client=client)
+        issue = _choose(feeds, settings, now, pins=pins, exclude=exclude, order=order)
     if feeds.down and issue.thin:
         short = (
             f"the other feeds make only a thin week ({len(issue.articles)} article(s), "
@@ -82,6 +85,26 @@ def build(
         warnings=(*feeds.warnings, *rendered.warnings),
         feeds_down=tuple(str(exc) for exc in feeds.down),
     )
+
+
+def _choose(
+    feeds: FeedResult,
+    settings: Settings,
+    now: datetime,
+    *,
+    pins: Sequence[str],
+    exclude: Sequence[str],
+    order: Sequence[str],
+) -> Issue:
+    """The issue chosen from the feeds' candidates; with feeds down, an empty week names them."""
+    try:
+        return rank.build_issue(
+            feeds.candidates, settings, now, pins=pins, exclude=exclude, order=order, make=Candidate.made
+        )
+    except EmptyIssueError as exc:
+        if feeds.down:
+            raise _not_without(feeds, "the other feeds have no article for this issue") from exc
+        raise
 
 
 def _not_without(feeds: FeedResult, why: str) -> FeedError:

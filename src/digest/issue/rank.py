@@ -89,12 +89,13 @@ def build_issue(
     pins: Sequence[str] = (),
     exclude: Iterable[str] = (),
     order: Sequence[str] = (),
-    make: Callable[[R], Article] | None = None,
+    make: Callable[[Sequence[R]], Sequence[Article]] | None = None,
 ) -> Issue:
     """Select the window's articles, group them into sections, rank, cap and pick the lead.
 
     ``articles`` are Articles, or candidates that ``make`` turns into their Articles: only
-    those the issue shows are made, after they are chosen (choosing reads only ``Rankable``).
+    those the issue shows are made, all at once after they are chosen (choosing reads only
+    ``Rankable``), so that ``make`` can read them together.
 
     ``pins``, ``exclude`` and ``order`` (the articles editors moved, in the order they left them)
     are editors' choices for this issue (URLs, compared canonically); the config's ``[issue]
@@ -114,12 +115,13 @@ def build_issue(
     limits = {s.name: s.limit for s in settings.sections}
     if cfg.catch_all:
         limits[cfg.catch_all] = cfg.catch_all_limit
-    made = make or _as_article
-    sections = tuple(
-        Section(name, tuple(made(a) for a in sorted(group, key=arranged)[: limits[name]]))
+    chosen = {
+        name: sorted(group, key=arranged)[: limits[name]]
         for name, group in assign_sections(in_window, settings).items()
         if group
-    )
+    }
+    made = iter((make or _as_articles)([a for group in chosen.values() for a in group]))
+    sections = tuple(Section(name, tuple(next(made) for _ in group)) for name, group in chosen.items())
     if not sections:
         raise EmptyIssueError(
             f"{len(in_window)} article(s) in the window but none matches a section's categories",
@@ -144,10 +146,10 @@ def build_issue(
     )
 
 
-def _as_article(article: Rankable) -> Article:
-    """An article given as such: the default of ``build_issue``'s ``make``."""
-    assert isinstance(article, Article), "build_issue needs make= for anything but Articles"
-    return article
+def _as_articles(articles: Sequence[Rankable]) -> Sequence[Article]:
+    """Articles given as such: the default of ``build_issue``'s ``make``."""
+    assert all(isinstance(a, Article) for a in articles), "build_issue needs make= for anything but Articles"
+    return articles  # type: ignore[return-value]  # checked just above
 
 
 def _nothing_new(window: Window, settings: Settings, *, left_out: int) -> EmptyIssueError:
