@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from digest.store import Claimed, NewSubscriber, Store
+from digest.store.migrations import HEAD
 from digest.store.schema import batches, deliveries, metadata
 from factories import KEY, NOW, VARIANT
 from factories import record_issue as record
@@ -473,13 +474,79 @@ def test_the_word_by_word_checks_go_back_to_in_lists_and_forth(database_url):
         assert "CHECK (status IN ('pending', 'submitting', 'submitted', 'failed', 'unknown', 'skipped'))" in sql
     store.close()
     again = Store.open(database_url)
-    assert version_of(again) == ["0008"]
+    assert version_of(again) == [HEAD]
     assert again.subscribers.counts() == {"active": 2}
     with pytest.raises(sa.exc.IntegrityError), again.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE subscribers SET status = 'bogus'")
     if sqlite:
         with again.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+    again.close()
+
+
+def batch_keys(store: Store) -> list[tuple[list[str], str]]:
+    """The foreign keys of the deliveries table: (its columns, the table they refer to)."""
+    keys = sa.inspect(store.engine).get_foreign_keys("deliveries")
+    return sorted((key["constrained_columns"], key["referred_table"]) for key in keys)
+
+
+def test_a_claim_checks_no_foreign_key_for_its_batch(store):
+    """0009: ``batch_id`` refers to no table (the key's check ran for every row a claim marks);
+    a delivery's issue and subscriber keep theirs, with their cascades."""
+    assert batch_keys(store) == [(["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
+
+
+def test_a_batch_put_back_leaves_no_delivery_naming_it(store):
+    # What the key's ON DELETE SET NULL did, putting a batch back does: no delivery is left in a
+    # batch that is gone, and one no longer in flight keeps its status.
+    claimed = queued_and_claimed(store, readers=3, size=3)
+    gone = claimed.recipients[0][0]
+    with store.engine.begin() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.id == gone).values(status="skipped", error="unsubscribed"))
+    store.ledger.release(claimed)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(deliveries.c.status, deliveries.c.batch_id).order_by(deliveries.c.id)).all()
+        assert conn.execute(sa.select(sa.func.count()).select_from(batches)).scalar_one() == 0
+    assert [tuple(row) for row in rows] == [("skipped", None), ("pending", None), ("pending", None)]
+    assert sorted(drain(store)) == sorted(email for _, _, email, _ in claimed.recipients[1:])
+
+
+def test_the_batch_key_comes_back_on_downgrade_and_goes_again(database_url):
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store.open(database_url)
+    claimed = queued_and_claimed(store, readers=2, size=1)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+    store.close()
+    old = sa.create_engine(database_url)
+    if old.dialect.name == "sqlite":
+        sa.event.listen(old, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys=ON"))
+    keys = sorted(
+        (k["constrained_columns"], k["referred_table"]) for k in sa.inspect(old).get_foreign_keys("deliveries")
+    )
+    assert keys == [(["batch_id"], "batches"), (["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
+    with old.begin() as conn:  # the key's own action, as 0001 made it
+        conn.execute(batches.delete().where(batches.c.id == claimed.id))
+        assert (
+            conn.execute(sa.select(deliveries.c.batch_id).where(deliveries.c.id == claimed.recipients[0][0])).scalar()
+            is None
+        )
+    old.dispose()
+    again = Store.open(database_url)
+    assert version_of(again) == [HEAD]
+    assert batch_keys(again) == [(["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
+    assert again.ledger.counts(KEY) == {"submitting": 1, "pending": 1}
+    if again.engine.dialect.name == "sqlite":
+        with again.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
     again.close()
 
 
@@ -492,7 +559,7 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     assert again.subscribers.counts() == {"active": 3}
     assert again.issues.exists(KEY)
     with again.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0008"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD
     again.close()
 
 
@@ -507,8 +574,6 @@ def test_head_names_alembics_newest_revision():
 
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-    from digest.store.migrations import HEAD
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
@@ -532,7 +597,7 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
     upgrade(engine, "0004")
     engine.dispose()
     store = Store.open(database_url)
-    assert version_of(store) == ["0008"]
+    assert version_of(store) == [HEAD]
     store.close()
 
 
@@ -557,7 +622,7 @@ def test_pending_deliveries_from_before_0007_are_still_sent(database_url):
     store.close()
 
     again = Store.open(database_url)
-    assert version_of(again) == ["0008"]
+    assert version_of(again) == [HEAD]
     assert sorted(drain(again)) == [f"Reader{i}@Example.org" for i in range(3)]
     assert again.ledger.counts(KEY) == {"submitted": 3}
     again.close()

@@ -568,12 +568,16 @@ def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetim
 
 
 def _put_back(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    """Batches none of which went out: their deliveries are pending again, the batches gone."""
+    """Batches none of which went out: their deliveries are pending again, the batches gone.
+
+    A delivery of theirs that is no longer in flight keeps its status but loses the batch, which
+    no longer exists (``batch_id`` has no foreign key to do it: migration 0009)."""
     conn.execute(
         deliveries.update()
         .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
         .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=now)
     )
+    conn.execute(deliveries.update().where(deliveries.c.batch_id.in_(ids)).values(batch_id=None))
     conn.execute(batches.delete().where(batches.c.id.in_(ids)))
 
 

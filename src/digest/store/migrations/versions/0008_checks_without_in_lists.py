@@ -12,11 +12,8 @@ subscriber paid it too.
 
 SQLite cannot alter a constraint, and copying the tables would copy every delivery of every
 issue ever sent. The words allowed do not change, so every row already satisfies the new
-checks, and SQLite documents this case: its table definitions in ``sqlite_master`` are edited
-in place, in this migration's transaction, and the schema's version is raised so that every
-connection reads them again (https://www.sqlite.org/lang_altertable.html#otheralter). Each
-edited table is then read once: a definition SQLite could not parse fails the migration here,
-and the transaction is rolled back, rather than leave a database that cannot be opened.
+checks, and SQLite documents this case: its table definitions are edited in place
+(``in_place.rewrite_tables``).
 
 PostgreSQL plans ``IN`` as one comparison with an array: nothing changes there.
 
@@ -31,6 +28,8 @@ import re
 from collections.abc import Callable
 
 from alembic import op
+
+from digest.store.migrations.in_place import rewrite_tables
 
 revision = "0008"
 down_revision = "0007"
@@ -63,19 +62,5 @@ def downgrade() -> None:
 def _rewrite_checks(pattern: re.Pattern[str], rewrite: Callable[[re.Match[str]], str]) -> None:
     """Rewrite the checks ``pattern`` finds in SQLite's table definitions in place."""
     bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        return
-    tables = bind.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all()
-    changed = {name: pattern.sub(rewrite, sql) for name, sql in tables if sql and pattern.search(sql)}
-    if not changed:
-        return
-    version = int(bind.exec_driver_sql("PRAGMA schema_version").scalar_one())
-    bind.exec_driver_sql("PRAGMA writable_schema = ON")
-    try:
-        for name, sql in changed.items():
-            bind.exec_driver_sql("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", (sql, name))
-        bind.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
-    finally:
-        bind.exec_driver_sql("PRAGMA writable_schema = OFF")
-    for name in changed:  # parsed again here: a definition SQLite cannot read fails the migration
-        bind.exec_driver_sql(f'SELECT * FROM "{name}" LIMIT 0')
+    if bind.dialect.name == "sqlite":
+        rewrite_tables(bind, lambda _, sql: pattern.sub(rewrite, sql))
