@@ -466,7 +466,7 @@ def test_a_deferred_item_feedparser_reads_otherwise_is_a_misread(spy: Spy, monke
     monkeypatch.setattr(parse_module, "drop_outside", misread)
     parsed = parse_feed(mixed_feed(18, 200), feed="mixed", key="mixed.xml", now=NOW, window=WEEK)
     with pytest.raises(parse_module.MisreadError, match='feed "mixed": feedparser read a deferred item otherwise'):
-        parsed.articles
+        list(parsed.articles)
 
 
 def test_a_misread_issue_is_chosen_again_from_the_whole_feeds(

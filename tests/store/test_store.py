@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from digest.store import Claimed, NewSubscriber, Store
 from digest.store.migrations import HEAD
-from digest.store.schema import batches, deliveries, metadata
+from digest.store.schema import batches, deliveries, metadata, subscribers
 from factories import KEY, NOW, VARIANT
 from factories import record_issue as record
 
@@ -484,16 +484,50 @@ def test_the_word_by_word_checks_go_back_to_in_lists_and_forth(database_url):
     again.close()
 
 
-def batch_keys(store: Store) -> list[tuple[list[str], str]]:
+def delivery_keys(store: Store) -> list[tuple[list[str], str]]:
     """The foreign keys of the deliveries table: (its columns, the table they refer to)."""
     keys = sa.inspect(store.engine).get_foreign_keys("deliveries")
     return sorted((key["constrained_columns"], key["referred_table"]) for key in keys)
 
 
-def test_a_claim_checks_no_foreign_key_for_its_batch(store):
-    """0009: ``batch_id`` refers to no table (the key's check ran for every row a claim marks);
-    a delivery's issue and subscriber keep theirs, with their cascades."""
-    assert batch_keys(store) == [(["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
+def test_deliveries_have_no_foreign_keys_whose_checks_run_for_every_row(store):
+    """0009: each key's check was a query per delivery queued, claimed or finished."""
+    assert delivery_keys(store) == []
+
+
+def test_forgetting_a_subscriber_deletes_their_deliveries_and_nobody_elses(store):
+    queued_and_claimed(store, readers=3, size=1)
+    assert store.subscribers.forget("reader1@example.org")
+    assert not store.subscribers.forget("reader1@example.org")
+    with store.engine.connect() as conn:
+        left = conn.execute(sa.select(deliveries.c.subscriber_id).order_by(deliveries.c.subscriber_id)).scalars()
+        ids = conn.execute(sa.select(subscribers.c.id).order_by(subscribers.c.id)).scalars().all()
+        assert list(left) == ids and len(ids) == 2
+
+
+def test_a_delivery_left_by_someone_forgotten_while_queueing_is_skipped(store):
+    # Forgotten between the queueing statement's read and its write: their delivery has no
+    # subscriber. The claim skips it like anyone who left, and sends everyone else once.
+    store.subscribers.merge(people(3))
+    record(store)
+    queue(store)
+    with store.engine.begin() as conn:  # the subscriber's row gone, as if after the queueing read it
+        gone = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == "reader0@example.org"))
+        conn.execute(subscribers.delete().where(subscribers.c.id == gone.scalar_one()))
+    assert sorted(drain(store)) == ["Reader1@Example.org", "Reader2@Example.org"]
+    assert store.ledger.counts(KEY) == {"submitted": 2, "skipped": 1}
+
+
+def test_nothing_is_queued_for_an_issue_that_is_not_recorded(store):
+    store.subscribers.merge(people(2))
+    record(store)
+    assert store.ledger.enqueue("2099-W01", {(): "all"}) == 0
+    assert store.ledger.enqueue("2099-W01", {(): "all"}, ids=(1, 10**6), waiting=["[]"]) == 0
+    someone = store.subscribers.by_email("reader0@example.org")
+    assert someone is not None
+    assert store.ledger.claim_one("2099-W01", someone.id, "all", "outbox") is None
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
 
 
 def test_a_batch_put_back_leaves_no_delivery_naming_it(store):
@@ -511,7 +545,7 @@ def test_a_batch_put_back_leaves_no_delivery_naming_it(store):
     assert sorted(drain(store)) == sorted(email for _, _, email, _ in claimed.recipients[1:])
 
 
-def test_the_batch_key_comes_back_on_downgrade_and_goes_again(database_url):
+def test_the_keys_come_back_on_downgrade_and_go_again(database_url):
     from importlib import resources
 
     from alembic import command
@@ -524,24 +558,21 @@ def test_the_batch_key_comes_back_on_downgrade_and_goes_again(database_url):
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0008")
-    store.close()
-    old = sa.create_engine(database_url)
-    if old.dialect.name == "sqlite":
-        sa.event.listen(old, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys=ON"))
-    keys = sorted(
-        (k["constrained_columns"], k["referred_table"]) for k in sa.inspect(old).get_foreign_keys("deliveries")
-    )
-    assert keys == [(["batch_id"], "batches"), (["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
-    with old.begin() as conn:  # the key's own action, as 0001 made it
+    assert delivery_keys(store) == [
+        (["batch_id"], "batches"),
+        (["issue_key"], "issues"),
+        (["subscriber_id"], "subscribers"),
+    ]
+    with store.engine.begin() as conn:  # the keys' own actions, as 0001 made them
         conn.execute(batches.delete().where(batches.c.id == claimed.id))
         assert (
             conn.execute(sa.select(deliveries.c.batch_id).where(deliveries.c.id == claimed.recipients[0][0])).scalar()
             is None
         )
-    old.dispose()
+    store.close()
     again = Store.open(database_url)
     assert version_of(again) == [HEAD]
-    assert batch_keys(again) == [(["issue_key"], "issues"), (["subscriber_id"], "subscribers")]
+    assert delivery_keys(again) == []
     assert again.ledger.counts(KEY) == {"submitting": 1, "pending": 1}
     if again.engine.dialect.name == "sqlite":
         with again.engine.connect() as conn:

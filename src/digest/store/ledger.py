@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from digest.errors import StoreError
 from digest.models import BatchStatus, DeliveryStatus, SubscriberStatus
 from digest.store.engine import Repository, alive, chunks, claimer_id, utcnow
-from digest.store.schema import CLAIMABLE, batches, deliveries, subscribers
+from digest.store.schema import CLAIMABLE, batches, deliveries, issues, subscribers
 
 NO_ARTICLE = "no article in the chosen sections this week"
 
@@ -138,7 +138,9 @@ class Ledger(Repository):
         """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
 
         Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
-        unsubscribe that lands before the batch is claimed is honoured. A batch claimed ahead
+        unsubscribe that lands before the batch is claimed is honoured, and so is a subscriber
+        forgotten while their delivery was being queued (no foreign key stops that: migration
+        0009), whose delivery is left without a subscriber. A batch claimed ahead
         (``handed_over=False``) must be passed to ``hand_over`` just before it goes out; until
         then a crash returns it to pending (``reap_orphans``).
         """
@@ -147,7 +149,7 @@ class Ledger(Repository):
         query = (
             # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
             sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
-            .join(s, s.c.id == d.c.subscriber_id)
+            .outerjoin(s, s.c.id == d.c.subscriber_id)
             .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING, CLAIMABLE)
             .order_by(d.c.variant, d.c.id)
             .limit(size)
@@ -181,7 +183,9 @@ class Ledger(Repository):
         with self.engine.begin() as conn:
             person = conn.execute(
                 sa.select(subscribers.c.email, subscribers.c.name).where(
-                    subscribers.c.id == subscriber_id, subscribers.c.status == SubscriberStatus.ACTIVE
+                    subscribers.c.id == subscriber_id,
+                    subscribers.c.status == SubscriberStatus.ACTIVE,
+                    _recorded(key),
                 )
             ).first()
             if person is None:
@@ -424,7 +428,13 @@ def _queue_by_choice(
     ).where(subscribers.c.status == SubscriberStatus.ACTIVE, _SECTIONS.in_(sorted(rows)))
     if ids is not None:
         everyone = everyone.where(subscribers.c.id.between(*ids))
-    return insert.from_select(columns, everyone).on_conflict_do_nothing()
+    return insert.from_select(columns, everyone.where(_recorded(key))).on_conflict_do_nothing()
+
+
+def _recorded(key: str) -> sa.ColumnElement[bool]:
+    """Whether issue ``key`` is recorded: nothing is queued for any other (deliveries have no
+    foreign key to say so, migration 0009). Evaluated once per statement, not per row."""
+    return sa.exists().where(issues.c.key == key)
 
 
 def _choice(text: str) -> tuple[str, ...]:

@@ -223,10 +223,19 @@ class Subscribers(Repository):
         return bool(result.rowcount)
 
     def forget(self, email: str) -> bool:
-        """Delete a subscriber and their delivery history (a request to be forgotten)."""
+        """Delete a subscriber and their delivery history (a request to be forgotten).
+
+        The deliveries go first, in the same transaction: they have no foreign key to cascade
+        (migration 0009)."""
         with self.engine.begin() as conn:
-            result = conn.execute(subscribers.delete().where(subscribers.c.email_key == email_key(email)))
-        return bool(result.rowcount)
+            found = conn.execute(
+                sa.select(subscribers.c.id).where(subscribers.c.email_key == email_key(email))
+            ).scalar()
+            if found is None:
+                return False
+            conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == found))
+            conn.execute(subscribers.delete().where(subscribers.c.id == found))
+        return True
 
     def every(self, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
         """Every subscriber (optionally of one status), oldest first, streamed."""
