@@ -190,12 +190,26 @@ def main() -> None:
         if r2e is not None:
             rows.append((f"rss2email 3.14 on the {args.items}-item feed (`r2e run --no-send`)", r2e))
         if args.before is not None:
-            # PYTHONPATH comes before the venv's own (editable) digest, so this runs the other code.
+            # PYTHONPATH comes before the venv's own (editable) digest, so this runs the other code,
+            # with a data directory of its own: a store migrated by newer code is not for older code.
+            other = work / "before"
+            other.mkdir()
+            (other / "feed.xml").symlink_to(big / "feed.xml")
+            shutil.copy(big / "config.toml", other / "config.toml")
             before = ["env", f"PYTHONPATH={args.before.resolve()}", sys.executable, "-m", "digest"]
             rows.append(
                 (
                     f"build the {args.items}-item feed with the code in {args.before}",
-                    [*before, "build", "--config", str(big / "config.toml"), "--now", NOW, "--out", str(big / "old")],
+                    [
+                        *before,
+                        "build",
+                        "--config",
+                        str(other / "config.toml"),
+                        "--now",
+                        NOW,
+                        "--out",
+                        str(other / "out"),
+                    ],
                 )
             )
         # Round robin: on a shared machine a burst of load then falls on every case alike.
