@@ -278,7 +278,7 @@ def parse_feed(
                 entries.append(entry)
         horizon = now - FIRST_SEEN_KEEP
         kept = {item: when for item, when in seen.items() if item in current or when >= horizon}
-        items = len(result.entries) + (len(cut.dropped) + len(cut.deferred) if cut is not None else 0)
+        items = cut.items if cut is not None else len(result.entries)
         warnings = [*read.warnings, *_warnings(result, feed, items, len(entries))]
         return ParsedFeed(entries=tuple(entries), warnings=tuple(warnings), first_seen=kept)
 
