@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from digest.store import Claimed, NewSubscriber, Store
+from digest.store.ledger import IN_INDEX_ORDER, claim_queries
 from digest.store.migrations import HEAD
 from digest.store.schema import batches, deliveries, metadata, subscribers
 from factories import KEY, NOW, VARIANT
@@ -398,19 +399,113 @@ def test_migrated_schema_matches_the_declared_tables(store):
     assert diff == []
 
 
-def test_the_claim_index_holds_only_claimable_deliveries(store):
-    """The predicate the schema module names (CLAIMABLE) is the one the database's index has:
-    Alembic's comparison above does not look at index predicates."""
+# What a claim or a finish changes in a delivery row (migration 0010).
+CHANGED_BY_A_SEND = {"status", "batch_id", "error", "updated_at"}
+
+
+def test_no_index_holds_what_claiming_or_finishing_a_batch_changes(store):
+    """Not as a column, nor in a partial index's predicate: on PostgreSQL either one makes every
+    claimed row a new row version with new entries in every index (migration 0010). Alembic's
+    comparison above does not look at predicates, so the definitions are read back."""
+    inspector = sa.inspect(store.engine)
+    indexed = [set(index["column_names"]) for index in inspector.get_indexes("deliveries")]
+    indexed += [set(unique["column_names"]) for unique in inspector.get_unique_constraints("deliveries")]
+    assert {"issue_key", "variant", "id"} in indexed  # the claim's walk
+    assert all(not columns & CHANGED_BY_A_SEND for columns in indexed), indexed
     if store.engine.dialect.name == "postgresql":
-        query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_deliveries_pending'"
-        expected = "WHERE ((batch_id IS NULL) AND (error IS NULL))"
+        query = "SELECT indexdef FROM pg_indexes WHERE tablename = 'deliveries' AND schemaname = current_schema()"
     else:
-        query = "SELECT sql FROM sqlite_master WHERE name = 'ix_deliveries_pending'"
-        expected = "WHERE batch_id IS NULL AND error IS NULL"
+        query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' AND sql IS NOT NULL"
     with store.engine.connect() as conn:
-        definition = conn.exec_driver_sql(query).scalar_one()
-    assert "(issue_key, variant, id)" in definition
-    assert definition.endswith(expected), definition
+        definitions = conn.exec_driver_sql(query).scalars().all()
+    assert any("ix_deliveries_queue" in d for d in definitions), definitions
+    assert not [d for d in definitions if "WHERE" in d.upper()], definitions
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_on_postgresql_claims_and_finishes_update_rows_in_place(store):
+    """HOT updates: a claimed or finished row is rewritten on its own page, no index touched.
+    Before migration 0010 no claim was (about half of a send's updates); on a page with no room
+    left an update still moves, so a few may."""
+    store.subscribers.merge(people(2000))
+    record(store)
+    queue(store)
+    after = None
+    while (claimed := store.ledger.claim(KEY, 500, "sendgrid", after=after)) is not None:
+        store.ledger.finish(claimed, {r[0]: ("submitted", "") for r in claimed.recipients})
+        after = claimed.last
+    assert store.ledger.counts(KEY) == {"submitted": 2000}
+    store.engine.dispose()  # a backend reports its statistics as it ends
+    query = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'deliveries'::regclass"
+    deadline = time.monotonic() + 20
+    while True:
+        with store.engine.connect() as conn:
+            updated, in_place = conn.exec_driver_sql(query).one()
+        if updated >= 4000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert updated == 4000
+    assert in_place >= 0.95 * updated, (in_place, updated)
+
+
+def test_a_claim_walks_the_claim_index_in_order_on_a_table_just_filled(store):
+    """No statistics yet for the deliveries just queued: PostgreSQL's planner then chose to fetch
+    and sort every pending delivery after ``after`` (a second a claim at a million readers)
+    rather than walk the index and stop at the batch's last row; SQLite, given a row value
+    ``(variant, id) > (?, ?)``, walked the whole variant. Each search is a range of the index,
+    in its order, the one in the variant starting at ``after``."""
+    store.subscribers.merge(people(3000))
+    record(store)
+    queue(store)
+    postgresql = store.engine.dialect.name == "postgresql"
+    with store.engine.connect() as conn:
+        first = sa.select(sa.func.min(deliveries.c.variant), sa.func.min(deliveries.c.id))
+        variant, lowest = conn.execute(first).one()
+    middle = lowest + 1500
+    same_variant, later = claim_queries(KEY, 1000, (variant, middle), locking=postgresql)
+    for query in (same_variant, later):
+        plan = claim_plan(store, query)
+        if postgresql:
+            assert "Index Scan using ix_deliveries_queue on deliveries" in plan, plan
+            assert "Sort" not in plan and "Bitmap" not in plan, plan
+        else:
+            assert "USING INDEX ix_deliveries_queue (issue_key=? AND variant" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    plan = claim_plan(store, same_variant)
+    if postgresql:
+        assert f"AND (id > {middle}))" in plan.split("Filter")[0], plan
+    else:
+        assert "(issue_key=? AND variant=? AND id>?)" in plan, plan
+
+
+def claim_plan(store: Store, query: sa.Select) -> str:
+    """The plan the database chooses for a claim's search, in a claim's transaction."""
+    sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(IN_INDEX_ORDER)
+            return "\n".join(conn.exec_driver_sql(f"EXPLAIN {sql}").scalars())
+        return "\n".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+
+
+def test_a_claim_searches_on_from_where_the_last_one_ended(store):
+    """``after`` skips what this process claimed before; what was put back behind it is found
+    by a search from the start."""
+    store.subscribers.merge(people(6))
+    record(store)
+    queue(store)
+    first = store.ledger.claim(KEY, 2, "sendgrid")
+    second = store.ledger.claim(KEY, 2, "sendgrid", after=first.last)
+    store.ledger.release(first)
+    third = store.ledger.claim(KEY, 2, "sendgrid", after=second.last)
+    with store.engine.connect() as conn:
+        ids = sorted(conn.execute(sa.select(deliveries.c.id).where(deliveries.c.issue_key == KEY)).scalars())
+    assert [r[0] for r in first.recipients] == ids[0:2]
+    assert [r[0] for r in second.recipients] == ids[2:4]
+    assert [r[0] for r in third.recipients] == ids[4:6]  # not the two put back behind it
+    assert store.ledger.claim(KEY, 2, "sendgrid", after=third.last) is None
+    again = store.ledger.claim(KEY, 2, "sendgrid")
+    assert [r[0] for r in again.recipients] == ids[0:2]
 
 
 STATUS_CHECKS = [  # (table, column, a word its check allows)
@@ -579,6 +674,54 @@ def test_the_keys_come_back_on_downgrade_and_go_again(database_url):
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar_one() == "ok"
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
     again.close()
+
+
+def test_0010_moves_the_claim_index_and_a_send_goes_on_across_it(database_url):
+    """A store at 0009 with a batch in flight and readers pending: downgraded, then opened again.
+    The claim index, the batch index and the page fill go back and come again, and the send
+    finishes the batch and claims the rest on the new index."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store.open(database_url)
+    claimed = queued_and_claimed(store, readers=3, size=1)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    assert delivery_indexes(store) == {"ix_deliveries_batch", "ix_deliveries_pending"}
+    postgresql = store.engine.dialect.name == "postgresql"
+    assert fillfactor(store) == ("70" if postgresql else None)
+    store.close()
+    again = Store.open(database_url)
+    assert version_of(again) == [HEAD]
+    assert delivery_indexes(again) == {"ix_deliveries_queue"}
+    assert fillfactor(again) == ("45" if postgresql else None)
+    again.ledger.finish(claimed, {claimed.recipients[0][0]: ("submitted", "")})
+    rest = again.ledger.claim(KEY, 5, "sendgrid", after=claimed.last)
+    assert rest is not None and len(rest.recipients) == 2
+    assert again.ledger.counts(KEY) == {"submitted": 1, "submitting": 2}
+    again.close()
+
+
+def delivery_indexes(store: Store) -> set[str]:
+    """The names of the deliveries table's indexes (not its unique constraint's)."""
+    return {index["name"] for index in sa.inspect(store.engine).get_indexes("deliveries")} - {
+        "uq_deliveries_issue_subscriber"
+    }
+
+
+def fillfactor(store: Store) -> str | None:
+    """How full PostgreSQL fills the deliveries table's new pages (None on SQLite, which has no
+    such setting)."""
+    if store.engine.dialect.name != "postgresql":
+        return None
+    with store.engine.connect() as conn:
+        options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE oid = 'deliveries'::regclass").scalar()
+    return dict(option.split("=") for option in options or []).get("fillfactor")
 
 
 def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):

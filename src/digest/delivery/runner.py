@@ -302,6 +302,7 @@ class _Preparer:
         self.waiting = self._queuer.waiting  # subscribers not yet queued when the send started
         self._size = min(settings.delivery.batch_size, transport.max_batch)
         self._variants: dict[str, Rendered] = {}
+        self._after: tuple[str, int] | None = None  # where the next claim's search starts
         self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue(maxsize=1)
         self._room = threading.Semaphore(1)  # taken to claim a batch, given back when the loop takes it
         self._closing = threading.Event()
@@ -365,12 +366,24 @@ class _Preparer:
 
     def _claim(self) -> Claimed | None:
         """Claim the next batch, waiting for the queuer when nothing is pending yet; None once
-        everything is queued and nothing is pending."""
+        everything is queued and nothing is pending.
+
+        Each claim searches on from the last one (``Ledger.claim``'s ``after``). Once everything
+        is queued and nothing is found there, one search from the start finds what was put back
+        behind it (another worker's released batch) or queued since for a variant before it."""
         while True:
             pieces = self._queuer.pieces
-            claimed = self._store.ledger.claim(self._key, self._size, self._transport.name, handed_over=False)
-            if claimed is not None or not self._queuer.more_since(pieces):
+            claimed = self._store.ledger.claim(
+                self._key, self._size, self._transport.name, handed_over=False, after=self._after
+            )
+            if claimed is not None:
+                self._after = claimed.last
                 return claimed
+            if self._queuer.more_since(pieces):
+                continue
+            if self._after is None:
+                return None
+            self._after = None
 
     def _claim_and_build(self) -> Ready | None:
         claimed = self._claim()

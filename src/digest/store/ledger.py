@@ -43,6 +43,12 @@ class Claimed:
     variant: str
     recipients: tuple[tuple[int, int, str, str], ...]  # (delivery id, subscriber id, email, name)
 
+    @property
+    def last(self) -> tuple[str, int]:
+        """Where the next claim's search starts (``Ledger.claim``'s ``after``): this batch's
+        variant and its last delivery id (the claim takes them in ascending order)."""
+        return self.variant, self.recipients[-1][0]
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -134,8 +140,16 @@ class Ledger(Repository):
 
     # --- claiming and finishing batches ------------------------------------------------------
 
-    def claim(self, key: str, size: int, transport: str, *, handed_over: bool = True) -> Claimed | None:
+    def claim(
+        self, key: str, size: int, transport: str, *, handed_over: bool = True, after: tuple[str, int] | None = None
+    ) -> Claimed | None:
         """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
+
+        The search walks the claim index in (variant, id) order, from the start or from
+        ``after``: the (variant, delivery id) of the last delivery this process claimed
+        (``Claimed.last``). The index also holds every delivery claimed before (migration 0010),
+        so a send passes it to each claim rather than step over those again; a delivery put back
+        behind it, or queued since for a variant before it, is found by a search from the start.
 
         Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
         unsubscribe that lands before the batch is claimed is honoured, and so is a subscriber
@@ -145,20 +159,13 @@ class Ledger(Repository):
         then a crash returns it to pending (``reap_orphans``).
         """
         now = utcnow()
-        d, s = deliveries, subscribers
-        query = (
-            # A recipient's four fields first: ``row[:4]`` is what ``Claimed`` holds of them.
-            sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
-            .outerjoin(s, s.c.id == d.c.subscriber_id)
-            .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING, CLAIMABLE)
-            .order_by(d.c.variant, d.c.id)
-            .limit(size)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=d)
+        d = deliveries
+        queries = claim_queries(key, size, after, locking=self.dialect == "postgresql")
         with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(IN_INDEX_ORDER)
             while True:
-                rows = conn.execute(query).all()
+                rows = _first_found(conn, queries)
                 if not rows:
                     return None
                 variant, live, gone = _partition(rows)
@@ -232,7 +239,7 @@ class Ledger(Repository):
         """Give a claimed batch back untouched (nothing of it went out: the send was refused, or
         it was claimed ahead and the send stopped before handing it over)."""
         with self._write() as conn:
-            _put_back(conn, [batch.id], utcnow())
+            _put_back(conn, [batch.id], _in_batch(batch), utcnow())
 
     # --- after a crash: orphans, settling, retrying ------------------------------------------
 
@@ -251,10 +258,10 @@ class Ledger(Repository):
             dead = [r for r in rows if not alive(r.claimed_by, lease, r.claimed_at, now)]
             unsent = [r.id for r in dead if not r.handed_over]
             for chunk in chunks(unsent):
-                _put_back(conn, chunk, now)
+                _put_back(conn, chunk, _of_batches(key, chunk), now)
             orphaned = [r.id for r in dead if r.handed_over]
             for chunk in chunks(orphaned):
-                _mark_unknown(conn, chunk, "the sending process stopped during this batch", now)
+                _mark_unknown(conn, key, chunk, "the sending process stopped during this batch", now)
         return len(orphaned)
 
     def orphans(self, key: str, transport: str) -> list[tuple[int, int, str, int]]:
@@ -372,6 +379,38 @@ class Ledger(Repository):
             return [Problem(r.email, DeliveryStatus(r.status), r.error or "") for r in conn.execute(query)]
 
 
+# For a claim's transaction on PostgreSQL: walk the claim index in order and stop at the batch's
+# last row. Its planner, with no statistics for a table filled a moment before (or statistics
+# from before the send), estimated that few rows match and chose to fetch every pending delivery
+# after ``after`` and sort them: a million-reader send took a second a claim. Only the claim's
+# own transaction is changed (SET LOCAL), and the index walk is the only plan left for it.
+IN_INDEX_ORDER = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+
+
+def claim_queries(key: str, size: int, after: tuple[str, int] | None, *, locking: bool) -> list[sa.Select[Any]]:
+    """The next ``size`` claimable deliveries of issue ``key`` in the claim index's order, with
+    their subscribers: searched in turn, the first that finds any gives the batch. From the
+    start, one search; after ``after``, one in its variant and then one in the variants after
+    it, each a range of the index on both databases (SQLite bounds a search by a row value
+    ``(variant, id) > (?, ?)`` on its first column only: it walked the whole variant).
+    ``locking`` (PostgreSQL) locks the rows, skipping those another claim holds. A recipient's
+    four fields come first: ``row[:4]`` is what ``Claimed`` holds of them."""
+    d, s = deliveries, subscribers
+    query = (
+        sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
+        .outerjoin(s, s.c.id == d.c.subscriber_id)
+        .where(d.c.issue_key == key, d.c.status == DeliveryStatus.PENDING, CLAIMABLE)
+        .order_by(d.c.variant, d.c.id)
+        .limit(size)
+    )
+    if locking:
+        query = query.with_for_update(skip_locked=True, of=d)
+    if after is None:
+        return [query]
+    variant, last = after
+    return [query.where(d.c.variant == variant, d.c.id > last), query.where(d.c.variant > variant)]
+
+
 # A subscriber's choice of sections as the database's JSON text: "[]" when none was chosen.
 _SECTIONS = sa.cast(subscribers.c.sections, sa.Text)
 
@@ -440,6 +479,14 @@ def _recorded(key: str) -> sa.ColumnElement[bool]:
 def _choice(text: str) -> tuple[str, ...]:
     """A choice of sections from the database's JSON text of it."""
     return tuple(json.loads(text))
+
+
+def _first_found(conn: Connection, queries: Sequence[sa.Select[Any]]) -> Sequence[sa.Row[Any]]:
+    """The rows of the first of ``queries`` that finds any (none: empty)."""
+    for query in queries:
+        if rows := conn.execute(query).all():
+            return rows
+    return []
 
 
 def _partition(rows: Sequence[Sequence[Any]]) -> tuple[str, list[tuple[int, int, str, str]], list[int]]:
@@ -527,9 +574,7 @@ def _finish(conn: Connection, batch: Claimed, outcomes: Mapping[int, tuple[str, 
     if len(distinct) == 1:
         ((status, error),) = distinct
         conn.execute(
-            deliveries.update()
-            .where(deliveries.c.batch_id == batch.id)
-            .values(status=status, error=error or None, updated_at=now)
+            deliveries.update().where(_in_batch(batch)).values(status=status, error=error or None, updated_at=now)
         )
     else:
         by_status: dict[tuple[str, str], list[int]] = {}
@@ -565,30 +610,52 @@ def _hand_over(conn: Connection, batch: Claimed) -> bool:
     return changed == 1
 
 
-def _mark_unknown(conn: Connection, ids: Sequence[int], error: str, now: datetime) -> None:
-    """Batches (and their deliveries still in flight) whose outcome nobody can tell any more."""
+def _mark_unknown(conn: Connection, key: str, ids: Sequence[int], error: str, now: datetime) -> None:
+    """Batches of issue ``key`` (and their deliveries still in flight) whose outcome nobody can
+    tell any more."""
     conn.execute(
         batches.update().where(batches.c.id.in_(ids)).values(status=BatchStatus.UNKNOWN, error=error, finished_at=now)
     )
     conn.execute(
         deliveries.update()
-        .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
+        .where(_of_batches(key, ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
         .values(status=DeliveryStatus.UNKNOWN, error=error, updated_at=now)
     )
 
 
-def _put_back(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    """Batches none of which went out: their deliveries are pending again, the batches gone.
+def _put_back(conn: Connection, ids: Sequence[int], rows: sa.ColumnElement[bool], now: datetime) -> None:
+    """Batches ``ids`` none of which went out, whose deliveries ``rows`` picks: those are pending
+    again, the batches gone.
 
     A delivery of theirs that is no longer in flight keeps its status but loses the batch, which
     no longer exists (``batch_id`` has no foreign key to do it: migration 0009)."""
     conn.execute(
         deliveries.update()
-        .where(deliveries.c.batch_id.in_(ids), deliveries.c.status == DeliveryStatus.SUBMITTING)
+        .where(rows, deliveries.c.status == DeliveryStatus.SUBMITTING)
         .values(status=DeliveryStatus.PENDING, batch_id=None, error=None, updated_at=now)
     )
-    conn.execute(deliveries.update().where(deliveries.c.batch_id.in_(ids)).values(batch_id=None))
+    conn.execute(deliveries.update().where(rows).values(batch_id=None))
     conn.execute(batches.delete().where(batches.c.id.in_(ids)))
+
+
+def _in_batch(batch: Claimed) -> sa.ColumnElement[bool]:
+    """The deliveries of a batch this process claimed, found through the claim index (``batch_id``
+    has none, migration 0010): they are one variant's, between its first id and its last; other
+    batches' deliveries in that range are told apart by their batch id."""
+    ids = [recipient[0] for recipient in batch.recipients]
+    d = deliveries
+    return (
+        (d.c.issue_key == batch.issue_key)
+        & (d.c.variant == batch.variant)
+        & d.c.id.between(min(ids), max(ids))
+        & (d.c.batch_id == batch.id)
+    )
+
+
+def _of_batches(key: str, ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """The deliveries of issue ``key``'s batches ``ids``, whose ranges are not known (after a
+    crash): found among all the issue's deliveries, as ``batch_id`` has no index (migration 0010)."""
+    return (deliveries.c.issue_key == key) & deliveries.c.batch_id.in_(ids)
 
 
 def _open_batch(

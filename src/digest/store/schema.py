@@ -232,21 +232,17 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("issue_key", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
-    Index("ix_deliveries_batch", "batch_id"),
+    # The claim index: a claim walks it in (variant, id) order. It holds every delivery, and
+    # neither ``status`` nor ``batch_id`` is in any index: claiming and finishing a batch change
+    # no indexed column, so on PostgreSQL each row's update is a HOT update, written on the
+    # row's own page without touching an index (the table keeps room on each page for it,
+    # migration 0010). A batch's deliveries are found by this index too (``ledger._in_batch``).
+    Index("ix_deliveries_queue", "issue_key", "variant", "id"),
 )
 
 # A delivery a claim may take: pending, so in no batch and with no error (every path that queues
-# one again clears both). The claim index holds only these rows, and ``status`` is in no index:
-# finishing a batch then changes no indexed column, so on PostgreSQL each row's update is a HOT
-# update (no index entry written; the table keeps room on each page for it, migration 0007).
+# one again clears both).
 CLAIMABLE = deliveries.c.batch_id.is_(None) & deliveries.c.error.is_(None)
-
-# Partial: WHERE CLAIMABLE, as migration 0007 creates it (a test reads it back from both
-# databases). The predicate is not repeated here as ``postgresql_where``/``sqlite_where``: to
-# check those, SQLAlchemy imports both dialects with all their drivers into every process, a
-# SQLite build included (about 30 ms), and nothing reads them: the migrations make the tables,
-# and Alembic's comparison of the two ignores index predicates.
-Index("ix_deliveries_pending", deliveries.c.issue_key, deliveries.c.variant, deliveries.c.id)
 
 # The editors who may sign in to the desk (`digest editors add`): an address and an argon2 hash.
 editors = Table(
