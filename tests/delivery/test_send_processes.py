@@ -127,25 +127,26 @@ def test_killed_mid_send_then_run_again_completes_without_duplicates(job, sg):
     config, env, url = job
     sg.pass_next(times=1)
     sg.stall_next(30)  # the second request hangs: the process is killed while it waits
-    # The send builds the next batch while one is in flight: killed once it is claimed ahead.
-    killed_once_claimed(config, env, url, sg, submitting=2000)
-    assert counts(url) == {"submitted": 1000, "submitting": 2000, "pending": 500}
-    assert handed_over(url) == {True: 2, False: 1}
+    # The send claims and builds the next two batches while one is in flight: killed once both
+    # (the rest of the 3,500) are claimed ahead.
+    killed_once_claimed(config, env, url, sg, submitting=2500)
+    assert counts(url) == {"submitted": 1000, "submitting": 2500}
+    assert handed_over(url) == {True: 2, False: 2}
 
     # The batch in flight at the kill is unknown (it did reach the service): reported, not re-sent.
-    # The one claimed ahead never reached it: it went back to pending and out in this run.
+    # The two claimed ahead never reached it: they went back to pending and out in this run.
     settled_on_the_next_run(config, env, url, sg, unknown=1000)
 
 
 def test_killed_with_two_requests_in_flight_then_run_again_sends_the_rest_once(tmp_path, sg, database_url):
     config, env, url = sendgrid_job(tmp_path, sg, database_url, 2)
     sg.stall_next(30, times=2)  # both lanes' requests hang: the process is killed while they wait
-    killed_once_claimed(config, env, url, sg, submitting=3000)  # and the third batch claimed ahead
-    assert counts(url) == {"submitting": 3000, "pending": 500}
-    assert handed_over(url) == {True: 2, False: 1}
+    killed_once_claimed(config, env, url, sg, submitting=3500)  # and the other two claimed ahead
+    assert counts(url) == {"submitting": 3500}
+    assert handed_over(url) == {True: 2, False: 2}
 
-    # Both batches in flight did reach the service: unknown, reported, not re-sent. The one
-    # claimed ahead went back to pending and out in this run, with the rest.
+    # Both batches in flight did reach the service: unknown, reported, not re-sent. The two
+    # claimed ahead went back to pending and out in this run.
     settled_on_the_next_run(config, env, url, sg, unknown=2000)
 
 

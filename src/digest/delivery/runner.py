@@ -280,17 +280,22 @@ def settle_unknown(store: Store, transport: Transport, key: str) -> tuple[int, i
 
 Ready = tuple[Claimed, Batch]
 SWITCH_INTERVAL = 0.001  # seconds a thread may hold the GIL while the other waits for it
+AHEAD = 2  # batches claimed ahead of the send loop at most: one being claimed, one being built
 
 
 class _Preparer:
-    """Claims and builds the next batch. For a transport that builds its request ahead
-    (``Prepares``) it does so in a thread of its own while the send loop waits for the answer to
-    the batch before (the wait releases the GIL), one batch ahead at most; for the others, when
-    the loop asks.
+    """Claims and builds the next batches. For a transport that builds its request ahead
+    (``Prepares``) two threads of its own do it while the send loop waits for the answer to the
+    batch before: one claims the next batch while the other builds the one claimed before it. A
+    claim is mostly a wait for the database (on PostgreSQL, its server's CPU for the claim's
+    1,000 row updates) and a build is Python holding the GIL, so the two overlap instead of
+    adding up; claimed in one thread, batches keep their order and their size. For the other
+    transports, a batch is claimed and built when the loop asks.
 
-    Every batch is claimed ahead (``handed_over=False``): until the loop hands it over, a crash
-    puts it back to pending instead of leaving it ``unknown``. A batch whose building failed, and
-    one built but never taken by the loop, are released here.
+    Every batch is claimed ahead (``handed_over=False``), ``AHEAD`` at most: until the loop
+    hands it over, a crash puts it back to pending instead of leaving it ``unknown``. A batch
+    whose building failed, and one claimed or built but never taken by the loop, are released
+    here.
 
     The issue's newcomers are queued meanwhile by a ``Queuer`` of its own; a claim that finds
     nothing pending waits for its next range.
@@ -303,32 +308,40 @@ class _Preparer:
         self._size = min(settings.delivery.batch_size, transport.max_batch)
         self._variants: dict[str, Rendered] = {}
         self._after: tuple[str, int] | None = None  # where the next claim's search starts
-        self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue(maxsize=1)
-        self._room = threading.Semaphore(1)  # taken to claim a batch, given back when the loop takes it
+        # From the claim thread to the build thread, and from that to the loop: each ends with
+        # None (nothing more pending) or the error that stopped it.
+        self._claimed: queue.Queue[Claimed | BaseException | None] = queue.Queue()
+        self._ready: queue.Queue[Ready | BaseException | None] = queue.Queue()
+        self._room = threading.Semaphore(AHEAD)  # taken to claim a batch, given back when the loop takes it
         self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._switch = sys.getswitchinterval()
         if isinstance(transport, Prepares):
             # The loop's thread mostly waits (for the service, for the database) and must get the
-            # GIL back at once when its answer comes, not after the 5 ms this thread may keep it:
+            # GIL back at once when its answer comes, not after the 5 ms a builder may keep it:
             # measured, that wait cost about a quarter of a SendGrid send. Restored by ``close``.
             sys.setswitchinterval(SWITCH_INTERVAL)
-            self._thread = threading.Thread(target=self._run, name="digest-prepare", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._claiming, name="digest-claim", daemon=True),
+                threading.Thread(target=self._building, name="digest-build", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def next(self) -> Ready | None:
         """The next claimed and built batch, or None when nothing is pending; the loop must hand
         it over or release it. An error met while claiming or building is raised here. Safe to
         call from several lanes at once: each batch goes to one, the end to all of them."""
-        if self._thread is None:
-            return self._claim_and_build()
+        if not self._threads:
+            claimed = self._claim()
+            return None if claimed is None else self._built(claimed)
         return self._taken(self._ready.get())
 
     def ready(self) -> Ready | None:
-        """The next batch if it is built already, never waiting (always None without a thread of
+        """The next batch if it is built already, never waiting (always None without threads of
         its own); the loop must hand it over or release it. The end of the queue or an error is
         left for ``next``."""
-        if self._thread is None:
+        if not self._threads:
             return None
         try:
             item = self._ready.get_nowait()
@@ -340,8 +353,8 @@ class _Preparer:
         return None
 
     def _taken(self, item: Ready | BaseException | None) -> Ready | None:
-        """A batch taken from the thread: room for the next one. The end (None) or an error is
-        the thread's last item: it goes back for every other lane to meet too."""
+        """A batch taken from the build thread: room to claim another. The end (None) or an
+        error is that thread's last item: it goes back for every other lane to meet too."""
         if isinstance(item, tuple):
             self._room.release()
             return item
@@ -351,17 +364,21 @@ class _Preparer:
         return None
 
     def close(self) -> int:
-        """Stop claiming and queueing, wait for both threads, and give back a batch built but
-        never taken; returns how many subscribers were queued."""
+        """Stop claiming and queueing, wait for the threads, and give back every batch claimed or
+        built but never taken; returns how many subscribers were queued."""
         self._closing.set()
         queued = self._queuer.close()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        if self._threads:
             sys.setswitchinterval(self._switch)
-        while not self._ready.empty():
-            item = self._ready.get_nowait()
-            if isinstance(item, tuple):
-                self._store.ledger.release(item[0])
+        for waiting in (self._claimed, self._ready):
+            while not waiting.empty():
+                item = waiting.get_nowait()
+                if isinstance(item, tuple):
+                    self._store.ledger.release(item[0])
+                elif isinstance(item, Claimed):
+                    self._store.ledger.release(item)
         return queued
 
     def _claim(self) -> Claimed | None:
@@ -385,10 +402,8 @@ class _Preparer:
                 return None
             self._after = None
 
-    def _claim_and_build(self) -> Ready | None:
-        claimed = self._claim()
-        if claimed is None:
-            return None
+    def _built(self, claimed: Claimed) -> Ready:
+        """A claimed batch built for its transport; released if building it fails."""
         try:
             if claimed.variant not in self._variants:
                 self._variants[claimed.variant] = stored_variant(self._store, self._key, claimed.variant)
@@ -400,33 +415,43 @@ class _Preparer:
             raise
         return claimed, batch
 
-    def _run(self) -> None:
+    def _claiming(self) -> None:
+        """The claim thread: the next batch whenever there is room for it, until nothing is
+        pending, an error, or closing."""
         try:
             while self._wait_for_room():
-                item = self._claim_and_build()
-                if not self._put(item):
-                    if item is not None:
-                        self._store.ledger.release(item[0])
-                    return
-                if item is None:
+                claimed = self._claim()
+                self._claimed.put_nowait(claimed)
+                if claimed is None:
                     return
         except BaseException as exc:  # the loop raises it: a thread's error would go unseen
-            self._put(exc)
+            self._claimed.put_nowait(exc)
+
+    def _building(self) -> None:
+        """The build thread: builds each batch the claim thread claimed, in order, and passes on
+        the end or the error that stopped it. Once closing, what it left unbuilt is released by
+        ``close``."""
+        while not self._closing.is_set():
+            try:
+                item = self._claimed.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if not isinstance(item, Claimed):  # the end (None), or the claim thread's error
+                self._ready.put_nowait(item)
+                return
+            try:
+                self._ready.put_nowait(self._built(item))
+            except BaseException as exc:  # released by _built; the loop raises it
+                self._ready.put_nowait(exc)
+                return
 
     def _wait_for_room(self) -> bool:
-        """Wait until the loop has taken the batch built before: one batch ahead at most, so a
-        stop or a crash has at most one to put back. False once closing."""
+        """Wait until the loop has taken a batch claimed before: ``AHEAD`` at most, so a stop or
+        a crash has at most that many to put back. False once closing."""
         while not self._closing.is_set():
             if self._room.acquire(timeout=0.05):
                 return True
         return False
-
-    def _put(self, item: Ready | BaseException | None) -> bool:
-        """Hand an item to the loop (there is room: see ``_wait_for_room``); False once closing."""
-        if self._closing.is_set():
-            return False
-        self._ready.put_nowait(item)
-        return True
 
 
 def _batch(settings: Settings, signer: Signer, claimed: Claimed, variant: Rendered) -> Batch:
