@@ -550,18 +550,9 @@ def test_sqlite_checks_build_no_table_for_each_row_written(tmp_path):
 
 
 def test_the_word_by_word_checks_go_back_to_in_lists_and_forth(database_url):
-    from importlib import resources
-
-    from alembic import command
-    from alembic.config import Config
-
     store = Store.open(database_url)
     store.subscribers.merge(people(2))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0007")
+    downgrade(store, "0007")
     sqlite = store.engine.dialect.name == "sqlite"
     if sqlite:
         with store.engine.connect() as conn:
@@ -641,18 +632,9 @@ def test_a_batch_put_back_leaves_no_delivery_naming_it(store):
 
 
 def test_the_keys_come_back_on_downgrade_and_go_again(database_url):
-    from importlib import resources
-
-    from alembic import command
-    from alembic.config import Config
-
     store = Store.open(database_url)
     claimed = queued_and_claimed(store, readers=2, size=1)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0008")
+    downgrade(store, "0008")
     assert delivery_keys(store) == [
         (["batch_id"], "batches"),
         (["issue_key"], "issues"),
@@ -680,18 +662,9 @@ def test_0010_moves_the_claim_index_and_a_send_goes_on_across_it(database_url):
     """A store at 0009 with a batch in flight and readers pending: downgraded, then opened again.
     The claim index, the batch index and the page fill go back and come again, and the send
     finishes the batch and claims the rest on the new index."""
-    from importlib import resources
-
-    from alembic import command
-    from alembic.config import Config
-
     store = Store.open(database_url)
     claimed = queued_and_claimed(store, readers=3, size=1)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009")
+    downgrade(store, "0009")
     assert delivery_indexes(store) == {"ix_deliveries_batch", "ix_deliveries_pending"}
     postgresql = store.engine.dialect.name == "postgresql"
     assert fillfactor(store) == ("70" if postgresql else None)
@@ -737,6 +710,20 @@ def test_opening_again_upgrades_in_place_and_keeps_the_data(database_url):
     again.close()
 
 
+def downgrade(store: Store, revision: str) -> None:
+    """Take the store's database down to ``revision`` with Alembic, as an operator would."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def version_of(store: Store) -> list[str]:
     with store.engine.connect() as conn:
         return list(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
@@ -778,20 +765,12 @@ def test_a_database_at_an_older_revision_is_still_upgraded(database_url):
 def test_pending_deliveries_from_before_0007_are_still_sent(database_url):
     # Before 0007 a retried delivery kept its old error while pending; the claim now takes only
     # pending rows without one, so the upgrade clears it: nobody queued then is left behind.
-    from importlib import resources
-
-    from alembic import command
-    from alembic.config import Config
-
     store = Store.open(database_url)
     store.subscribers.merge(people(3))
     record(store)
     queue(store)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("digest.store") / "migrations"))
+    downgrade(store, "0006")
     with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0006")
         conn.execute(deliveries.update().values(error="failed: mailbox full (an earlier attempt)"))
     store.close()
 
