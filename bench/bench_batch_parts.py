@@ -61,7 +61,7 @@ def measure(config: str, batches: int) -> dict[str, float]:
     from digest.delivery.tokens import Signer
     from digest.delivery.transports.sendgrid import SendGridTransport
     from digest.delivery.variants import stored_variant
-    from digest.store import Claimed, Store
+    from digest.store import Store
 
     settings = load(Path(config))
     store = Store.open(settings.database_url)
@@ -71,14 +71,15 @@ def measure(config: str, batches: int) -> dict[str, float]:
     variants = {}
     # Each claim walks on from the last, as a send's do; code from before migration 0010 (run
     # with --before) searches from the start, as it did.
-    walks_on = hasattr(Claimed, "last")
-    after = None
+    import digest.store as store_package
+
+    walks_on = hasattr(store_package, "ClaimCursor")
+    how = {"cursor": store_package.ClaimCursor()} if walks_on else {}
     for _ in range(batches):
         start = time.perf_counter()
-        claimed = store.ledger.claim(KEY, 1000, "sendgrid", **({"after": after} if walks_on else {}))
+        claimed = store.ledger.claim(KEY, 1000, "sendgrid", **how)
         if claimed is None:
             break
-        after = claimed.last if walks_on else None
         claimed_at = time.perf_counter()
         if claimed.variant not in variants:
             variants[claimed.variant] = stored_variant(store, KEY, claimed.variant)

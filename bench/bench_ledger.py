@@ -67,11 +67,12 @@ def run(config: Path, url: str) -> None:
 
     def claim() -> None:
         # Code from before migration 0010 (PYTHONPATH, to compare) searches from the start.
-        walks_on = hasattr(Claimed, "last")
-        after = None
-        while (batch := ledger.claim(KEY, BATCH, "sendgrid", **({"after": after} if walks_on else {}))) is not None:
+        import digest.store as store_package
+
+        walks_on = hasattr(store_package, "ClaimCursor")
+        how = {"cursor": store_package.ClaimCursor()} if walks_on else {}
+        while (batch := ledger.claim(KEY, BATCH, "sendgrid", **how)) is not None:
             claimed.append(batch)
-            after = batch.last if walks_on else None
 
     def finish() -> None:
         for batch in claimed:

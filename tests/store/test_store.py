@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from digest.models import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
-from digest.store import Claimed, NewSubscriber, Store
-from digest.store.ledger import IN_INDEX_ORDER, claim_queries
+from digest.store import ClaimCursor, Claimed, NewSubscriber, Store
+from digest.store.ledger import IN_INDEX_ORDER, claim_query, next_variant
 from digest.store.migrations import HEAD
 from digest.store.schema import batches, deliveries, metadata, subscribers
 from factories import KEY, NOW, VARIANT
@@ -430,10 +430,9 @@ def test_on_postgresql_claims_and_finishes_update_rows_in_place(store):
     store.subscribers.merge(people(2000))
     record(store)
     queue(store)
-    after = None
-    while (claimed := store.ledger.claim(KEY, 500, "sendgrid", after=after)) is not None:
+    cursor = ClaimCursor()
+    while (claimed := store.ledger.claim(KEY, 500, "sendgrid", cursor=cursor)) is not None:
         store.ledger.finish(claimed, {r[0]: ("submitted", "") for r in claimed.recipients})
-        after = claimed.last
     assert store.ledger.counts(KEY) == {"submitted": 2000}
     store.engine.dispose()  # a backend reports its statistics as it ends
     query = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'deliveries'::regclass"
@@ -450,28 +449,28 @@ def test_on_postgresql_claims_and_finishes_update_rows_in_place(store):
 
 def test_a_claim_walks_the_claim_index_in_order_on_a_table_just_filled(store):
     """No statistics yet for the deliveries just queued: PostgreSQL's planner then chose to fetch
-    and sort every pending delivery after ``after`` (a second a claim at a million readers)
-    rather than walk the index and stop at the batch's last row; SQLite, given a row value
-    ``(variant, id) > (?, ?)``, walked the whole variant. Each search is a range of the index,
-    in its order, the one in the variant starting at ``after``."""
+    and sort every pending delivery after the cursor's position (a second a claim at a million
+    readers) rather than walk the index and stop at the batch's last row; SQLite, given a row
+    value ``(variant, id) > (?, ?)``, walked the whole variant. A claim's search in a variant
+    after a position, and its step to the next variant, are ranges of the index, in its order."""
     store.subscribers.merge(people(3000))
     record(store)
     queue(store)
     postgresql = store.engine.dialect.name == "postgresql"
+    d = deliveries
     with store.engine.connect() as conn:
-        first = sa.select(sa.func.min(deliveries.c.variant), sa.func.min(deliveries.c.id))
-        variant, lowest = conn.execute(first).one()
+        variant, lowest = conn.execute(sa.select(sa.func.min(d.c.variant), sa.func.min(d.c.id))).one()
     middle = lowest + 1500
-    same_variant, later = claim_queries(KEY, 1000, (variant, middle), locking=postgresql)
-    for query in (same_variant, later):
+    in_variant = claim_query(KEY, 1000, locking=postgresql).where(d.c.variant == variant, d.c.id > middle)
+    for query in (in_variant, next_variant(KEY, variant), next_variant(KEY, None)):
         plan = claim_plan(store, query)
         if postgresql:
-            assert "Index Scan using ix_deliveries_queue on deliveries" in plan, plan
+            assert "Index" in plan and "ix_deliveries_queue on deliveries" in plan, plan
             assert "Sort" not in plan and "Bitmap" not in plan, plan
         else:
-            assert "USING INDEX ix_deliveries_queue (issue_key=? AND variant" in plan, plan
+            assert "USING " in plan and "INDEX ix_deliveries_queue (issue_key=?" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
-    plan = claim_plan(store, same_variant)
+    plan = claim_plan(store, in_variant)
     if postgresql:
         assert f"AND (id > {middle}))" in plan.split("Filter")[0], plan
     else:
@@ -488,24 +487,55 @@ def claim_plan(store: Store, query: sa.Select) -> str:
         return "\n".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
 
 
-def test_a_claim_searches_on_from_where_the_last_one_ended(store):
-    """``after`` skips what this process claimed before; what was put back behind it is found
-    by a search from the start."""
+def test_a_claim_searches_on_from_where_the_cursor_left_each_variant(store):
+    """A cursor skips what its send claimed before, in each variant; ``restart`` looks again
+    from the first variant (a range queued since may hold some of it); what was put back
+    behind a position is found by a new cursor."""
     store.subscribers.merge(people(6))
     record(store)
     queue(store)
-    first = store.ledger.claim(KEY, 2, "sendgrid")
-    second = store.ledger.claim(KEY, 2, "sendgrid", after=first.last)
-    store.ledger.release(first)
-    third = store.ledger.claim(KEY, 2, "sendgrid", after=second.last)
     with store.engine.connect() as conn:
         ids = sorted(conn.execute(sa.select(deliveries.c.id).where(deliveries.c.issue_key == KEY)).scalars())
+    cursor = ClaimCursor()
+    first = store.ledger.claim(KEY, 2, "sendgrid", cursor=cursor)
+    second = store.ledger.claim(KEY, 2, "sendgrid", cursor=cursor)
+    store.ledger.release(first)
+    third = store.ledger.claim(KEY, 2, "sendgrid", cursor=cursor)
     assert [r[0] for r in first.recipients] == ids[0:2]
     assert [r[0] for r in second.recipients] == ids[2:4]
     assert [r[0] for r in third.recipients] == ids[4:6]  # not the two put back behind it
-    assert store.ledger.claim(KEY, 2, "sendgrid", after=third.last) is None
-    again = store.ledger.claim(KEY, 2, "sendgrid")
+    assert cursor.positions == {third.variant: ids[5]}
+    assert store.ledger.claim(KEY, 2, "sendgrid", cursor=cursor) is None
+    cursor.restart()
+    assert store.ledger.claim(KEY, 2, "sendgrid", cursor=cursor) is None
+    again = store.ledger.claim(KEY, 2, "sendgrid", cursor=ClaimCursor())
     assert [r[0] for r in again.recipients] == ids[0:2]
+
+
+def test_a_cursor_goes_back_for_a_variant_queued_behind_it(store):
+    """A send's ranges are queued while it claims: a range may add readers of a variant the
+    cursor has passed. After ``restart`` the next claim finds them, and none claimed twice."""
+    store.subscribers.merge(
+        NewSubscriber(f"reader{i}@example.org", f"Reader {i}", ("Asia-Pacific",) if i % 2 else ()) for i in range(4)
+    )
+    record(store)
+    choices = store.ledger.choices_to_queue(KEY)
+    variants = {choice: "-".join(choice) or "all" for choice in choices}  # "Asia-Pacific" < "all"
+    low, high = store.ledger.id_ranges(2)
+    store.ledger.enqueue(KEY, variants, ids=low)
+    cursor = ClaimCursor()
+    claims = []
+    while (claimed := store.ledger.claim(KEY, 10, "sendgrid", cursor=cursor)) is not None:
+        claims.append(claimed)
+    assert [c.variant for c in claims] == ["Asia-Pacific", "all"]
+    store.ledger.enqueue(KEY, variants, ids=high)
+    cursor.restart()
+    while (claimed := store.ledger.claim(KEY, 10, "sendgrid", cursor=cursor)) is not None:
+        claims.append(claimed)
+    assert [c.variant for c in claims] == ["Asia-Pacific", "all", "Asia-Pacific", "all"]
+    assert sorted(email for c in claims for _, _, email, _ in c.recipients) == sorted(
+        f"reader{i}@example.org" for i in range(4)
+    )
 
 
 STATUS_CHECKS = [  # (table, column, a word its check allows)
@@ -674,7 +704,9 @@ def test_0010_moves_the_claim_index_and_a_send_goes_on_across_it(database_url):
     assert delivery_indexes(again) == {"ix_deliveries_queue"}
     assert fillfactor(again) == ("45" if postgresql else None)
     again.ledger.finish(claimed, {claimed.recipients[0][0]: ("submitted", "")})
-    rest = again.ledger.claim(KEY, 5, "sendgrid", after=claimed.last)
+    cursor = ClaimCursor()
+    cursor.moved(claimed)
+    rest = again.ledger.claim(KEY, 5, "sendgrid", cursor=cursor)
     assert rest is not None and len(rest.recipients) == 2
     assert again.ledger.counts(KEY) == {"submitted": 1, "submitting": 2}
     again.close()

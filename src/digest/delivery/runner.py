@@ -44,7 +44,7 @@ from digest.delivery.variants import stored_variant
 from digest.issue.build import preview_values
 from digest.issue.render import Rendered
 from digest.models import DeliveryStatus, IssueStatus
-from digest.store import Claimed, Store
+from digest.store import ClaimCursor, Claimed, Store
 
 log = logging.getLogger("digest.deliver")
 
@@ -307,7 +307,7 @@ class _Preparer:
         self.waiting = self._queuer.waiting  # subscribers not yet queued when the send started
         self._size = min(settings.delivery.batch_size, transport.max_batch)
         self._variants: dict[str, Rendered] = {}
-        self._after: tuple[str, int] | None = None  # where the next claim's search starts
+        self._cursor = ClaimCursor()  # where the next claim searches
         # From the claim thread to the build thread, and from that to the loop: each ends with
         # None (nothing more pending) or the error that stopped it.
         self._claimed: queue.Queue[Claimed | BaseException | None] = queue.Queue()
@@ -385,22 +385,23 @@ class _Preparer:
         """Claim the next batch, waiting for the queuer when nothing is pending yet; None once
         everything is queued and nothing is pending.
 
-        Each claim searches on from the last one (``Ledger.claim``'s ``after``). Once everything
-        is queued and nothing is found there, one search from the start finds what was put back
-        behind it (another worker's released batch) or queued since for a variant before it."""
+        Each claim searches on from the last (``ClaimCursor``), and again from the first variant
+        after each range queued. Once everything is queued and nothing is found, one search with
+        a new cursor, from the start of every variant, finds what was put back behind it
+        (another worker's released batch)."""
         while True:
             pieces = self._queuer.pieces
             claimed = self._store.ledger.claim(
-                self._key, self._size, self._transport.name, handed_over=False, after=self._after
+                self._key, self._size, self._transport.name, handed_over=False, cursor=self._cursor
             )
             if claimed is not None:
-                self._after = claimed.last
                 return claimed
             if self._queuer.more_since(pieces):
+                self._cursor.restart()
                 continue
-            if self._after is None:
+            if not self._cursor.positions:  # searched from the start of every variant
                 return None
-            self._after = None
+            self._cursor = ClaimCursor()
 
     def _built(self, claimed: Claimed) -> Ready:
         """A claimed batch built for its transport; released if building it fails."""

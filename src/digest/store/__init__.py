@@ -18,12 +18,13 @@ from digest.store.audit import Audit, Entry
 from digest.store.editors import DeskSession, Editor, Editors
 from digest.store.engine import make_engine, redact, upgrade, utcnow
 from digest.store.issues import IssueRecord, Issues
-from digest.store.ledger import Claimed, Ledger, Problem
+from digest.store.ledger import ClaimCursor, Claimed, Ledger, Problem
 from digest.store.runs import Runs
 from digest.store.signups import Confirmed, Pending, Requested, SignupRequest, Signups
 from digest.store.subscribers import Consent, MergeReport, NewSubscriber, Subscriber, Subscribers, email_key
 
 __all__ = [
+    "ClaimCursor",
     "Claimed",
     "Confirmed",
     "Consent",

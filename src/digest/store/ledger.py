@@ -19,7 +19,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,11 +43,30 @@ class Claimed:
     variant: str
     recipients: tuple[tuple[int, int, str, str], ...]  # (delivery id, subscriber id, email, name)
 
-    @property
-    def last(self) -> tuple[str, int]:
-        """Where the next claim's search starts (``Ledger.claim``'s ``after``): this batch's
-        variant and its last delivery id (the claim takes them in ascending order)."""
-        return self.variant, self.recipients[-1][0]
+
+@dataclass
+class ClaimCursor:
+    """Where one send's claims search next: in each variant, after the last delivery it claimed
+    there, starting at the variant its last claim found. The claim index also holds the
+    deliveries claimed before (migration 0010), so a send that searched from the start each
+    time would walk over all its own claims again.
+
+    ``restart`` once deliveries may have been queued in a variant already passed (a send's next
+    range of subscribers): the next claim looks again from the first variant, each from where
+    this send left it. Deliveries put back behind a position (another worker's released batch)
+    are found by a new cursor, which searches every variant from its start.
+    """
+
+    positions: dict[str, int] = field(default_factory=dict)  # variant: the last delivery id claimed
+    variant: str | None = None  # where the next search starts; None: at the first variant
+
+    def restart(self) -> None:
+        self.variant = None
+
+    def moved(self, claimed: Claimed) -> None:
+        """After ``claimed``: on in its variant (whose ids a claim takes in ascending order)."""
+        self.variant = claimed.variant
+        self.positions[claimed.variant] = claimed.recipients[-1][0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +160,12 @@ class Ledger(Repository):
     # --- claiming and finishing batches ------------------------------------------------------
 
     def claim(
-        self, key: str, size: int, transport: str, *, handed_over: bool = True, after: tuple[str, int] | None = None
+        self, key: str, size: int, transport: str, *, handed_over: bool = True, cursor: ClaimCursor | None = None
     ) -> Claimed | None:
         """Claim up to ``size`` pending deliveries of one variant as a new ``submitting`` batch.
 
-        The search walks the claim index in (variant, id) order, from the start or from
-        ``after``: the (variant, delivery id) of the last delivery this process claimed
-        (``Claimed.last``). The index also holds every delivery claimed before (migration 0010),
-        so a send passes it to each claim rather than step over those again; a delivery put back
-        behind it, or queued since for a variant before it, is found by a search from the start.
+        The search walks the claim index in (variant, id) order: from the start, or where
+        ``cursor`` (a send's own, moved on by each claim) says.
 
         Deliveries whose subscriber is no longer active are marked ``skipped`` instead: an
         unsubscribe that lands before the batch is claimed is honoured, and so is a subscriber
@@ -160,12 +176,12 @@ class Ledger(Repository):
         """
         now = utcnow()
         d = deliveries
-        queries = claim_queries(key, size, after, locking=self.dialect == "postgresql")
+        locking = self.dialect == "postgresql"
         with self._write() as conn:
-            if self.dialect == "postgresql":
+            if locking:
                 conn.exec_driver_sql(IN_INDEX_ORDER)
             while True:
-                rows = _first_found(conn, queries)
+                rows = _search(conn, claim_query(key, size, locking=locking), key, cursor)
                 if not rows:
                     return None
                 variant, live, gone = _partition(rows)
@@ -179,7 +195,10 @@ class Ledger(Repository):
                     break
             batch_id = _open_batch(conn, key, variant, transport, len(live), now, handed_over=handed_over)
             _mark_claimed(conn, key, variant, [r[0] for r in live], batch_id, now)
-        return Claimed(batch_id, key, variant, tuple(live))
+        claimed = Claimed(batch_id, key, variant, tuple(live))
+        if cursor is not None:
+            cursor.moved(claimed)
+        return claimed
 
     def claim_one(self, key: str, subscriber_id: int, variant: str | None, transport: str) -> Claimed | None:
         """Queue issue ``key`` for one active subscriber and claim it at once as a batch of one
@@ -382,19 +401,16 @@ class Ledger(Repository):
 # For a claim's transaction on PostgreSQL: walk the claim index in order and stop at the batch's
 # last row. Its planner, with no statistics for a table filled a moment before (or statistics
 # from before the send), estimated that few rows match and chose to fetch every pending delivery
-# after ``after`` and sort them: a million-reader send took a second a claim. Only the claim's
+# after the cursor's position and sort them: a million-reader send took a second a claim. Only the claim's
 # own transaction is changed (SET LOCAL), and the index walk is the only plan left for it.
 IN_INDEX_ORDER = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
 
-def claim_queries(key: str, size: int, after: tuple[str, int] | None, *, locking: bool) -> list[sa.Select[Any]]:
+def claim_query(key: str, size: int, *, locking: bool) -> sa.Select[Any]:
     """The next ``size`` claimable deliveries of issue ``key`` in the claim index's order, with
-    their subscribers: searched in turn, the first that finds any gives the batch. From the
-    start, one search; after ``after``, one in its variant and then one in the variants after
-    it, each a range of the index on both databases (SQLite bounds a search by a row value
-    ``(variant, id) > (?, ?)`` on its first column only: it walked the whole variant).
-    ``locking`` (PostgreSQL) locks the rows, skipping those another claim holds. A recipient's
-    four fields come first: ``row[:4]`` is what ``Claimed`` holds of them."""
+    their subscribers (``_search`` narrows it to a variant and a position). ``locking``
+    (PostgreSQL) locks them, skipping those another claim holds. A recipient's four fields come
+    first: ``row[:4]`` is what ``Claimed`` holds of them."""
     d, s = deliveries, subscribers
     query = (
         sa.select(d.c.id, d.c.subscriber_id, s.c.email, s.c.name, d.c.variant, s.c.status)
@@ -403,12 +419,15 @@ def claim_queries(key: str, size: int, after: tuple[str, int] | None, *, locking
         .order_by(d.c.variant, d.c.id)
         .limit(size)
     )
-    if locking:
-        query = query.with_for_update(skip_locked=True, of=d)
-    if after is None:
-        return [query]
-    variant, last = after
-    return [query.where(d.c.variant == variant, d.c.id > last), query.where(d.c.variant > variant)]
+    return query.with_for_update(skip_locked=True, of=d) if locking else query
+
+
+def next_variant(key: str, after: str | None) -> sa.Select[Any]:
+    """The first variant of issue ``key``'s deliveries (the first after ``after``, when given):
+    a step along the claim index."""
+    d = deliveries
+    query = sa.select(d.c.variant).where(d.c.issue_key == key).order_by(d.c.variant).limit(1)
+    return query if after is None else query.where(d.c.variant > after)
 
 
 # A subscriber's choice of sections as the database's JSON text: "[]" when none was chosen.
@@ -481,11 +500,19 @@ def _choice(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-def _first_found(conn: Connection, queries: Sequence[sa.Select[Any]]) -> Sequence[sa.Row[Any]]:
-    """The rows of the first of ``queries`` that finds any (none: empty)."""
-    for query in queries:
-        if rows := conn.execute(query).all():
+def _search(conn: Connection, query: sa.Select[Any], key: str, cursor: ClaimCursor | None) -> Sequence[sa.Row[Any]]:
+    """A claim's rows (``query``, from ``claim_query``): from the start, or variant by variant
+    from the cursor's, each after the cursor's position in it. Each search is a range of the
+    claim index on both databases: SQLite bounds one by a row value ``(variant, id) > (?, ?)``
+    on its first column only, so it walked every claimed row of the variant."""
+    if cursor is None:
+        return conn.execute(query).all()
+    d = deliveries
+    variant = cursor.variant if cursor.variant is not None else conn.execute(next_variant(key, None)).scalar()
+    while variant is not None:
+        if rows := conn.execute(query.where(d.c.variant == variant, d.c.id > cursor.positions.get(variant, 0))).all():
             return rows
+        variant = conn.execute(next_variant(key, variant)).scalar()
     return []
 
 

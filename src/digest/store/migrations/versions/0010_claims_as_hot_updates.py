@@ -17,9 +17,10 @@ server's CPU): 5.2 to 6.4 s before, 3.8 to 4.6 s after, the claims' UPDATEs 1.8 
 and 0.6 s after; the table 37 MB and its indexes 31 MB before, 30 MB and 18 MB after. At 50%
 filled, 8% of the updates found no room on their page; at 45%, 1%.
 
-What the indexes did is done otherwise: a claim starts its search after the last delivery its
-process claimed (``Ledger.claim``'s ``after``), since the index now also holds claimed rows,
-and a batch's deliveries are found by their (issue, variant, id) range and batch id.
+What the indexes did is done otherwise: a send's claims search each variant after the last
+delivery the send claimed there (``ledger.ClaimCursor``), since the index now also holds
+claimed rows, and a batch's deliveries are found by their (issue, variant, id) range and batch
+id.
 
 Revision ID: 0010
 Revises: 0009
