@@ -401,8 +401,8 @@ class Ledger(Repository):
 # For a claim's transaction on PostgreSQL: walk the claim index in order and stop at the batch's
 # last row. Its planner, with no statistics for a table filled a moment before (or statistics
 # from before the send), estimated that few rows match and chose to fetch every pending delivery
-# after the cursor's position and sort them: a million-reader send took a second a claim. Only the claim's
-# own transaction is changed (SET LOCAL), and the index walk is the only plan left for it.
+# after the cursor's position and sort them: a million-reader send took a second a claim. Only
+# the claim's own transaction is changed (SET LOCAL), and the index walk is the only plan left.
 IN_INDEX_ORDER = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 
 
